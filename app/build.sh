@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Set the machine up (app/setup.sh), configure once, build. Arguments go to
+# `cmake --build`, e.g. `app/build.sh --target corral_demo` or `app/build.sh -- -v`.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+log() { printf '[corral-setup] %s\n' "$*" >&2; }
+
+bash "${ROOT}/app/setup.sh"
+
+export CCACHE_DIR="${CCACHE_DIR:-/var/cache/corral-ccache}"
+mkdir -p "${CCACHE_DIR}"
+
+cd "${ROOT}"
+if [[ ! -f build/build.ninja ]]; then
+  log "build: configuring (cmake --preset default)"
+  cmake --preset default
+fi
+log "build: cmake --build --preset default $* (CCACHE_DIR=${CCACHE_DIR})"
+cmake --build --preset default "$@"
+log "build: done"
