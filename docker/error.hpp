@@ -46,6 +46,7 @@ class [[nodiscard]] result {
   bool ok() const noexcept { return v_.index() == 0; }
   explicit operator bool() const noexcept { return ok(); }
 
+  T* get() noexcept { return std::get_if<0>(&v_); }  // null on error
   T& value() & { return std::get<0>(v_); }
   const T& value() const& { return std::get<0>(v_); }
   T&& value() && { return std::get<0>(std::move(v_)); }

@@ -58,14 +58,29 @@ utf8_scan scan_utf8(std::string_view s) {
 void append_escaped_ascii(std::string& out, unsigned char c) {
   static constexpr char hex[] = "0123456789abcdef";
   switch (c) {
-    case '"': out += "\\\""; return;
-    case '\\': out += "\\\\"; return;
-    case '\b': out += "\\b"; return;
-    case '\f': out += "\\f"; return;
-    case '\n': out += "\\n"; return;
-    case '\r': out += "\\r"; return;
-    case '\t': out += "\\t"; return;
-    default: break;
+    case '"':
+      out += "\\\"";
+      return;
+    case '\\':
+      out += "\\\\";
+      return;
+    case '\b':
+      out += "\\b";
+      return;
+    case '\f':
+      out += "\\f";
+      return;
+    case '\n':
+      out += "\\n";
+      return;
+    case '\r':
+      out += "\\r";
+      return;
+    case '\t':
+      out += "\\t";
+      return;
+    default:
+      break;
   }
   const char escape[] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 0xF]};
   out.append(escape, sizeof escape);
@@ -194,9 +209,13 @@ json_writer& json_writer::value(uint64_t v) {
   return *this;
 }
 
-json_writer& json_writer::value(int v) { return value(static_cast<int64_t>(v)); }
+json_writer& json_writer::value(int v) {
+  return value(static_cast<int64_t>(v));
+}
 
-json_writer& json_writer::value(unsigned v) { return value(static_cast<uint64_t>(v)); }
+json_writer& json_writer::value(unsigned v) {
+  return value(static_cast<uint64_t>(v));
+}
 
 json_writer& json_writer::null_value() {
   before_value();

@@ -20,11 +20,14 @@ namespace corral::docker {
 // subsequence (a stray continuation byte, a lead byte whose sequence is cut short, an overlong
 // form, a UTF-16 surrogate encoded as UTF-8, a code point above U+10FFFF, bytes 0xC0, 0xC1 and
 // 0xF5..0xFF) becomes one U+FFFD, emitted as the raw bytes EF BF BD. This is the Unicode
-// "maximal subpart" practice, so "\xE2\x82" gives one U+FFFD and "\xC0\xAF" gives two, the same
-// as Python's and browsers' decoders. Container names, commands and environment values are
-// user input; the engine rejects a body that is not valid UTF-8 with a 400 naming nothing
-// useful, so a replacement character in the one bad spot is the better failure. Valid
-// multi-byte UTF-8 passes through byte for byte.
+// "maximal subpart" practice, so "\xE2\x82" gives one U+FFFD and "\xC0\xAF" gives two, the
+// same as Python's and browsers' decoders. Valid multi-byte UTF-8 passes through byte for byte.
+//
+// Why replace rather than fail: container names, commands and environment values are user
+// input, and JSON (RFC 8259) must be UTF-8, so passing bad bytes on would make every body a
+// gamble on the reader's leniency (the engine's Go decoder happens to replace them too, one
+// U+FFFD per byte; stricter tools in between, and our own simdjson, reject them). Refusing
+// the request would turn a stray byte in one env value into a failed run.
 void append_json_string(std::string& out, std::string_view s);
 
 // Builds compact JSON. Commas and the colon after a key are inserted automatically; the

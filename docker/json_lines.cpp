@@ -106,7 +106,8 @@ std::optional<event_message> parse_event(std::string_view line) {
   if (out.time_nano == 0) {
     // Only "time" (seconds) on some events; the bound keeps a hostile value from overflowing.
     const int64_t seconds = get_int(obj, "time");
-    if (seconds > 0 && seconds <= INT64_MAX / 1'000'000'000) out.time_nano = seconds * 1'000'000'000;
+    if (seconds > 0 && seconds <= INT64_MAX / 1'000'000'000)
+      out.time_nano = seconds * 1'000'000'000;
   }
   return out;
 }

@@ -50,7 +50,7 @@ class json_lines_splitter {
 // and, when the pull fails part-way (the HTTP status is already 200), an error line
 //   {"errorDetail":{"message":"..."},"error":"..."}.
 struct pull_progress {
-  std::string id;        // layer id; empty for whole-image lines ("Pulling from library/x")
+  std::string id;  // layer id; empty for whole-image lines ("Pulling from library/x")
   std::string status;
   std::string progress;  // the engine's progress bar text
   int64_t current = 0;

@@ -30,21 +30,22 @@
 namespace corral::docker {
 
 // Copies s into a buffer padded for simdjson, which reads up to SIMDJSON_PADDING bytes past
-// the end. Malformed JSON comes back as an empty buffer, so iterate() fails with EMPTY.
-// That is the price of a full DOM validation pass here: on-demand validates lazily, and in
-// simdjson 3.0.1 a read that goes on after a structural error (a body cut short just after an
-// inner '}', two documents back to back) dereferences a null parser instead of failing.
-// With only well-formed input, the helpers below can fail only with "missing" or "wrong type".
+// the end, after checking all of it with the DOM parser. Malformed JSON comes back as an empty
+// buffer, so iterate() fails with EMPTY. The check is needed because on-demand validates
+// lazily, and simdjson 3.0.1 does not survive that: a body cut short just after an inner '}'
+// makes the next read after the structural error dereference a null parser, and a second
+// document after the first is silently ignored. Given only well-formed input, the helpers
+// below can fail only with "missing" or "wrong type", which are safe to continue from.
 inline simdjson::padded_string pad(std::string_view s) {
   // An empty view may have a null data(); "" keeps the copy well-defined.
   simdjson::padded_string padded(s.empty() ? "" : s.data(), s.size());
   simdjson::dom::parser validator;
   simdjson::dom::element root;
-  if (validator.parse(padded).get(root) != simdjson::SUCCESS) return simdjson::padded_string();
+  if (validator.parse(padded).get(root) != simdjson::SUCCESS) return simdjson::padded_string("", 0);
   return padded;
 }
 
-// The string at `key`, unescaped; `fallback` if the field is absent, not a string or malformed.
+// The string at `key`, unescaped; `fallback` if the field is absent or not a string.
 inline std::string get_string(simdjson::ondemand::object& obj, std::string_view key,
                               std::string fallback = {}) {
   std::string_view v;
@@ -62,8 +63,7 @@ inline int64_t get_int(simdjson::ondemand::object& obj, std::string_view key,
 }
 
 // The boolean at `key`; `fallback` if absent or not true/false.
-inline bool get_bool(simdjson::ondemand::object& obj, std::string_view key,
-                     bool fallback = false) {
+inline bool get_bool(simdjson::ondemand::object& obj, std::string_view key, bool fallback = false) {
   bool v = false;
   if (obj.find_field_unordered(key).get_bool().get(v) != simdjson::SUCCESS) return fallback;
   return v;
@@ -77,16 +77,15 @@ inline bool get_object(simdjson::ondemand::object& obj, std::string_view key,
 }
 
 // The string-valued fields of the object at `key` (labels, event attributes). Non-string
-// values are skipped; an absent, null or malformed object gives what was read before the
-// problem, usually nothing.
+// values are skipped; an absent or null object, or a non-object, gives an empty map.
 inline std::map<std::string, std::string> get_string_map(simdjson::ondemand::object& obj,
                                                          std::string_view key) {
   std::map<std::string, std::string> out;
   simdjson::ondemand::object inner;
   if (!get_object(obj, key, inner)) return out;
   for (auto maybe_field : inner) {
-    // Stop at the first error: after one, the iterator does not advance and the loop would
-    // never end.
+    // pad() makes errors here unlikely, but after one the iterator does not advance and the
+    // loop would never end, so stop.
     simdjson::ondemand::field field;
     if (std::move(maybe_field).get(field) != simdjson::SUCCESS) break;
     std::string_view name;
@@ -102,7 +101,7 @@ inline std::map<std::string, std::string> get_string_map(simdjson::ondemand::obj
 }
 
 // The strings of the array at `key` (Cmd, Entrypoint, Env). Non-string elements are skipped;
-// absent, null or malformed gives what was read before the problem, usually nothing.
+// an absent or null array, or a non-array, gives an empty list.
 inline std::vector<std::string> get_string_list(simdjson::ondemand::object& obj,
                                                 std::string_view key) {
   std::vector<std::string> out;
@@ -110,7 +109,7 @@ inline std::vector<std::string> get_string_list(simdjson::ondemand::object& obj,
   if (obj.find_field_unordered(key).get_array().get(arr) != simdjson::SUCCESS) return out;
   for (auto maybe_element : arr) {
     simdjson::ondemand::value element;
-    if (std::move(maybe_element).get(element) != simdjson::SUCCESS) break;
+    if (std::move(maybe_element).get(element) != simdjson::SUCCESS) break;  // as above
     simdjson::ondemand::json_type type;
     if (element.type().get(type) != simdjson::SUCCESS) break;
     if (type != simdjson::ondemand::json_type::string) continue;

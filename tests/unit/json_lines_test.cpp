@@ -45,8 +45,7 @@ TEST_CASE("json_lines_splitter splits, strips CR and skips empty lines", "[json_
   CHECK(l.got == expected);
 }
 
-TEST_CASE("json_lines_splitter accepts the stream split at every byte boundary",
-          "[json_lines]") {
+TEST_CASE("json_lines_splitter accepts the stream split at every byte boundary", "[json_lines]") {
   for (size_t split = 0; split <= canned.size(); ++split) {
     INFO("split at " << split);
     lines l;
@@ -149,8 +148,8 @@ TEST_CASE("parse_pull_progress reads status and progress lines", "[json_lines]")
   CHECK(p->total == 3145728);
   CHECK(p->error_message.empty());
 
-  const auto header = docker::parse_pull_progress(
-      R"({"status":"Pulling from library/alpine","id":"3.19"})");
+  const auto header =
+      docker::parse_pull_progress(R"({"status":"Pulling from library/alpine","id":"3.19"})");
   REQUIRE(header);
   CHECK(header->status == "Pulling from library/alpine");
   CHECK(header->id == "3.19");
@@ -163,8 +162,8 @@ TEST_CASE("parse_pull_progress reads status and progress lines", "[json_lines]")
   CHECK(done->status == "Pull complete");
   CHECK(done->current == 0);
 
-  const auto digest = docker::parse_pull_progress(
-      R"({"status":"Digest: sha256:0123abcd","extra":[1,{"x":null}]})");
+  const auto digest =
+      docker::parse_pull_progress(R"({"status":"Digest: sha256:0123abcd","extra":[1,{"x":null}]})");
   REQUIRE(digest);
   CHECK(digest->status == "Digest: sha256:0123abcd");
   CHECK(digest->id.empty());
@@ -180,8 +179,8 @@ TEST_CASE("parse_pull_progress reads error lines", "[json_lines]") {
   REQUIRE(legacy);
   CHECK(legacy->error_message == "only the old field");
 
-  const auto detail_first = docker::parse_pull_progress(
-      R"({"error":"old","errorDetail":{"code":1,"message":"new"}})");
+  const auto detail_first =
+      docker::parse_pull_progress(R"({"error":"old","errorDetail":{"code":1,"message":"new"}})");
   REQUIRE(detail_first);
   CHECK(detail_first->error_message == "new");
 }
@@ -192,7 +191,8 @@ TEST_CASE("parse_pull_progress rejects non-JSON and non-objects", "[json_lines]"
   CHECK_FALSE(docker::parse_pull_progress(R"(["status"])"));
   CHECK_FALSE(docker::parse_pull_progress(R"("status")"));
   CHECK_FALSE(docker::parse_pull_progress(R"({"status":"Downloading","progressDetail":{"cur)"));
-  CHECK_FALSE(docker::parse_pull_progress(R"({"status":"Downloading","progressDetail":{"current":1})"));
+  CHECK_FALSE(
+      docker::parse_pull_progress(R"({"status":"Downloading","progressDetail":{"current":1})"));
   CHECK_FALSE(docker::parse_pull_progress(R"({"status":"x"}{"status":"y"})"));
 }
 

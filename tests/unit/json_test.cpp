@@ -75,15 +75,17 @@ TEST_CASE("append_json_string escapes every control character and DEL", "[json]"
 }
 
 TEST_CASE("append_json_string leaves shell metacharacters alone", "[json]") {
-  const std::string raw = R"($(rm -rf /); echo `id` | cat > /tmp/x < /dev/null && a || b & 'q' * ? ~ ! # % ^ { } [ ])";
+  const std::string raw =
+      R"($(rm -rf /); echo `id` | cat > /tmp/x < /dev/null && a || b & 'q' * ? ~ ! # % ^ { } [ ])";
   const std::string json = encode(raw);
   CHECK(json == "\"" + raw + "\"");
   CHECK(decode_string(json) == raw);
 }
 
 TEST_CASE("append_json_string passes valid multi-byte UTF-8 through", "[json]") {
-  for (std::string raw : {"caf\xC3\xA9"s, "\xF0\x9F\x98\x80"s, "\xE2\x82\xAC 5"s, "\xF4\x8F\xBF\xBF"s,
-                          "\xEF\xBF\xBD"s, "\xED\x9F\xBF"s, "\xEE\x80\x80"s, "\xF0\x90\x80\x80"s}) {
+  for (std::string raw :
+       {"caf\xC3\xA9"s, "\xF0\x9F\x98\x80"s, "\xE2\x82\xAC 5"s, "\xF4\x8F\xBF\xBF"s,
+        "\xEF\xBF\xBD"s, "\xED\x9F\xBF"s, "\xEE\x80\x80"s, "\xF0\x90\x80\x80"s}) {
     INFO(raw);
     CHECK(encode(raw) == "\"" + raw + "\"");
     CHECK(decode_string(encode(raw)) == raw);
@@ -98,20 +100,24 @@ TEST_CASE("append_json_string replaces invalid UTF-8 with U+FFFD", "[json]") {
   // One U+FFFD per maximal ill-formed subpart, as Python's decode(errors="replace") gives.
   const example examples[] = {
       {"\xFF", fffd},
-      {"a\xFF" "b", "a" + fffd + "b"},
-      {"\xE2\x82", fffd},                      // truncated euro sign
-      {"\xE2\x82" "x", fffd + "x"},            // cut short by ASCII
-      {"\xF0\x9F\x98", fffd},                  // truncated emoji at the end
-      {"\xC0\xAF", fffd + fffd},               // overlong '/'
-      {"\xE0\x80\xAF", fffd + fffd + fffd},    // overlong '/' in three bytes
-      {"\xED\xA0\x80", fffd + fffd + fffd},    // CESU-8 high surrogate
-      {"\xED\xBF\xBF", fffd + fffd + fffd},    // low surrogate
+      {"a\xFF"
+       "b",
+       "a" + fffd + "b"},
+      {"\xE2\x82", fffd},  // truncated euro sign
+      {"\xE2\x82"
+       "x",
+       fffd + "x"},                                     // cut short by ASCII
+      {"\xF0\x9F\x98", fffd},                           // truncated emoji at the end
+      {"\xC0\xAF", fffd + fffd},                        // overlong '/'
+      {"\xE0\x80\xAF", fffd + fffd + fffd},             // overlong '/' in three bytes
+      {"\xED\xA0\x80", fffd + fffd + fffd},             // CESU-8 high surrogate
+      {"\xED\xBF\xBF", fffd + fffd + fffd},             // low surrogate
       {"\xF4\x90\x80\x80", fffd + fffd + fffd + fffd},  // U+110000
       {"\xF5\x80", fffd + fffd},
-      {"\x80", fffd},                          // lone continuation byte
+      {"\x80", fffd},  // lone continuation byte
       {"\x80\xBF", fffd + fffd},
       {"\xC2", fffd},
-      {"\xC2\xC3\xA9", fffd + "\xC3\xA9"},     // valid sequence right after a broken one
+      {"\xC2\xC3\xA9", fffd + "\xC3\xA9"},  // valid sequence right after a broken one
       {"\xE2\x82\xE2\x82\xAC", fffd + "\xE2\x82\xAC"},
   };
   for (const auto& e : examples) {
@@ -240,12 +246,12 @@ TEST_CASE("json_field_string gives nullopt for anything else", "[json]") {
 }
 
 TEST_CASE("json_read helpers read fields in any order and fall back", "[json]") {
-  const auto padded = docker::pad(
-      R"({"Name":"web","Count":42,"Neg":-7,"Float":1.5,"Huge":18446744073709551615,)"
-      R"("On":true,"Off":false,"Null":null,"Esc":"a\"b\u00e9",)"
-      R"("State":{"Running":true,"Pid":123},)"
-      R"("Labels":{"a":"1","n":2,"b":"two","o":{"x":"y"},"c":""},)"
-      R"("Cmd":["sh",1,"-c",null,"ls"],"Last":"end"})");
+  const auto padded =
+      docker::pad(R"({"Name":"web","Count":42,"Neg":-7,"Float":1.5,"Huge":18446744073709551615,)"
+                  R"("On":true,"Off":false,"Null":null,"Esc":"a\"b\u00e9",)"
+                  R"("State":{"Running":true,"Pid":123},)"
+                  R"("Labels":{"a":"1","n":2,"b":"two","o":{"x":"y"},"c":""},)"
+                  R"("Cmd":["sh",1,"-c",null,"ls"],"Last":"end"})");
   simdjson::ondemand::parser parser;
   simdjson::ondemand::document doc;
   REQUIRE(parser.iterate(padded).get(doc) == simdjson::SUCCESS);
@@ -292,15 +298,32 @@ TEST_CASE("json_read helpers read fields in any order and fall back", "[json]") 
   CHECK(docker::get_string(obj, "Name") == "web");
 }
 
-TEST_CASE("json_read pad copies with padding, empty included", "[json]") {
-  const auto empty = docker::pad({});
-  CHECK(empty.size() == 0);
+TEST_CASE("json_read pad copies well-formed JSON and empties malformed JSON", "[json]") {
   const std::string text = R"({"a":"b"})";
   const auto padded = docker::pad(text);
   CHECK(std::string_view(padded) == text);
-  simdjson::ondemand::parser parser;
-  simdjson::ondemand::document doc;
-  CHECK(parser.iterate(empty).get(doc) != simdjson::SUCCESS);
+  CHECK(std::string_view(docker::pad(R"("scalar")")) == R"("scalar")");
+
+  // Each of these once reached on-demand reads; the first crashed simdjson 3.0.1 and the
+  // second was read as its first document.
+  for (std::string_view bad :
+       {R"({"a":"x","b":{"c":1})", R"({"a":"x"}{"a":"y"})", R"({"a":[1 2],"b":"x"})",
+        R"({"a":"x",})", "{\"a\":\"\xFF\"}", "", "   ", "nope"}) {
+    INFO(bad);
+    const auto p = docker::pad(bad);
+    CHECK(p.size() == 0);
+    simdjson::ondemand::parser parser;
+    simdjson::ondemand::document doc;
+    CHECK(parser.iterate(p).get(doc) == simdjson::EMPTY);
+  }
+}
+
+TEST_CASE("json_read helpers survive documents that end early after an inner object", "[json]") {
+  // The same documents through the public readers: nullopt, not a crash or a partial read.
+  CHECK_FALSE(docker::json_field_string(R"({"message":"x","detail":{"c":1})", "message"));
+  CHECK_FALSE(docker::json_field_string(R"({"detail":{"c":1},"message":"x")", "message"));
+  CHECK_FALSE(docker::json_field_string(R"({"message":"x"}{"message":"y"})", "message"));
+  CHECK_FALSE(docker::json_field_string(R"({"a":[1 2],"message":"x"})", "message"));
 }
 
 TEST_CASE("error_from_response classifies status and reads the engine message", "[json][error]") {
@@ -308,14 +331,13 @@ TEST_CASE("error_from_response classifies status and reads the engine message", 
     int status;
     docker::errc code;
   };
-  for (auto [status, code] : {example{400, docker::errc::invalid_request},
-                              example{404, docker::errc::not_found},
-                              example{409, docker::errc::conflict},
-                              example{500, docker::errc::engine_error},
-                              example{503, docker::errc::engine_error},
-                              example{418, docker::errc::engine_error}}) {
+  for (auto [status, code] :
+       {example{400, docker::errc::invalid_request}, example{404, docker::errc::not_found},
+        example{409, docker::errc::conflict}, example{500, docker::errc::engine_error},
+        example{503, docker::errc::engine_error}, example{418, docker::errc::engine_error}}) {
     INFO("status " << status);
-    const auto json = docker::error_from_response(status, "{\"message\":\"engine says \\\"no\\\"\"}\n");
+    const auto json =
+        docker::error_from_response(status, "{\"message\":\"engine says \\\"no\\\"\"}\n");
     CHECK(json.code == code);
     CHECK(json.http_status == status);
     CHECK(json.message == "engine says \"no\"");

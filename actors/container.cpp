@@ -1,0 +1,593 @@
+#include "actors/container.hpp"
+
+#include <chrono>
+#include <deque>
+#include <map>
+#include <random>
+
+#include <caf/all.hpp>
+
+#include "actors/engine_bridge.hpp"
+#include "actors/engine_errors.hpp"
+#include "actors/monitor.hpp"
+#include "docker/client.hpp"
+#include "messages/errors.hpp"
+
+namespace corral::actors {
+
+namespace {
+
+using namespace messages;
+using steady = std::chrono::steady_clock;
+
+using container_impl_actor = container_actor::extend_with<monitored_actor>::extend<
+    caf::reacts_to<resume_atom, continuation>, caf::reacts_to<finalize_atom, uint64_t>,
+    caf::reacts_to<fallback_atom, uint64_t>>;
+
+// An exec still waiting for a slot (or for the sandbox to be ready).
+struct pending_exec {
+  exec_request request;
+  exec_plan plan;
+  caf::typed_response_promise<exec_result> rp;
+};
+
+struct running_exec {
+  exec_request request;
+  exec_plan plan;
+  caf::typed_response_promise<exec_result> rp;
+  std::string tag;  // CORRAL_EXEC value: finds every process of this exec inside the sandbox
+  std::string exec_id;
+  docker::unix_http_client::request_id stream = 0;
+  steady::time_point started = steady::now();
+  bool timed_out = false;
+  bool killed = false;  // by a release with cancel, or the lifetime limit
+  exec_result result;   // filled when the stream ends, delivered after the exit code is read
+};
+
+struct container_state {
+  static inline const char* name = "corral.container";
+  container_state() = default;  // not an aggregate: CAF must not build it from the self pointer
+  container_args args;
+  sandbox_info info;
+  monitor_actor monitor;
+  std::vector<caf::typed_response_promise<sandbox_info>> ready_waiters;
+  std::vector<caf::typed_response_promise<sandbox_info>> release_waiters;
+  std::deque<pending_exec> queue;
+  std::map<uint64_t, running_exec> running;
+  uint64_t next_seq = 1;
+  bool releasing = false;
+  bool removing = false;
+  std::optional<steady::time_point> oom_seen_at;
+  std::mt19937_64 random{std::random_device{}()};
+};
+
+using self_ptr = container_impl_actor::stateful_pointer<container_state>;
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+bool is_terminal(sandbox_status s) {
+  switch (s) {
+    case sandbox_status::removed:
+    case sandbox_status::exited:
+    case sandbox_status::failed:
+    case sandbox_status::timed_out:
+    case sandbox_status::oom_killed:
+    case sandbox_status::killed:
+    case sandbox_status::lost: return true;
+    default: return false;
+  }
+}
+
+docker::client& engine(self_ptr self) { return *self->state.args.docker; }
+
+void publish(self_ptr self) {
+  auto& st = self->state;
+  st.info.execs_in_flight = st.running.size() + st.queue.size();
+  if (st.args.supervisor) {
+    // send_as: the supervisor checks who reports, so a stale actor cannot overwrite a key.
+    caf::send_as(caf::actor_cast<caf::actor>(self), st.args.supervisor, update_atom_v, st.info,
+                 caf::actor_cast<caf::actor>(st.monitor));
+  }
+}
+
+void start_pending(self_ptr self);
+void begin_removal(self_ptr self, sandbox_status final_status, std::string detail);
+
+// -- the end -------------------------------------------------------------------------------
+
+// Everything still waiting gets an answer before the actor goes: CAF 0.17 has no broken
+// promises, so a silent quit would leave callers hanging until their timeout.
+void finish(self_ptr self) {
+  auto& st = self->state;
+  const auto lost = make_error(corral_errc::sandbox_lost,
+                               "sandbox " + st.info.key + " is " + to_string(st.info.status) +
+                                   (st.info.detail.empty() ? "" : ": " + st.info.detail));
+  for (auto& rp : st.ready_waiters) rp.deliver(lost);
+  st.ready_waiters.clear();
+  for (auto& p : st.queue) p.rp.deliver(lost);
+  st.queue.clear();
+  for (auto& [seq, run] : st.running) {
+    run.result.end = st.info.status == sandbox_status::oom_killed ? exec_end::oom_killed
+                                                                   : exec_end::sandbox_lost;
+    run.result.exit_code = 137;
+    run.rp.deliver(run.result);
+  }
+  st.running.clear();
+  for (auto& rp : st.release_waiters) rp.deliver(st.info);
+  st.release_waiters.clear();
+  publish(self);
+  self->quit();
+}
+
+// Removes the container (whatever state it is in) and ends in `final_status`.
+void begin_removal(self_ptr self, sandbox_status final_status, std::string detail) {
+  auto& st = self->state;
+  if (st.removing) return;
+  st.removing = true;
+  if (!detail.empty()) st.info.detail = std::move(detail);
+  if (st.monitor) self->send(st.monitor, stopping_atom_v);
+  if (st.info.container_id.empty()) {
+    st.info.status = final_status;
+    return finish(self);
+  }
+  auto remove = [self, final_status] {
+    engine(self).container_remove(
+        self->state.info.container_id, true,
+        back_to<void>(self, [self, final_status](docker::result<void> r) {
+          auto& st = self->state;
+          if (r || r.err().code == docker::errc::not_found) {
+            st.info.status = final_status;
+          } else {
+            // Said exactly: the runtime's next start lists and removes what is left.
+            st.info.status = sandbox_status::failed;
+            st.info.detail += (st.info.detail.empty() ? "" : "; ") +
+                              std::string("could not remove container ") + st.info.container_id +
+                              ": " + r.err().describe();
+          }
+          finish(self);
+        }));
+  };
+  if (final_status != sandbox_status::removed) return remove();
+  // A release stops politely first, so the command gets its grace period.
+  st.info.status = sandbox_status::stopping;
+  publish(self);
+  const auto grace = std::chrono::duration_cast<std::chrono::seconds>(st.args.cfg.stop_grace);
+  engine(self).container_stop(st.info.container_id, grace,
+                              back_to<docker::change_outcome>(self, [remove](auto) { remove(); }));
+}
+
+void fail_startup(self_ptr self, const caf::error& err) {
+  begin_removal(self, sandbox_status::failed, describe(err));
+}
+
+// -- lifecycle: create, start, setup, ready ------------------------------------------------
+
+void become_ready(self_ptr self) {
+  auto& st = self->state;
+  if (st.releasing) return begin_removal(self, sandbox_status::removed, {});
+  st.info.status = sandbox_status::ready;
+  st.info.last_used_ms = now_ms();
+  for (auto& rp : st.ready_waiters) rp.deliver(st.info);
+  st.ready_waiters.clear();
+  publish(self);
+  start_pending(self);
+}
+
+void run_setup(self_ptr self) {
+  auto& st = self->state;
+  if (st.args.plan.setup_command.empty()) return become_ready(self);
+  docker::exec_create_request req;
+  req.cmd = st.args.plan.setup_command;
+  req.user = st.args.plan.user;
+  engine(self).exec_create(
+      st.info.container_id, req,
+      back_to<docker::exec_create_response>(self, [self](docker::result<docker::exec_create_response> created) {
+        if (!created) return fail_startup(self, from_engine(created.err(), "creating the setup command"));
+        docker::exec_start_options options;
+        options.timeout = self->state.args.plan.exec_timeout;
+        options.max_stdout = 64 * 1024;
+        options.max_stderr = 64 * 1024;
+        const std::string exec_id = created->id;
+        engine(self).exec_start(
+            exec_id, options,
+            back_to<docker::exec_output>(self, [self, exec_id](docker::result<docker::exec_output> out) {
+              if (!out) return fail_startup(self, from_engine(out.err(), "running the setup command"));
+              engine(self).exec_inspect(
+                  exec_id, back_to<docker::exec_inspect_response>(
+                               self, [self, stderr_text = out->stderr_data.data](
+                                         docker::result<docker::exec_inspect_response> ins) {
+                                 if (!ins) return fail_startup(self, from_engine(ins.err(), "reading the setup command's exit code"));
+                                 const auto code = ins->exit_code.value_or(-1);
+                                 if (code != 0) {
+                                   return fail_startup(
+                                       self, make_error(corral_errc::invalid_request,
+                                                        "setup command exited " + std::to_string(code) +
+                                                            (stderr_text.empty() ? "" : ": " + stderr_text.substr(0, 500))));
+                                 }
+                                 become_ready(self);
+                               }));
+            }));
+      }));
+}
+
+void start_container(self_ptr self) {
+  auto& st = self->state;
+  if (st.releasing) return begin_removal(self, sandbox_status::removed, {});
+  st.info.status = sandbox_status::starting;
+  publish(self);
+  engine(self).container_start(
+      st.info.container_id, back_to<docker::change_outcome>(self, [self](docker::result<docker::change_outcome> r) {
+        if (!r) return fail_startup(self, from_engine(r.err(), "starting the sandbox"));
+        if (self->state.releasing) return begin_removal(self, sandbox_status::removed, {});
+        run_setup(self);
+      }));
+}
+
+void create_container(self_ptr self) {
+  auto& st = self->state;
+  auto request = st.args.plan.create;
+  // Unique per creation: a released key can be acquired again before the old one is gone.
+  char suffix[9];
+  std::snprintf(suffix, sizeof suffix, "%08x", static_cast<unsigned>(st.random() & 0xffffffffu));
+  request.name = "corral-" + st.args.cfg.name + "-" + st.args.key + "-" + suffix;
+  if (request.name.size() > 200) request.name = "corral-" + std::string(suffix);
+  engine(self).container_create(
+      request, back_to<docker::container_create_response>(self, [self](docker::result<docker::container_create_response> r) {
+        if (!r) {
+          const auto doing = r.err().code == docker::errc::not_found
+                                 ? "creating the sandbox (is the image " + self->state.args.plan.create.image + " there?)"
+                                 : std::string("creating the sandbox");
+          return fail_startup(self, from_engine(r.err(), doing));
+        }
+        self->state.info.container_id = r->id;
+        start_container(self);
+      }));
+}
+
+void adopt_container(self_ptr self) {
+  auto& st = self->state;
+  st.info.container_id = st.args.adopt_container_id;
+  engine(self).container_inspect(
+      st.info.container_id,
+      back_to<docker::container_inspect_response>(self, [self](docker::result<docker::container_inspect_response> r) {
+        if (!r) return fail_startup(self, from_engine(r.err(), "adopting the sandbox"));
+        if (!r->state.running || r->state.paused) {
+          return fail_startup(self, make_error(corral_errc::sandbox_lost,
+                                               "found container " + r->id.substr(0, 12) + " " + r->state.status +
+                                                   ", not running: removed instead of adopted"));
+        }
+        auto& st = self->state;
+        if (auto it = r->labels.find(label_created_at); it != r->labels.end()) {
+          st.info.created_ms = std::strtoll(it->second.c_str(), nullptr, 10);
+        }
+        st.args.plan.user = r->user.empty() ? st.args.plan.user : r->user;
+        st.info.image = r->config_image;
+        st.info.memory_bytes = r->host.memory;
+        st.info.nano_cpus = r->host.nano_cpus;
+        st.info.pids_limit = r->host.pids_limit;
+        become_ready(self);
+      }));
+}
+
+// -- execs ---------------------------------------------------------------------------------
+
+exec_result base_result(running_exec& run, docker::exec_output& out) {
+  exec_result r;
+  r.stdout_bytes = out.stdout_data.total;
+  r.stderr_bytes = out.stderr_data.total;
+  r.stdout_truncated = out.stdout_data.truncated;
+  r.stderr_truncated = out.stderr_data.truncated;
+  r.stdout_data = std::move(out.stdout_data.data);
+  r.stderr_data = std::move(out.stderr_data.data);
+  r.warnings = run.plan.warnings;
+  return r;
+}
+
+void complete_exec(self_ptr self, uint64_t seq) {
+  auto& st = self->state;
+  auto it = st.running.find(seq);
+  if (it == st.running.end()) return;
+  auto& run = it->second;
+  run.result.duration = std::chrono::duration_cast<caf::timespan>(steady::now() - run.started);
+  run.rp.deliver(run.result);
+  if (st.monitor) self->send(st.monitor, unwatch_atom_v, seq);
+  st.running.erase(it);
+  st.info.execs_run++;
+  st.info.last_used_ms = now_ms();
+  publish(self);
+  if (st.releasing && st.running.empty()) return begin_removal(self, sandbox_status::removed, {});
+  start_pending(self);
+}
+
+void on_exit_code(self_ptr self, uint64_t seq, docker::result<docker::exec_inspect_response> ins) {
+  auto& st = self->state;
+  auto it = st.running.find(seq);
+  if (it == st.running.end()) return;
+  auto& run = it->second;
+  if (run.timed_out) {
+    run.result.end = exec_end::timed_out;
+    run.result.exit_code = 124;
+    return complete_exec(self, seq);
+  }
+  if (run.killed) {
+    run.result.end = exec_end::killed;
+    run.result.exit_code = 137;
+    return complete_exec(self, seq);
+  }
+  if (!ins) {
+    run.result.end = exec_end::sandbox_lost;
+    run.result.exit_code = 137;
+    return complete_exec(self, seq);
+  }
+  run.result.exit_code = static_cast<int32_t>(ins->exit_code.value_or(-1));
+  run.result.end = exec_end::exited;
+  // The engine says 126 for a command it could not start; like `docker run`, a missing
+  // command is 127.
+  auto says = [&run](const char* text) {
+    return run.result.stdout_data.find(text) != std::string::npos ||
+           run.result.stderr_data.find(text) != std::string::npos;
+  };
+  if (run.result.exit_code == 126 && (says("executable file not found") || says("no such file or directory"))) {
+    run.result.exit_code = 127;
+  }
+  if (run.result.exit_code == 137) {
+    // Killed by a signal we did not send: the engine's oom event may trail the exit a little.
+    return self->delayed_send(self, std::chrono::milliseconds(300), finalize_atom_v, seq);
+  }
+  complete_exec(self, seq);
+}
+
+void on_stream_end(self_ptr self, uint64_t seq, docker::result<docker::exec_output>& out) {
+  auto& st = self->state;
+  auto it = st.running.find(seq);
+  if (it == st.running.end()) return;
+  auto& run = it->second;
+  if (auto* output = out.get()) {
+    run.result = base_result(run, *output);
+  } else if (!run.timed_out && !run.killed) {
+    // The stream broke while the exec was ours to finish.
+    if (out.err().code == docker::errc::engine_unavailable || out.err().code == docker::errc::cancelled) {
+      run.rp.deliver(from_engine(out.err(), "running the command"));
+      if (st.monitor) self->send(st.monitor, unwatch_atom_v, seq);
+      st.running.erase(it);
+      publish(self);
+      if (st.releasing && st.running.empty()) return begin_removal(self, sandbox_status::removed, {});
+      return start_pending(self);
+    }
+    run.result.warnings = run.plan.warnings;
+  } else {
+    run.result.warnings = run.plan.warnings;
+  }
+  engine(self).exec_inspect(run.exec_id, back_to<docker::exec_inspect_response>(
+                                             self, [self, seq](auto ins) { on_exit_code(self, seq, std::move(ins)); }));
+}
+
+void start_exec(self_ptr self, pending_exec pending) {
+  auto& st = self->state;
+  const uint64_t seq = st.next_seq++;
+  running_exec run;
+  run.request = std::move(pending.request);
+  run.plan = std::move(pending.plan);
+  run.rp = std::move(pending.rp);
+  char tag[17];
+  std::snprintf(tag, sizeof tag, "%016llx", static_cast<unsigned long long>(st.random()));
+  run.tag = tag;
+  auto create = run.plan.create;
+  create.env.push_back("CORRAL_EXEC=" + run.tag);
+  st.running.emplace(seq, std::move(run));
+  publish(self);
+  engine(self).exec_create(
+      st.info.container_id, create,
+      back_to<docker::exec_create_response>(self, [self, seq](docker::result<docker::exec_create_response> created) {
+        auto& st = self->state;
+        auto it = st.running.find(seq);
+        if (it == st.running.end()) return;
+        auto& run = it->second;
+        if (!created) {
+          const auto code = created.err().code;
+          caf::error err = code == docker::errc::conflict || code == docker::errc::not_found
+                               ? make_error(corral_errc::sandbox_lost, "sandbox " + st.info.key +
+                                                                          " cannot run commands: " + created.err().describe())
+                               : from_engine(created.err(), "creating the exec");
+          run.rp.deliver(err);
+          st.running.erase(it);
+          publish(self);
+          return start_pending(self);
+        }
+        run.exec_id = created->id;
+        docker::exec_start_options options;
+        options.max_stdout = run.plan.max_stdout;
+        options.max_stderr = run.plan.max_stderr;
+        if (run.request.has_stdin) options.stdin_data = run.request.stdin_data;
+        // Our deadline is the monitor's; the adapter's only guards against a stuck engine.
+        options.timeout = run.plan.timeout + std::chrono::seconds(30);
+        if (run.request.subscriber) {
+          // Runs on the adapter's thread: sending is all it may do.
+          options.on_output = [subscriber = run.request.subscriber, seq](docker::stream_kind kind, std::string_view bytes) {
+            output_chunk chunk;
+            chunk.exec_seq = seq;
+            chunk.stream = kind == docker::stream_kind::stderr_stream ? output_stream::stderr_stream
+                                                                        : output_stream::stdout_stream;
+            chunk.bytes.assign(bytes);
+            caf::anon_send(subscriber, output_atom_v, std::move(chunk));
+          };
+        }
+        run.stream = engine(self).exec_start(
+            run.exec_id, std::move(options),
+            back_to<docker::exec_output>(self, [self, seq](auto out) { on_stream_end(self, seq, out); }));
+        self->send(st.monitor, watch_atom_v, seq, caf::timespan{run.plan.timeout});
+      }));
+}
+
+void start_pending(self_ptr self) {
+  auto& st = self->state;
+  while (st.info.status == sandbox_status::ready && !st.releasing && !st.queue.empty() &&
+         st.running.size() < st.args.cfg.max_execs_per_sandbox) {
+    auto next = std::move(st.queue.front());
+    st.queue.pop_front();
+    start_exec(self, std::move(next));
+  }
+}
+
+// Kills every process of one exec inside the sandbox: each carries CORRAL_EXEC=<tag> in its
+// environment, inherited by its children. A second exec finds and kills them all; the exec
+// stream then ends by itself. If that is not possible, the fallback timer kills the sandbox.
+void kill_exec_tree(self_ptr self, uint64_t seq) {
+  auto& st = self->state;
+  auto it = st.running.find(seq);
+  if (it == st.running.end()) return;
+  docker::exec_create_request killer;
+  killer.user = st.args.plan.user;
+  killer.attach_stdout = false;
+  killer.attach_stderr = false;
+  // Stop them all first, then kill: a parent that outlives its child even briefly would go on
+  // running the rest of its script. Rounds catch children forked while the list was made.
+  killer.cmd = {"/bin/sh", "-c",
+                "t=\"CORRAL_EXEC=$1\"; for round in 1 2 3; do p=; for d in /proc/[0-9]*; do "
+                "if tr '\\0' '\\n' < \"$d/environ\" 2>/dev/null | grep -qx \"$t\"; then "
+                "p=\"$p ${d#/proc/}\"; fi; done; [ -z \"$p\" ] && break; "
+                "kill -STOP $p 2>/dev/null; kill -KILL $p 2>/dev/null; done",
+                "corral-kill", it->second.tag};
+  self->delayed_send(self, std::chrono::seconds(5), fallback_atom_v, seq);
+  engine(self).exec_create(
+      st.info.container_id, killer,
+      back_to<docker::exec_create_response>(self, [self](docker::result<docker::exec_create_response> created) {
+        if (!created) return;  // the fallback timer takes over
+        engine(self).exec_start(created->id, {}, back_to<docker::exec_output>(self, [](auto) {}));
+      }));
+}
+
+}  // namespace
+
+// -- the actor -----------------------------------------------------------------------------
+
+namespace {
+
+container_impl_actor::behavior_type container_impl(self_ptr self, container_args args) {
+  auto& st = self->state;
+  st.args = std::move(args);
+  st.info.key = st.args.key;
+  st.info.image = st.args.plan.create.image;
+  st.info.created_ms = now_ms();
+  st.info.last_used_ms = st.info.created_ms;
+  st.info.memory_bytes = st.args.plan.create.host.memory;
+  st.info.nano_cpus = st.args.plan.create.host.nano_cpus;
+  st.info.pids_limit = st.args.plan.create.host.pids_limit;
+  st.info.warnings = st.args.plan.warnings;
+  st.info.status = sandbox_status::creating;
+  st.monitor = spawn_monitor(self->system(), caf::actor_cast<monitored_actor>(self), st.args.plan.lifetime);
+  publish(self);
+  if (st.args.adopt_container_id.empty()) create_container(self);
+  else adopt_container(self);
+
+  return {
+      [self](acquire_atom) -> caf::result<sandbox_info> {
+        auto& st = self->state;
+        if (is_terminal(st.info.status) || st.releasing) {
+          return make_error(corral_errc::sandbox_lost, "sandbox " + st.info.key + " is " + to_string(st.info.status));
+        }
+        if (st.info.status == sandbox_status::ready) return st.info;
+        auto rp = self->make_response_promise<sandbox_info>();
+        st.ready_waiters.push_back(rp);
+        return rp;
+      },
+      [self](lookup_atom) -> caf::result<sandbox_info> {
+        auto& st = self->state;
+        if (st.info.status == sandbox_status::creating && !st.args.adopt_container_id.empty()) {
+          // Adoption takes one inspect: answer with the adopted state, not "creating".
+          auto rp = self->make_response_promise<sandbox_info>();
+          st.ready_waiters.push_back(rp);
+          return rp;
+        }
+        st.info.execs_in_flight = st.running.size() + st.queue.size();
+        return st.info;
+      },
+      [self](exec_atom, exec_request& request) -> caf::result<exec_result> {
+        auto& st = self->state;
+        if (st.releasing || is_terminal(st.info.status) || st.info.status == sandbox_status::stopping) {
+          return make_error(corral_errc::sandbox_lost,
+                            "sandbox " + st.info.key + " is " + (st.releasing ? std::string("being released") : to_string(st.info.status)));
+        }
+        auto plan = plan_exec(st.args.cfg, st.args.plan, request);
+        if (!plan) return std::move(plan.error());
+        auto rp = self->make_response_promise<exec_result>();
+        st.info.last_used_ms = now_ms();
+        st.queue.push_back(pending_exec{std::move(request), std::move(*plan), rp});
+        start_pending(self);
+        publish(self);
+        return rp;
+      },
+      [self](release_atom, release_mode mode) -> caf::result<sandbox_info> {
+        auto& st = self->state;
+        auto rp = self->make_response_promise<sandbox_info>();
+        st.release_waiters.push_back(rp);
+        if (st.releasing) return rp;
+        st.releasing = true;
+        const auto released = make_error(corral_errc::sandbox_lost, "sandbox " + st.info.key + " was released");
+        for (auto& p : st.queue) p.rp.deliver(released);
+        st.queue.clear();
+        for (auto& w : st.ready_waiters) w.deliver(released);
+        st.ready_waiters.clear();
+        if (st.info.status == sandbox_status::creating || st.info.status == sandbox_status::starting) {
+          return rp;  // the lifecycle step in flight sees `releasing` and removes
+        }
+        if (mode == release_mode::cancel_execs) {
+          for (auto& [seq, run] : st.running) run.killed = true;
+        }
+        if (mode == release_mode::cancel_execs || st.running.empty()) {
+          begin_removal(self, sandbox_status::removed, {});
+        }
+        return rp;
+      },
+      [self](resume_atom, continuation& step) { step.run(); },
+      [self](exec_timeout_atom, uint64_t seq) {
+        auto it = self->state.running.find(seq);
+        if (it == self->state.running.end()) return;
+        it->second.timed_out = true;
+        kill_exec_tree(self, seq);
+      },
+      [self](fallback_atom, uint64_t seq) {
+        // The exec outlived its kill: end our side, then the last resort.
+        auto& st = self->state;
+        auto it = st.running.find(seq);
+        if (it == st.running.end()) return;
+        engine(self).cancel(it->second.stream);
+        begin_removal(self, sandbox_status::killed,
+                      "an exec could not be stopped inside the sandbox; the sandbox was killed");
+      },
+      [self](finalize_atom, uint64_t seq) {
+        auto& st = self->state;
+        auto it = st.running.find(seq);
+        if (it == st.running.end()) return;
+        if (st.oom_seen_at && *st.oom_seen_at >= it->second.started) it->second.result.end = exec_end::oom_killed;
+        complete_exec(self, seq);
+      },
+      [self](lifetime_atom) {
+        auto& st = self->state;
+        if (st.removing) return;
+        for (auto& [seq, run] : st.running) run.killed = true;
+        begin_removal(self, sandbox_status::timed_out, "the sandbox reached its lifetime limit");
+      },
+      [self](oom_atom) { self->state.oom_seen_at = steady::now(); },
+      [self](mark_atom, sandbox_status status, std::string& detail) {
+        auto& st = self->state;
+        if (st.removing) return;
+        st.info.status = status;
+        st.info.detail = detail;
+        publish(self);
+        begin_removal(self, status, detail);
+      },
+  };
+}
+
+}  // namespace
+
+messages::container_actor spawn_container(caf::actor_system& sys, container_args args) {
+  return sys.spawn(container_impl, std::move(args));
+}
+
+}  // namespace corral::actors

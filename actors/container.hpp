@@ -1,0 +1,35 @@
+// The container actor: owns one container for its whole life and serialises its lifecycle
+// (create, start, setup, ready, execs, release). Every exit path removes the container or
+// says exactly why it could not.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <caf/actor.hpp>
+#include <caf/fwd.hpp>
+
+#include "actors/policy.hpp"
+#include "actors/runtime_config.hpp"
+#include "messages/interfaces.hpp"
+
+namespace corral::docker {
+class client;
+}
+
+namespace corral::actors {
+
+struct container_args {
+  std::shared_ptr<docker::client> docker;
+  runtime_config cfg;
+  std::string key;
+  sandbox_plan plan;
+  // Set: adopt this existing container (after a restart) instead of creating one.
+  std::string adopt_container_id;
+  // Receives (update_atom, sandbox_info, caf::actor monitor) on every change.
+  caf::actor supervisor;
+};
+
+messages::container_actor spawn_container(caf::actor_system& sys, container_args args);
+
+}  // namespace corral::actors

@@ -1,0 +1,71 @@
+// Sandbox-first policy: turns a caller's sandbox_spec into the exact container the engine
+// gets, with the strict defaults filled in, or a typed error naming what was refused.
+// Pure functions: no actors, no engine calls, so every rule is unit-tested.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+
+#include "actors/runtime_config.hpp"
+#include "docker/containers.hpp"
+#include "docker/exec.hpp"
+#include "messages/exec.hpp"
+#include "messages/sandbox.hpp"
+
+namespace corral::actors {
+
+// The strict defaults.
+inline constexpr int64_t default_memory_bytes = 512LL << 20;
+inline constexpr int64_t default_nano_cpus = 1'000'000'000;
+inline constexpr int64_t default_pids_limit = 256;
+inline constexpr int64_t default_tmp_bytes = 64LL << 20;
+inline constexpr const char* default_user = "1000:1000";
+
+// Labels every corral container carries.
+inline constexpr const char* label_managed_by = "corral.managed-by";
+inline constexpr const char* label_runtime = "corral.runtime";
+inline constexpr const char* label_key = "corral.key";
+inline constexpr const char* label_created_at = "corral.created-at";
+inline constexpr const char* label_spec_hash = "corral.spec-hash";
+
+struct sandbox_plan {
+  docker::container_create_request create;
+  std::vector<std::string> warnings;
+  std::string user;
+  std::vector<std::string> setup_command;
+  std::chrono::milliseconds exec_timeout{0};
+  uint64_t max_stdout = 0;
+  uint64_t max_stderr = 0;
+  std::chrono::milliseconds lifetime{0};
+  std::chrono::milliseconds idle_limit{0};
+  std::string spec_hash;
+};
+
+struct exec_plan {
+  docker::exec_create_request create;
+  std::vector<std::string> warnings;
+  std::chrono::milliseconds timeout{0};
+  uint64_t max_stdout = 0;
+  uint64_t max_stderr = 0;
+};
+
+caf::error check_key(std::string_view key);
+caf::error check_image_reference(std::string_view image);
+bool image_allowed(std::string_view image, const std::vector<std::string>& allowlist);
+
+// Env keys that never reach a sandbox: they redirect traffic or inject code.
+bool is_reserved_env_key(std::string_view key);
+
+caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::string& key,
+                                         const messages::sandbox_spec& spec,
+                                         const std::string& engine_socket, int64_t now_ms);
+
+caf::expected<exec_plan> plan_exec(const runtime_config& cfg, const sandbox_plan& sandbox,
+                                   const messages::exec_request& request);
+
+}  // namespace corral::actors

@@ -1,0 +1,44 @@
+// How a runtime (one supervisor and its sandboxes) is set up. Defaults are the strict ones.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace corral::actors {
+
+using namespace std::chrono_literals;
+
+struct runtime_config {
+  // Goes into every container's labels: runtimes on one engine never touch each other's.
+  std::string name = "local";
+  std::string socket_path;  // empty: docker::resolve_engine_socket()
+
+  std::string default_image = "corral/sandbox:busybox";
+  // Prefix-boundary allowlist (see policy.hpp). Empty: any image.
+  std::vector<std::string> image_allowlist = {"corral/"};
+  // When not empty, only these env keys pass (reserved keys never do).
+  std::vector<std::string> env_allowlist;
+
+  uint64_t capacity = 64;              // live sandboxes at most
+  std::size_t max_execs_per_sandbox = 8;  // beyond: queued
+  std::chrono::milliseconds prune_interval = 5s;
+  std::chrono::milliseconds default_exec_timeout = 60s;
+  std::chrono::milliseconds default_idle_limit = 0ms;  // zero: none
+  std::chrono::milliseconds default_lifetime = 0ms;    // zero: none
+  uint64_t default_max_output = 1 << 20;
+  std::chrono::milliseconds stop_grace = 1s;
+  std::chrono::milliseconds engine_timeout = 30s;  // per engine call
+  bool keep_sandboxes_on_shutdown = false;
+
+  // Ceilings: a request above them is a policy violation, not silently clamped.
+  int64_t max_memory_bytes = 16LL << 30;
+  int64_t max_nano_cpus = static_cast<int64_t>(std::thread::hardware_concurrency()) * 1'000'000'000;
+  int64_t max_pids = 32768;
+  uint64_t max_output_bytes = 256ULL << 20;
+  std::chrono::milliseconds max_exec_timeout = 24h;
+};
+
+}  // namespace corral::actors

@@ -1,0 +1,492 @@
+#include "actors/supervisor.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <unordered_map>
+
+#include <caf/all.hpp>
+
+#include "actors/container.hpp"
+#include "actors/engine_bridge.hpp"
+#include "actors/engine_errors.hpp"
+#include "actors/policy.hpp"
+#include "docker/client.hpp"
+#include "messages/errors.hpp"
+
+namespace corral::actors {
+
+namespace {
+
+using namespace messages;
+
+using supervisor_impl_actor = supervisor_actor::extend<
+    caf::reacts_to<resume_atom, continuation>, caf::reacts_to<update_atom, sandbox_info, caf::actor>,
+    caf::reacts_to<prune_tick_atom>, caf::reacts_to<resubscribe_atom>>;
+
+struct entry {
+  container_actor handle;  // empty once the container actor is gone (a tombstone)
+  caf::actor monitor;
+  sandbox_info info;
+  std::chrono::milliseconds idle_limit{0};
+};
+
+struct supervisor_state {
+  static inline const char* name = "corral.supervisor";
+  supervisor_state() = default;  // not an aggregate: CAF must not build it from the self pointer
+  runtime_config cfg;
+  std::shared_ptr<docker::client> docker;
+  std::map<std::string, entry> sandboxes;
+  std::unordered_map<std::string, std::string> key_by_container;
+  bool ready = false;            // adoption done (or the engine is down)
+  caf::error engine_down;        // set while no engine answers
+  std::vector<std::function<void()>> deferred;  // requests that came before `ready`
+  runtime_stats stats;
+  docker::unix_http_client::request_id events_stream = 0;
+  bool negotiating = false;
+  bool shutting_down = false;
+};
+
+using self_ptr = supervisor_impl_actor::stateful_pointer<supervisor_state>;
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+bool is_terminal(sandbox_status s) {
+  return s == sandbox_status::removed || s == sandbox_status::exited || s == sandbox_status::failed ||
+         s == sandbox_status::timed_out || s == sandbox_status::oom_killed ||
+         s == sandbox_status::killed || s == sandbox_status::lost;
+}
+
+uint64_t live_count(self_ptr self) {
+  uint64_t n = 0;
+  for (const auto& [key, e] : self->state.sandboxes) n += e.handle ? 1 : 0;
+  return n;
+}
+
+void set_ready(self_ptr self) {
+  auto& st = self->state;
+  st.ready = true;
+  auto deferred = std::move(st.deferred);
+  st.deferred.clear();
+  for (auto& f : deferred) f();
+}
+
+template <class F>
+void when_ready(self_ptr self, F f) {
+  if (self->state.ready) f();
+  else self->state.deferred.emplace_back(std::move(f));
+}
+
+// -- engine events: one subscription for the whole runtime ---------------------------------
+
+void subscribe_events(self_ptr self) {
+  auto& st = self->state;
+  docker::events_options options;
+  options.filters["type"] = {"container"};
+  options.filters["label"] = {std::string(label_runtime) + "=" + st.cfg.name};
+  options.filters["event"] = {"die", "oom", "kill", "destroy"};
+  caf::weak_actor_ptr weak = self->ctrl();
+  auto on_event = [weak, self](const docker::event_message& ev) {
+    auto strong = weak.lock();
+    if (!strong) return;
+    caf::anon_send(caf::actor_cast<caf::actor>(strong), resume_atom_v, continuation{[self, ev] {
+                     auto& st = self->state;
+                     auto key = st.key_by_container.find(ev.id);
+                     if (key == st.key_by_container.end()) return;
+                     auto it = st.sandboxes.find(key->second);
+                     if (it == st.sandboxes.end() || !it->second.monitor) return;
+                     std::string exit_code;
+                     if (auto code = ev.attributes.find("exitCode"); code != ev.attributes.end()) exit_code = code->second;
+                     caf::anon_send(it->second.monitor, engine_event_atom_v, ev.action, exit_code);
+                   }});
+  };
+  st.events_stream = st.docker->events(options, std::move(on_event), back_to<void>(self, [self](docker::result<void>) {
+                                          if (self->state.shutting_down) return;
+                                          // The stream broke (engine restart?): try again shortly.
+                                          self->delayed_send(self, std::chrono::seconds(1), resubscribe_atom_v);
+                                        }));
+}
+
+// -- adoption of what a previous run left --------------------------------------------------
+
+void spawn_entry(self_ptr self, const std::string& key, sandbox_plan plan, std::string adopt_id) {
+  auto& st = self->state;
+  container_args args;
+  args.docker = st.docker;
+  args.cfg = st.cfg;
+  args.key = key;
+  args.adopt_container_id = std::move(adopt_id);
+  args.supervisor = caf::actor_cast<caf::actor>(self);
+  const auto idle = plan.idle_limit;
+  args.plan = std::move(plan);
+  entry e;
+  e.idle_limit = idle;
+  e.info.key = key;
+  e.info.status = sandbox_status::creating;
+  e.info.created_ms = now_ms();
+  e.info.last_used_ms = e.info.created_ms;
+  e.handle = spawn_container(self->system(), std::move(args));
+  self->monitor(e.handle);
+  st.sandboxes[key] = std::move(e);
+}
+
+void adopt_existing(self_ptr self) {
+  auto& st = self->state;
+  docker::container_list_options options;
+  options.all = true;
+  options.filters["label"] = {std::string(label_managed_by) + "=corral",
+                              std::string(label_runtime) + "=" + st.cfg.name};
+  st.docker->container_list(
+      options, back_to<std::vector<docker::container_summary>>(self, [self](auto listed) {
+        auto& st = self->state;
+        if (!listed) {
+          st.engine_down = from_engine(listed.err(), "listing this runtime's containers");
+          return set_ready(self);
+        }
+        for (const auto& c : *listed) {
+          auto key = c.labels.find(label_key);
+          const bool adoptable = key != c.labels.end() && !check_key(key->second) && c.state == "running" &&
+                                 st.sandboxes.find(key->second) == st.sandboxes.end();
+          if (!adoptable) {
+            // Stuck in created, exited, or a duplicate key after a crash: it cannot be owned.
+            // One created in the last minute may be another process's, still starting: spared.
+            int64_t created_ms = 0;
+            if (auto created = c.labels.find(label_created_at); created != c.labels.end()) {
+              created_ms = std::strtoll(created->second.c_str(), nullptr, 10);
+            }
+            if (c.state == "created" && now_ms() - created_ms < 60'000) continue;
+            st.docker->container_remove(c.id, true, [](docker::result<void>) {});
+            continue;
+          }
+          sandbox_plan plan;
+          plan.user = default_user;
+          plan.exec_timeout = st.cfg.default_exec_timeout;
+          plan.max_stdout = st.cfg.default_max_output;
+          plan.max_stderr = st.cfg.default_max_output;
+          plan.idle_limit = st.cfg.default_idle_limit;
+          plan.lifetime = st.cfg.default_lifetime;
+          plan.create.image = c.image;
+          spawn_entry(self, key->second, std::move(plan), c.id);
+          auto& info = st.sandboxes[key->second].info;
+          info.container_id = c.id;
+          info.image = c.image;
+          if (auto created = c.labels.find(label_created_at); created != c.labels.end()) {
+            info.created_ms = std::strtoll(created->second.c_str(), nullptr, 10);
+          }
+          st.key_by_container[c.id] = key->second;
+          st.stats.adopted_total++;
+        }
+        set_ready(self);
+      }));
+}
+
+void connect_engine(self_ptr self) {
+  auto& st = self->state;
+  if (st.negotiating) return;
+  st.negotiating = true;
+  st.docker->negotiate(back_to<docker::version_response>(self, [self](auto version) {
+    auto& st = self->state;
+    st.negotiating = false;
+    if (!version) {
+      st.engine_down = from_engine(version.err(), "connecting to the Docker engine");
+      return set_ready(self);
+    }
+    st.engine_down = caf::error{};
+    subscribe_events(self);
+    adopt_existing(self);
+  }));
+}
+
+// -- requests ------------------------------------------------------------------------------
+
+void do_acquire(self_ptr self, caf::typed_response_promise<sandbox_info> rp, const std::string& key,
+                const sandbox_spec& spec) {
+  auto& st = self->state;
+  if (st.shutting_down) return void(rp.deliver(make_error(corral_errc::shutting_down, "the runtime is stopping")));
+  if (st.engine_down) return void(rp.deliver(st.engine_down));
+  if (auto err = check_key(key)) return void(rp.deliver(err));
+  if (auto it = st.sandboxes.find(key); it != st.sandboxes.end()) {
+    if (it->second.handle && !is_terminal(it->second.info.status) &&
+        it->second.info.status != sandbox_status::stopping) {
+      it->second.info.last_used_ms = now_ms();
+      rp.delegate(it->second.handle, acquire_atom_v);
+      return;
+    }
+    if (!it->second.handle) st.sandboxes.erase(it);  // a tombstone: start afresh
+    else return void(rp.deliver(make_error(corral_errc::sandbox_lost, "sandbox " + key + " is being released; try again")));
+  }
+  if (live_count(self) >= st.cfg.capacity) {
+    return void(rp.deliver(make_error(corral_errc::capacity, "the runtime holds its maximum of " +
+                                                                 std::to_string(st.cfg.capacity) +
+                                                                 " sandboxes; release one first")));
+  }
+  auto plan = plan_sandbox(st.cfg, key, spec, st.cfg.socket_path, now_ms());
+  if (!plan) return void(rp.deliver(plan.error()));
+  spawn_entry(self, key, std::move(*plan), {});
+  st.stats.created_total++;
+  rp.delegate(st.sandboxes[key].handle, acquire_atom_v);
+}
+
+std::vector<std::string> prune_where(self_ptr self, const std::function<bool(const entry&)>& expired) {
+  std::vector<std::string> pruned;
+  for (auto& [key, e] : self->state.sandboxes) {
+    if (!e.handle || e.info.status != sandbox_status::ready || e.info.execs_in_flight > 0) continue;
+    if (!expired(e)) continue;
+    pruned.push_back(key);
+    self->state.stats.pruned_total++;
+    e.info.status = sandbox_status::stopping;
+    self->request(e.handle, std::chrono::minutes(2), release_atom_v, release_mode::wait_for_execs)
+        .then([](const sandbox_info&) {}, [](const caf::error&) {});
+  }
+  return pruned;
+}
+
+void release_all(self_ptr self, release_mode mode, std::function<void(uint64_t)> done) {
+  auto count = std::make_shared<uint64_t>(0);
+  auto pending = std::make_shared<uint64_t>(0);
+  for (auto& [key, e] : self->state.sandboxes) {
+    if (!e.handle) continue;
+    ++*pending;
+  }
+  if (*pending == 0) return done(0);
+  auto one_done = [count, pending, done](bool released) {
+    if (released) ++*count;
+    if (--*pending == 0) done(*count);
+  };
+  for (auto& [key, e] : self->state.sandboxes) {
+    if (!e.handle) continue;
+    self->request(e.handle, std::chrono::minutes(5), release_atom_v, mode)
+        .then([one_done](const sandbox_info&) { one_done(true); },
+              [one_done](const caf::error&) { one_done(false); });
+  }
+}
+
+void shut_down(self_ptr self, caf::error reason) {
+  auto& st = self->state;
+  if (st.shutting_down) return;
+  st.shutting_down = true;
+  if (st.events_stream != 0) st.docker->cancel(st.events_stream);
+  auto finish = [self, reason] {
+    self->state.docker->shutdown();
+    self->quit(reason);
+  };
+  if (st.cfg.keep_sandboxes_on_shutdown) {
+    // Kept for the next start to adopt: the container actors go, the containers stay.
+    for (auto& [key, e] : st.sandboxes) {
+      if (e.handle) self->send_exit(e.handle, caf::exit_reason::user_shutdown);
+    }
+    return finish();
+  }
+  release_all(self, release_mode::cancel_execs, [finish](uint64_t) { finish(); });
+}
+
+supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_config cfg) {
+  auto& st = self->state;
+  st.cfg = std::move(cfg);
+  st.stats.runtime_name = st.cfg.name;
+  st.stats.capacity = st.cfg.capacity;
+  if (st.cfg.socket_path.empty()) {
+    auto socket = docker::resolve_engine_socket();
+    if (socket) st.cfg.socket_path = *socket;
+    else st.engine_down = from_engine(socket.err(), "finding the Docker engine");
+  }
+  docker::client_options options;
+  options.http.socket_path = st.cfg.socket_path.empty() ? "/var/run/docker.sock" : st.cfg.socket_path;
+  options.http.default_timeout = st.cfg.engine_timeout;
+  st.docker = std::make_shared<docker::client>(options);
+  if (st.engine_down) set_ready(self);
+  else connect_engine(self);
+  self->delayed_send(self, st.cfg.prune_interval, prune_tick_atom_v);
+
+  self->set_exit_handler([self](caf::exit_msg& msg) { shut_down(self, msg.reason); });
+  self->set_down_handler([self](caf::down_msg& msg) {
+    auto& st = self->state;
+    for (auto it = st.sandboxes.begin(); it != st.sandboxes.end(); ++it) {
+      auto& e = it->second;
+      if (!e.handle || e.handle.address() != msg.source) continue;
+      e.handle = nullptr;
+      e.monitor = nullptr;
+      if (!is_terminal(e.info.status)) {
+        // The actor died without saying why: its container is ours to clean up.
+        if (!e.info.container_id.empty() && !st.cfg.keep_sandboxes_on_shutdown) {
+          st.docker->container_remove(e.info.container_id, true, [](docker::result<void>) {});
+        }
+        e.info.status = sandbox_status::lost;
+        e.info.detail = "its container actor stopped: " + caf::to_string(msg.reason);
+        st.stats.lost_total++;
+      }
+      st.key_by_container.erase(e.info.container_id);
+      if (e.info.status == sandbox_status::removed) {
+        st.stats.released_total++;
+        st.sandboxes.erase(it);
+      }
+      return;
+    }
+  });
+
+  return {
+      [self](acquire_atom, std::string& key, sandbox_spec& spec) -> caf::result<sandbox_info> {
+        auto rp = self->make_response_promise<sandbox_info>();
+        when_ready(self, [self, rp, key = std::move(key), spec = std::move(spec)]() mutable {
+          do_acquire(self, rp, key, spec);
+        });
+        return rp;
+      },
+      [self](lookup_atom, std::string& key) -> caf::result<sandbox_info> {
+        auto rp = self->make_response_promise<sandbox_info>();
+        when_ready(self, [self, rp, key = std::move(key)]() mutable {
+          auto& st = self->state;
+          auto it = st.sandboxes.find(key);
+          if (it == st.sandboxes.end()) {
+            if (auto err = check_key(key)) return void(rp.deliver(err));
+            return void(rp.deliver(make_error(corral_errc::not_found, "no sandbox with key " + key)));
+          }
+          if (it->second.handle) return void(rp.delegate(it->second.handle, lookup_atom_v));
+          rp.deliver(it->second.info);
+        });
+        return rp;
+      },
+      [self](exec_atom, std::string& key, exec_request& request) -> caf::result<exec_result> {
+        auto rp = self->make_response_promise<exec_result>();
+        when_ready(self, [self, rp, key = std::move(key), request = std::move(request)]() mutable {
+          auto& st = self->state;
+          auto it = st.sandboxes.find(key);
+          if (it == st.sandboxes.end()) {
+            if (auto err = check_key(key)) return void(rp.deliver(err));
+            return void(rp.deliver(make_error(corral_errc::not_found, "no sandbox with key " + key)));
+          }
+          if (!it->second.handle) {
+            return void(rp.deliver(make_error(corral_errc::sandbox_lost,
+                                              "sandbox " + key + " is " + to_string(it->second.info.status) +
+                                                  (it->second.info.detail.empty() ? "" : ": " + it->second.info.detail))));
+          }
+          it->second.info.last_used_ms = now_ms();
+          it->second.info.execs_in_flight++;  // until the container's next update says otherwise
+          st.stats.execs_total++;
+          rp.delegate(it->second.handle, exec_atom_v, std::move(request));
+        });
+        return rp;
+      },
+      [self](release_atom, std::string& key, release_mode mode) -> caf::result<sandbox_info> {
+        auto rp = self->make_response_promise<sandbox_info>();
+        when_ready(self, [self, rp, key = std::move(key), mode]() mutable {
+          auto& st = self->state;
+          auto it = st.sandboxes.find(key);
+          if (it == st.sandboxes.end()) {
+            if (auto err = check_key(key)) return void(rp.deliver(err));
+            return void(rp.deliver(make_error(corral_errc::not_found, "no sandbox with key " + key)));
+          }
+          if (it->second.handle) return void(rp.delegate(it->second.handle, release_atom_v, mode));
+          auto info = it->second.info;
+          st.sandboxes.erase(it);
+          rp.deliver(info);
+        });
+        return rp;
+      },
+      [self](release_all_atom, release_mode mode) -> caf::result<uint64_t> {
+        auto rp = self->make_response_promise<uint64_t>();
+        when_ready(self, [self, rp, mode]() mutable {
+          release_all(self, mode, [rp](uint64_t n) mutable { rp.deliver(n); });
+        });
+        return rp;
+      },
+      [self](list_atom) -> caf::result<std::vector<sandbox_info>> {
+        auto rp = self->make_response_promise<std::vector<sandbox_info>>();
+        when_ready(self, [self, rp]() mutable {
+          // Ask every live container for its own state (fresher than the last update);
+          // tombstones answer from the supervisor's record.
+          auto out = std::make_shared<std::vector<sandbox_info>>();
+          auto pending = std::make_shared<std::size_t>(1);
+          auto done = [rp, out, pending]() mutable {
+            if (--*pending == 0) {
+              std::sort(out->begin(), out->end(), [](const auto& a, const auto& b) { return a.key < b.key; });
+              rp.deliver(std::move(*out));
+            }
+          };
+          for (const auto& [key, e] : self->state.sandboxes) {
+            if (!e.handle) {
+              out->push_back(e.info);
+              continue;
+            }
+            ++*pending;
+            self->request(e.handle, std::chrono::seconds(10), lookup_atom_v)
+                .then([out, done](sandbox_info& info) mutable { out->push_back(std::move(info)); done(); },
+                      [out, done, info = e.info](caf::error&) mutable { out->push_back(info); done(); });
+          }
+          done();
+        });
+        return rp;
+      },
+      [self](stats_atom) -> runtime_stats {
+        auto s = self->state.stats;
+        s.live_sandboxes = live_count(self);
+        s.execs_in_flight = 0;
+        for (const auto& [key, e] : self->state.sandboxes) s.execs_in_flight += e.info.execs_in_flight;
+        return s;
+      },
+      [self](prune_atom, caf::timespan idle, caf::timespan max_age) -> caf::result<std::vector<std::string>> {
+        if (idle.count() < 0 || max_age.count() < 0) {
+          return make_error(corral_errc::invalid_request, "prune: idle and max-age must not be negative");
+        }
+        auto rp = self->make_response_promise<std::vector<std::string>>();
+        when_ready(self, [self, rp, idle, max_age]() mutable {
+          const int64_t now = now_ms();
+          const int64_t idle_ms = std::chrono::duration_cast<std::chrono::milliseconds>(idle).count();
+          const int64_t age_ms = std::chrono::duration_cast<std::chrono::milliseconds>(max_age).count();
+          rp.deliver(prune_where(self, [&](const entry& e) {
+            return (idle_ms > 0 && now - e.info.last_used_ms >= idle_ms) ||
+                   (age_ms > 0 && now - e.info.created_ms >= age_ms);
+          }));
+        });
+        return rp;
+      },
+      [](hello_atom, int32_t) -> caf::result<int32_t, std::string> {
+        return caf::make_result(protocol_version, std::string(corral_version));
+      },
+      [self](resume_atom, continuation& step) { step.run(); },
+      [self](update_atom, sandbox_info& info, caf::actor& monitor) {
+        auto& st = self->state;
+        auto it = st.sandboxes.find(info.key);
+        if (it == st.sandboxes.end() || !it->second.handle ||
+            it->second.handle.address() != self->current_sender()->address()) {
+          return;  // from a container actor this key no longer maps to
+        }
+        auto& e = it->second;
+        // The supervisor may know of a newer use than the container has reported yet.
+        info.last_used_ms = std::max(info.last_used_ms, e.info.last_used_ms);
+        if (!info.container_id.empty()) st.key_by_container[info.container_id] = info.key;
+        e.info = std::move(info);
+        e.monitor = std::move(monitor);
+      },
+      [self](prune_tick_atom) {
+        auto& st = self->state;
+        if (st.shutting_down) return;
+        if (st.engine_down && st.ready) {
+          // Try the engine again: the runtime recovers when it comes back.
+          st.ready = false;
+          connect_engine(self);
+        }
+        const int64_t now = now_ms();
+        prune_where(self, [now](const entry& e) {
+          return e.idle_limit.count() > 0 && now - e.info.last_used_ms >= e.idle_limit.count();
+        });
+        self->delayed_send(self, st.cfg.prune_interval, prune_tick_atom_v);
+      },
+      [self](resubscribe_atom) {
+        if (!self->state.shutting_down) subscribe_events(self);
+      },
+  };
+}
+
+}  // namespace
+
+messages::supervisor_actor spawn_supervisor(caf::actor_system& sys, runtime_config cfg) {
+  return sys.spawn(supervisor_impl, std::move(cfg));
+}
+
+}  // namespace corral::actors
