@@ -525,7 +525,14 @@ container_impl_actor::behavior_type container_impl(self_ptr self, container_args
         auto& st = self->state;
         auto rp = self->make_response_promise<sandbox_info>();
         st.release_waiters.push_back(rp);
-        if (st.releasing) return rp;
+        if (st.releasing) {
+          // A second release may hurry the first: cancel what still runs.
+          if (mode == release_mode::cancel_execs && !st.removing && !st.running.empty()) {
+            for (auto& [seq, run] : st.running) run.killed = true;
+            begin_removal(self, sandbox_status::removed, {});
+          }
+          return rp;
+        }
         st.releasing = true;
         const auto released = make_error(corral_errc::sandbox_lost, "sandbox " + st.info.key + " was released");
         for (auto& p : st.queue) p.rp.deliver(released);

@@ -32,6 +32,8 @@ struct runtime_config {
   std::chrono::milliseconds stop_grace = 1s;
   std::chrono::milliseconds engine_timeout = 30s;  // per engine call
   bool keep_sandboxes_on_shutdown = false;
+  // At shutdown, running execs get this long to finish before their sandboxes are removed.
+  std::chrono::milliseconds shutdown_grace = 10s;
 
   // Ceilings: a request above them is a policy violation, not silently clamped.
   int64_t max_memory_bytes = 16LL << 30;

@@ -246,7 +246,8 @@ std::vector<std::string> prune_where(self_ptr self, const std::function<bool(con
   return pruned;
 }
 
-void release_all(self_ptr self, release_mode mode, std::function<void(uint64_t)> done) {
+void release_all(self_ptr self, release_mode mode, std::function<void(uint64_t)> done,
+                 std::chrono::milliseconds patience = std::chrono::minutes(5)) {
   auto count = std::make_shared<uint64_t>(0);
   auto pending = std::make_shared<uint64_t>(0);
   for (auto& [key, e] : self->state.sandboxes) {
@@ -260,9 +261,15 @@ void release_all(self_ptr self, release_mode mode, std::function<void(uint64_t)>
   };
   for (auto& [key, e] : self->state.sandboxes) {
     if (!e.handle) continue;
-    self->request(e.handle, std::chrono::minutes(5), release_atom_v, mode)
+    self->request(e.handle, patience, release_atom_v, mode)
         .then([one_done](const sandbox_info&) { one_done(true); },
-              [one_done](const caf::error&) { one_done(false); });
+              [self, one_done, handle = e.handle](const caf::error&) {
+                if (!handle) return one_done(false);
+                // Out of patience: cancel what still runs, and wait for the removal.
+                self->request(handle, std::chrono::minutes(2), release_atom_v, release_mode::cancel_execs)
+                    .then([one_done](const sandbox_info&) { one_done(true); },
+                          [one_done](const caf::error&) { one_done(false); });
+              });
   }
 }
 
@@ -282,7 +289,8 @@ void shut_down(self_ptr self, caf::error reason) {
     }
     return finish();
   }
-  release_all(self, release_mode::cancel_execs, [finish](uint64_t) { finish(); });
+  // Running execs get the grace period; whatever still runs after it is cancelled.
+  release_all(self, release_mode::wait_for_execs, [finish](uint64_t) { finish(); }, st.cfg.shutdown_grace);
 }
 
 supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_config cfg) {

@@ -13,9 +13,13 @@
 #include <vector>
 
 #include <caf/all.hpp>
+#include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
 
 #include "actors/supervisor.hpp"
 #include "app/cli_values.hpp"
+#include "app/node.hpp"
+#include "app/remote.hpp"
 #include "docker/json.hpp"
 #include "messages/errors.hpp"
 #include "messages/registration.hpp"
@@ -41,10 +45,13 @@ Usage:
   corral rm KEY... | --all            release sandboxes (stop, then remove)
   corral prune [--idle D] [--max-age D]   release sandboxes idle or older than D
   corral version                      print versions
+  corral node [flags]                 serve a runtime to remote clients (CAF network transport)
   corral COMMAND --help               help for one command
 
 Global flags (before or after the command):
   --runtime NAME   runtime name in container labels (default: $CORRAL_RUNTIME or "local")
+  --node HOST:PORT talk to a `corral node` instead of an embedded runtime ($CORRAL_NODE)
+  --tls-cert F --tls-key F --tls-ca F   TLS for --node (and for `corral node`)
 
 Exit codes: the command's own; 124 timed out; 137 killed or OOM-killed; 125 an error of
 corral or the engine (message on stderr); 126/127 command not executable / not found.
@@ -94,6 +101,25 @@ void print_help(const std::string& command) {
                 "older than D. Sandboxes with a command running are never pruned.\n");
   } else if (command == "version") {
     std::printf("Usage: corral version\n");
+  } else if (command == "node") {
+    std::printf(R"(Usage: corral node [flags]
+
+Serve a runtime (one supervisor) to clients over CAF's network transport until SIGTERM or
+SIGINT; then stop accepting, give running commands the grace period, release the node's
+sandboxes (or keep them), exit 0. A second signal exits at once.
+
+  --listen HOST:PORT   where to listen (default 127.0.0.1:4747; port 0 picks one).
+                       Any address other than loopback requires TLS.
+  --name NAME          node name in container labels (default: the hostname)
+  --capacity N         live sandboxes at most (default 64)
+  --grace D            time running commands get at shutdown (default 10s)
+  --keep-sandboxes     keep sandboxes at shutdown, for the next start to adopt
+  --log-format F       text | json (default text)
+  --log-level L        trace | debug | info | warn | error (default info)
+  --tls-cert FILE      this node's certificate chain (PEM)
+  --tls-key FILE       its private key
+  --tls-ca FILE        the CA that clients' certificates must chain to
+)");
   } else {
     std::printf("%s", main_help);
   }
@@ -118,6 +144,8 @@ struct command_line {
   bool use_stdin = false;
   std::chrono::milliseconds idle{0};
   std::chrono::milliseconds max_age{0};
+  std::string node;  // HOST:PORT of a corral node; empty: embedded
+  app::node_options serve;
 };
 
 std::pair<std::string, std::string> split_env(const std::string& text, const std::string& flag) {
@@ -129,6 +157,7 @@ std::pair<std::string, std::string> split_env(const std::string& text, const std
 command_line parse(int argc, char** argv) {
   command_line cl;
   if (const char* runtime = std::getenv("CORRAL_RUNTIME"); runtime && *runtime) cl.runtime = runtime;
+  if (const char* node = std::getenv("CORRAL_NODE"); node && *node) cl.node = node;
   std::vector<std::string> args(argv + 1, argv + argc);
   std::size_t i = 0;
   auto value = [&](const std::string& flag) -> std::string {
@@ -162,6 +191,31 @@ command_line parse(int argc, char** argv) {
     }
     if (a == "--help" || a == "-h") cl.help = true;
     else if (a == "--runtime") cl.runtime = value(a);
+    else if (a == "--node") cl.node = value(a);
+    else if (a == "--listen") {
+      const auto text = value(a);
+      auto where = app::parse_node_address(text, true);
+      if (!where) throw usage_error{"--listen: " + describe(where.error())};
+      cl.serve.listen = *where;
+    } else if (a == "--name") cl.serve.name = value(a);
+    else if (a == "--capacity") {
+      const auto n = number(a);
+      if (n <= 0) throw usage_error{"--capacity must be positive"};
+      cl.serve.capacity = static_cast<uint64_t>(n);
+    } else if (a == "--grace") cl.serve.grace = duration(a);
+    else if (a == "--keep-sandboxes") cl.serve.keep_sandboxes = true;
+    else if (a == "--log-format") {
+      cl.serve.log_format = value(a);
+      if (cl.serve.log_format != "text" && cl.serve.log_format != "json") throw usage_error{"--log-format is text or json"};
+    } else if (a == "--log-level") {
+      cl.serve.log_level = value(a);
+      static const std::vector<std::string> levels = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+      if (std::find(levels.begin(), levels.end(), cl.serve.log_level) == levels.end()) {
+        throw usage_error{"--log-level is one of trace, debug, info, warn, error"};
+      }
+    } else if (a == "--tls-cert") cl.serve.tls.certificate = value(a);
+    else if (a == "--tls-key") cl.serve.tls.key = value(a);
+    else if (a == "--tls-ca") cl.serve.tls.ca = value(a);
     else if (a == "--json") cl.json = true;
     else if (a == "--all") cl.all = true;
     else if (a == "--image") cl.spec.image = value(a);
@@ -247,6 +301,7 @@ int fail(const caf::error& err) {
   if (err == corral_errc::engine_unavailable) hint = " (is the Docker engine running? see app/setup.sh)";
   else if (err == corral_errc::policy_violation) hint = " (see `corral run --help` for what may be loosened)";
   else if (err == corral_errc::not_found) hint = " (see `corral ls`)";
+  else if (err == corral_errc::node_unavailable) hint = " (is `corral node` running there?)";
   else if (err == caf::sec::request_timeout) hint = " (the runtime did not answer in time)";
   std::fprintf(stderr, "corral: %s%s\n", describe(err).c_str(), hint.c_str());
   return exit_error;
@@ -449,7 +504,7 @@ int main(int argc, char** argv) {
     print_help(cl.command);
     return cl.command.empty() && !cl.help ? exit_error : 0;
   }
-  static const std::vector<std::string> commands = {"run", "create", "exec", "ls", "rm", "prune", "version"};
+  static const std::vector<std::string> commands = {"run", "create", "exec", "ls", "rm", "prune", "version", "node"};
   if (std::find(commands.begin(), commands.end(), cl.command) == commands.end()) {
     std::fprintf(stderr, "corral: unknown command '%s' (see corral --help)\n", cl.command.c_str());
     return exit_error;
@@ -459,19 +514,46 @@ int main(int argc, char** argv) {
                 CAF_MAJOR_VERSION, CAF_MINOR_VERSION, CAF_PATCH_VERSION);
     return 0;
   }
+  if (cl.command == "node") return app::run_node(cl.serve);
 
+  std::optional<app::node_address> remote;
+  if (!cl.node.empty()) {
+    auto where = app::parse_node_address(cl.node);
+    if (!where) {
+      std::fprintf(stderr, "corral: --node: %s\n", describe(where.error()).c_str());
+      return exit_error;
+    }
+    remote = *where;
+  }
   caf::actor_system_config cfg;
   add_message_types(cfg);
   cfg.set("logger.verbosity", caf::atom("quiet"));
+  if (remote) {
+    cfg.load<caf::io::middleman>();
+    cfg.set("middleman.app-identifiers", std::vector<std::string>{"corral"});
+    if (cl.serve.tls.enabled()) {
+      cfg.load<caf::openssl::manager>();
+      cfg.set("openssl.certificate", cl.serve.tls.certificate);
+      cfg.set("openssl.key", cl.serve.tls.key);
+      cfg.set("openssl.cafile", cl.serve.tls.ca);
+    }
+  }
   caf::actor_system sys{cfg};
-  actors::runtime_config runtime;
-  runtime.name = cl.runtime;
-  // State lives in the engine: what this process does not release stays for the next one.
-  runtime.keep_sandboxes_on_shutdown = true;
-  auto sup = actors::spawn_supervisor(sys, runtime);
   int code = exit_error;
   {
     caf::scoped_actor self{sys};
+    supervisor_actor sup;
+    if (remote) {
+      auto connected = app::connect_node(self, *remote, std::chrono::seconds(2));
+      if (!connected) return fail(connected.error());
+      sup = *connected;
+    } else {
+      actors::runtime_config runtime;
+      runtime.name = cl.runtime;
+      // State lives in the engine: what this process does not release stays for the next one.
+      runtime.keep_sandboxes_on_shutdown = true;
+      sup = actors::spawn_supervisor(sys, runtime);
+    }
     session s{self, sup, cl};
     try {
       if (cl.command == "run") code = cmd_run(s, cl);
@@ -484,8 +566,10 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "corral: %s (see corral %s --help)\n", e.message.c_str(), cl.command.c_str());
       code = exit_error;
     }
-    self->send_exit(sup, caf::exit_reason::user_shutdown);
-    self->wait_for(sup);
+    if (!remote) {
+      self->send_exit(sup, caf::exit_reason::user_shutdown);
+      self->wait_for(sup);
+    }
   }
   return code;
 }

@@ -20,6 +20,7 @@ enum class corral_errc : uint8_t {
   engine_unavailable,    // passed through from docker/: no engine answers
   engine_error,          // passed through from docker/: the engine refused or failed
   version_mismatch,      // client and node speak different protocol versions
+  node_unavailable,      // no corral node answers at the given address
 };
 
 const char* to_string(corral_errc x) noexcept;

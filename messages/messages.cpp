@@ -66,6 +66,7 @@ const char* to_string(corral_errc x) noexcept {
     case corral_errc::engine_unavailable: return "engine_unavailable";
     case corral_errc::engine_error: return "engine_error";
     case corral_errc::version_mismatch: return "version_mismatch";
+    case corral_errc::node_unavailable: return "node_unavailable";
   }
   return "?";
 }

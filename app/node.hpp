@@ -1,0 +1,36 @@
+// `corral node`: the supervisor as a long-lived service over CAF's network transport.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "app/remote.hpp"
+
+namespace corral::app {
+
+struct tls_options {
+  std::string certificate;  // PEM chain of this side
+  std::string key;          // its private key
+  std::string ca;           // the CA the peer's certificate must chain to
+  bool enabled() const { return !certificate.empty() || !key.empty() || !ca.empty(); }
+};
+
+struct node_options {
+  node_address listen{"127.0.0.1", 4747};
+  std::string name;  // empty: the hostname
+  uint64_t capacity = 64;
+  std::chrono::milliseconds grace{std::chrono::seconds(10)};
+  bool keep_sandboxes = false;
+  std::string log_format = "text";  // text | json
+  std::string log_level = "info";
+  tls_options tls;
+};
+
+bool is_loopback(const std::string& host);
+
+// Runs until SIGTERM/SIGINT: then stops accepting, gives running execs `grace`, releases
+// (or keeps) its sandboxes and returns 0. A second signal exits at once (130).
+int run_node(const node_options& options);
+
+}  // namespace corral::app
