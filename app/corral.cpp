@@ -16,6 +16,7 @@
 #include <caf/io/all.hpp>
 #include <caf/openssl/all.hpp>
 
+#include "actors/router.hpp"
 #include "actors/supervisor.hpp"
 #include "app/cli_values.hpp"
 #include "app/node.hpp"
@@ -50,7 +51,8 @@ Usage:
 
 Global flags (before or after the command):
   --runtime NAME   runtime name in container labels (default: $CORRAL_RUNTIME or "local")
-  --node HOST:PORT talk to a `corral node` instead of an embedded runtime ($CORRAL_NODE)
+  --node HOST:PORT talk to a `corral node` instead of an embedded runtime ($CORRAL_NODE);
+                   several, comma-separated, spread sandboxes over the nodes
   --tls-cert F --tls-key F --tls-ca F   TLS for --node (and for `corral node`)
 
 Exit codes: the command's own; 124 timed out; 137 killed or OOM-killed; 125 an error of
@@ -516,15 +518,20 @@ int main(int argc, char** argv) {
   }
   if (cl.command == "node") return app::run_node(cl.serve);
 
-  std::optional<app::node_address> remote;
-  if (!cl.node.empty()) {
-    auto where = app::parse_node_address(cl.node);
+  // --node A[,B,...]: one node directly, several through a router.
+  std::vector<app::node_address> nodes;
+  for (std::size_t start = 0; !cl.node.empty() && start <= cl.node.size();) {
+    auto end = cl.node.find(',', start);
+    if (end == std::string::npos) end = cl.node.size();
+    auto where = app::parse_node_address(cl.node.substr(start, end - start));
     if (!where) {
       std::fprintf(stderr, "corral: --node: %s\n", describe(where.error()).c_str());
       return exit_error;
     }
-    remote = *where;
+    nodes.push_back(*where);
+    start = end + 1;
   }
+  const bool remote = !nodes.empty();
   caf::actor_system_config cfg;
   add_message_types(cfg);
   cfg.set("logger.verbosity", caf::atom("quiet"));
@@ -543,10 +550,14 @@ int main(int argc, char** argv) {
   {
     caf::scoped_actor self{sys};
     supervisor_actor sup;
-    if (remote) {
-      auto connected = app::connect_node(self, *remote, std::chrono::seconds(2));
+    if (nodes.size() == 1) {
+      auto connected = app::connect_node(self, nodes.front(), std::chrono::seconds(2));
       if (!connected) return fail(connected.error());
       sup = *connected;
+    } else if (remote) {
+      actors::router_options options;
+      for (const auto& n : nodes) options.nodes.push_back({n.host, n.port});
+      sup = actors::spawn_router(sys, options);
     } else {
       actors::runtime_config runtime;
       runtime.name = cl.runtime;
@@ -566,7 +577,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "corral: %s (see corral %s --help)\n", e.message.c_str(), cl.command.c_str());
       code = exit_error;
     }
-    if (!remote) {
+    if (nodes.size() != 1) {  // our own supervisor or router; never a node's
       self->send_exit(sup, caf::exit_reason::user_shutdown);
       self->wait_for(sup);
     }
