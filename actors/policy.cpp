@@ -4,6 +4,7 @@
 #include <array>
 #include <cctype>
 #include <filesystem>
+#include <type_traits>
 
 #include <caf/deep_to_string.hpp>
 
@@ -87,6 +88,20 @@ caf::error filter_env(const runtime_config& cfg, const std::map<std::string, std
       continue;
     }
     out.push_back(k + "=" + v);
+  }
+  return {};
+}
+
+template <class Strings>
+caf::error check_total(std::string_view what, const Strings& items, std::size_t max) {
+  std::size_t total = 0;
+  for (const auto& item : items) {
+    if constexpr (std::is_same_v<std::decay_t<decltype(item)>, std::string>) total += item.size() + 1;
+    else total += item.first.size() + item.second.size() + 2;
+  }
+  if (total > max) {
+    return make_error(corral_errc::invalid_request, std::string(what) + " of " + std::to_string(total) +
+                                                        " bytes is over the limit of " + std::to_string(max) + " bytes");
   }
   return {};
 }
@@ -409,6 +424,10 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
     c.working_dir = spec.workspace.container_path;
   }
 
+  if (auto err = check_total("env", spec.env, cfg.max_env_bytes)) return err;
+  if (auto err = check_total("command", spec.command, cfg.max_argv_bytes)) return err;
+  if (auto err = check_total("setup command", spec.setup_command, cfg.max_argv_bytes)) return err;
+  if (auto err = check_total("labels", spec.labels, cfg.max_env_bytes)) return err;
   if (auto err = filter_env(cfg, spec.env, c.env, plan.warnings)) return err;
 
   for (const auto& arg : spec.command) {
@@ -450,6 +469,13 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
 caf::expected<exec_plan> plan_exec(const runtime_config& cfg, const sandbox_plan& sandbox,
                                    const messages::exec_request& request) {
   if (request.argv.empty()) return make_error(corral_errc::invalid_request, "exec: empty command");
+  if (auto err = check_total("exec argv", request.argv, cfg.max_argv_bytes)) return err;
+  if (auto err = check_total("exec env", request.env, cfg.max_env_bytes)) return err;
+  if (request.stdin_data.size() > cfg.max_stdin_bytes) {
+    return make_error(corral_errc::invalid_request, "exec stdin of " + std::to_string(request.stdin_data.size()) +
+                                                        " bytes is over the limit of " +
+                                                        std::to_string(cfg.max_stdin_bytes) + " bytes");
+  }
   for (const auto& arg : request.argv) {
     if (has_control_or_nul(arg)) return make_error(corral_errc::invalid_request, "exec: argument contains a NUL byte");
   }

@@ -41,6 +41,10 @@ struct runtime_config {
   int64_t max_pids = 32768;
   uint64_t max_output_bytes = 256ULL << 20;
   std::chrono::milliseconds max_exec_timeout = 24h;
+  // Request size bounds: a huge field is refused with a clear error, never buffered on.
+  std::size_t max_argv_bytes = 1 << 20;
+  std::size_t max_env_bytes = 256 << 10;
+  std::size_t max_stdin_bytes = 64 << 20;
 };
 
 }  // namespace corral::actors
