@@ -73,7 +73,7 @@ caf::error filter_env(const runtime_config& cfg, const std::map<std::string, std
                     [](unsigned char c) { return std::isalnum(c) || c == '_' || c == '.' || c == '-'; });
     if (!well_formed) {
       return make_error(corral_errc::invalid_request,
-                        "env key " + shown(k) + " is invalid: use letters, digits and '_'");
+                        "env key " + shown(k) + " is invalid: use letters, digits, '_', '.' and '-', not starting with a digit");
     }
     if (has_control_or_nul(v)) {
       return make_error(corral_errc::invalid_request, "env value of " + k + " contains a NUL byte");
@@ -150,6 +150,51 @@ caf::error check_container_path(std::string_view what, const std::string& path) 
   return {};
 }
 
+// Extra tmpfs options may only tune the mount, never undo corral's own (size, owner,
+// noexec, nosuid, nodev): the engine lets later options win.
+caf::error check_tmpfs_options(const messages::tmpfs_mount& t) {
+  std::size_t start = 0;
+  while (start < t.options.size()) {
+    auto end = t.options.find(',', start);
+    if (end == std::string::npos) end = t.options.size();
+    const std::string_view opt = std::string_view(t.options).substr(start, end - start);
+    const bool numeric_value = [&] {
+      const auto eq = opt.find('=');
+      return eq != std::string_view::npos && eq + 1 < opt.size() &&
+             std::all_of(opt.begin() + static_cast<long>(eq) + 1, opt.end(), [](unsigned char c) { return std::isdigit(c); });
+    }();
+    const bool allowed = opt == "noatime" || opt == "nodiratime" || opt == "relatime" ||
+                         ((opt.rfind("mode=", 0) == 0 || opt.rfind("nr_inodes=", 0) == 0) && numeric_value);
+    if (!allowed) {
+      return make_error(corral_errc::policy_violation,
+                        "tmpfs " + t.path + " option " + shown(opt) +
+                            " is not allowed (allowed: mode=, nr_inodes=, noatime, nodiratime, relatime; size is "
+                            "set by the size field)");
+    }
+    start = end + 1;
+  }
+  return {};
+}
+
+// Host directories that are never a workspace: the system's own, and the engine's state.
+caf::error check_system_directory(const fs::path& real, const std::string& asked) {
+  static const std::array<std::string_view, 9> subtree = {"/proc", "/sys", "/dev", "/boot", "/etc", "/var/lib/docker",
+                                                          "/var/lib/containerd", "/run/containerd", "/run/docker"};
+  static const std::array<std::string_view, 11> exact = {"/usr", "/bin", "/sbin", "/lib", "/lib64", "/var",
+                                                         "/home", "/root", "/run", "/opt", "/srv"};
+  const std::string p = real.string();
+  for (auto dir : subtree) {
+    if (p == dir || (p.size() > dir.size() && p.compare(0, dir.size(), dir) == 0 && p[dir.size()] == '/')) {
+      return make_error(corral_errc::policy_violation,
+                        "workspace " + shown(asked) + " is inside the host's " + std::string(dir));
+    }
+  }
+  for (auto dir : exact) {
+    if (p == dir) return make_error(corral_errc::policy_violation, "workspace " + shown(asked) + " is a host system directory");
+  }
+  return {};
+}
+
 caf::error check_workspace(const messages::workspace_mount& ws, const std::string& engine_socket) {
   if (ws.host_path.empty() || !fs::path(ws.host_path).is_absolute()) {
     return make_error(corral_errc::invalid_request,
@@ -167,6 +212,10 @@ caf::error check_workspace(const messages::workspace_mount& ws, const std::strin
   if (real == "/") {
     return make_error(corral_errc::policy_violation, "workspace must not be the host's root directory");
   }
+  if (real.string().find(':') != std::string::npos || ws.container_path.find(':') != std::string::npos) {
+    return make_error(corral_errc::invalid_request, "workspace paths must not contain ':'");
+  }
+  if (auto err = check_system_directory(real, ws.host_path)) return err;
   // Neither the engine's socket nor anything that contains it may be mounted: that would hand
   // the sandbox the engine.
   for (const std::string& socket : {engine_socket, std::string("/var/run/docker.sock"),
@@ -234,6 +283,9 @@ caf::error check_image_reference(std::string_view image) {
     }
     for (unsigned char c : digest.substr(colon + 1)) {
       if (!std::isxdigit(c) || std::isupper(c)) return bad("digest must be lower-case hex");
+    }
+    if (digest.substr(0, colon) == "sha256" && digest.size() - colon - 1 != 64) {
+      return bad("a sha256 digest has 64 hex digits");
     }
   }
   // A tag follows the last ':' after the last '/' (a ':' before it is a registry port).
@@ -346,6 +398,11 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
   if (h.memory_swap < h.memory) {
     return make_error(corral_errc::invalid_request, "memory-swap must be at least memory (it includes it)");
   }
+  if (h.memory_swap > 2 * cfg.max_memory_bytes) {
+    return make_error(corral_errc::policy_violation, "memory-swap of " + std::to_string(h.memory_swap) +
+                                                         " is over the limit of " + std::to_string(2 * cfg.max_memory_bytes));
+  }
+  if (h.memory_swap > h.memory) plan.warnings.push_back("swap allowed (loosened)");
   if (auto err = limit("cpus (nano)", spec.nano_cpus, default_nano_cpus, 10'000'000,
                        std::max<int64_t>(cfg.max_nano_cpus, default_nano_cpus), h.nano_cpus))
     return err;
@@ -353,6 +410,11 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
 
   // Network: none unless asked for; never the host's or another container's namespace.
   h.network_mode = spec.network_mode.empty() ? "none" : spec.network_mode;
+  if (h.network_mode.size() > 128 ||
+      !std::all_of(h.network_mode.begin(), h.network_mode.end(),
+                   [](unsigned char ch) { return std::isalnum(ch) || ch == '_' || ch == '.' || ch == '-' || ch == ':'; })) {
+    return make_error(corral_errc::invalid_request, "network mode " + shown(h.network_mode) + " is not a network name");
+  }
   if (h.network_mode == "host" || h.network_mode.rfind("container:", 0) == 0) {
     return make_error(corral_errc::policy_violation,
                       "network mode " + shown(h.network_mode) + " would share a namespace outside the sandbox");
@@ -383,7 +445,9 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
       }) || plan.user.front() == ':' || plan.user.back() == ':') {
     return make_error(corral_errc::invalid_request, "user " + shown(plan.user) + " is invalid: use uid[:gid] or a name");
   }
-  if (plan.user == "0" || plan.user.rfind("0:", 0) == 0 || plan.user.rfind("root", 0) == 0) {
+  const std::string uid_part = plan.user.substr(0, plan.user.find(':'));
+  const bool all_zero = !uid_part.empty() && uid_part.find_first_not_of('0') == std::string::npos;
+  if (all_zero || uid_part == "root") {
     plan.warnings.push_back("runs as root (loosened)");
   }
   c.user = plan.user;
@@ -397,12 +461,7 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
     if (t.size_bytes < 0 || t.size_bytes > (4LL << 30)) {
       return make_error(corral_errc::invalid_request, "tmpfs " + t.path + " size must be between 0 and 4 GiB");
     }
-    if (t.options.find_first_of(" \n\t") != std::string::npos || t.options.find("exec") == 0 ||
-        t.options.find(",exec") != std::string::npos || t.options.find("suid") == 0 ||
-        t.options.find(",suid") != std::string::npos) {
-      return make_error(corral_errc::policy_violation,
-                        "tmpfs " + t.path + " options " + shown(t.options) + " are not allowed (exec/suid)");
-    }
+    if (auto err = check_tmpfs_options(t)) return err;
     std::string options = "rw,noexec,nosuid,nodev,size=" +
                           std::to_string(t.size_bytes == 0 ? default_tmp_bytes : t.size_bytes) +
                           ",uid=" + uid + ",gid=" + gid;

@@ -535,6 +535,9 @@ int main(int argc, char** argv) {
   caf::actor_system_config cfg;
   add_message_types(cfg);
   cfg.set("logger.verbosity", caf::atom("quiet"));
+  // corral's actors mostly wait on the engine: sleeping workers (sharing) cost far less CPU
+  // per request than CAF's default polling work stealing (measured: 0.9 ms vs 8.5 ms).
+  cfg.set("scheduler.policy", caf::atom("sharing"));
   if (remote) {
     cfg.load<caf::io::middleman>();
     cfg.set("middleman.app-identifiers", std::vector<std::string>{"corral"});

@@ -1,8 +1,9 @@
-// Benchmark: the docker/ adapter against the docker CLI and a minimal raw-socket client, in
-// one run on the real engine. Prints a markdown table of p50/p95 and ratios, and the
-// adapter's own CPU time per exec.
+// Benchmark, in one run on the real engine: corral as a user calls it (requests to the
+// supervisor actor), the docker/ adapter alone, a minimal raw-socket client and the docker
+// CLI, doing the same operations. Prints markdown tables of p50/p95 with ratios against the
+// raw floor, exec throughput at 8 and 32 concurrent, and corral's CPU time per exec.
 //
-// Usage: corral_bench [--iterations N] [--image IMAGE]
+// Usage: corral_bench [--iterations N] [--throughput-execs N] [--image IMAGE]
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -18,10 +19,22 @@
 #include <string>
 #include <vector>
 
+#include <atomic>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include <caf/all.hpp>
+
+#include "actors/supervisor.hpp"
 #include "docker/blocking.hpp"
 #include "docker/client.hpp"
+#include "messages/errors.hpp"
+#include "messages/registration.hpp"
+#include "messages/type_ids.hpp"
 
 using namespace corral::docker;
+namespace msg = corral::messages;
 using clock_type = std::chrono::steady_clock;
 
 namespace {
@@ -152,33 +165,90 @@ std::string hardened_raw_body(const std::string& image) {
          R"("SecurityOpt":["no-new-privileges"],"Memory":268435456,"MemorySwap":268435456,"PidsLimit":256}})";
 }
 
-struct row {
-  std::string operation;
-  samples corral, cli, raw;
+// -- corral through its actors, as a user calls it -------------------------------------------
+
+struct corral_runtime {
+  caf::actor_system& sys;
+  msg::supervisor_actor sup;
+
+  template <class T, class... Ts>
+  T ask(caf::scoped_actor& self, Ts&&... xs) {
+    std::optional<T> out;
+    std::string failure;
+    self->request(sup, std::chrono::minutes(2), std::forward<Ts>(xs)...)
+        .receive([&](T& v) { out = std::move(v); }, [&](caf::error& e) { failure = msg::describe(e); });
+    if (!out) throw std::runtime_error("corral: " + failure);
+    return std::move(*out);
+  }
+
+  void exec_echo(caf::scoped_actor& self, const std::string& key) {
+    msg::exec_request req;
+    req.argv = {"echo", "hello"};
+    auto r = ask<msg::exec_result>(self, msg::exec_atom_v, key, req);
+    check(r.stdout_data == "hello\n" && r.exit_code == 0, "corral exec output");
+  }
 };
 
-void print_table(const std::vector<row>& rows) {
-  std::printf("\n| operation | corral p50 | corral p95 | raw p50 | raw p95 | docker CLI p50 | docker CLI p95 | corral/raw p50 | CLI/corral p50 |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|\n");
+struct row {
+  std::string operation;
+  samples corral, adapter, raw, cli;
+};
+
+void print_latency_table(const std::vector<row>& rows) {
+  std::printf("\n| operation | corral p50 | corral p95 | adapter p50 | raw p50 | raw p95 | docker CLI p50 | docker CLI p95 | corral / raw | CLI / corral |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : rows) {
     const double c50 = r.corral.percentile(0.5), w50 = r.raw.percentile(0.5), d50 = r.cli.percentile(0.5);
-    std::printf("| %s | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %.2fx | %.2fx |\n",
-                r.operation.c_str(), c50, r.corral.percentile(0.95), w50, r.raw.percentile(0.95), d50,
-                r.cli.percentile(0.95), w50 > 0 ? c50 / w50 : 0.0, c50 > 0 ? d50 / c50 : 0.0);
+    std::printf("| %s | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %.2fx | %.2fx |\n",
+                r.operation.c_str(), c50, r.corral.percentile(0.95), r.adapter.percentile(0.5), w50,
+                r.raw.percentile(0.95), d50, r.cli.percentile(0.95), w50 > 0 ? c50 / w50 : 0.0,
+                c50 > 0 ? d50 / c50 : 0.0);
   }
+}
+
+// Runs `per_lane` on `lanes` threads until `total` calls are done; returns calls per second.
+double throughput(int lanes, int total, const std::function<void(int lane)>& per_lane) {
+  std::atomic<int> next{0};
+  std::atomic<bool> failed{false};
+  std::string failure;
+  std::mutex failure_mutex;
+  const auto start = clock_type::now();
+  std::vector<std::thread> threads;
+  for (int lane = 0; lane < lanes; ++lane) {
+    threads.emplace_back([&, lane] {
+      while (!failed && next.fetch_add(1) < total) {
+        try {
+          per_lane(lane);
+        } catch (const std::exception& e) {
+          std::lock_guard<std::mutex> guard(failure_mutex);
+          failure = e.what();
+          failed = true;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  if (failed) throw std::runtime_error(failure);
+  return total / std::chrono::duration<double>(clock_type::now() - start).count();
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   int iterations = 30;
+  int throughput_execs = 160;
+  // Sharing: idle workers sleep on a condition variable. CAF's default work stealing polls
+  // before it sleeps, which costs milliseconds of CPU per request in an I/O-bound runtime.
+  std::string scheduler = "sharing";
   std::string image = "corral/sandbox:busybox";
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--iterations" && i + 1 < argc) iterations = std::max(3, std::atoi(argv[++i]));
+    else if (arg == "--throughput-execs" && i + 1 < argc) throughput_execs = std::max(16, std::atoi(argv[++i]));
     else if (arg == "--image" && i + 1 < argc) image = argv[++i];
+    else if (arg == "--scheduler" && i + 1 < argc) scheduler = argv[++i];
     else {
-      std::fprintf(stderr, "usage: corral_bench [--iterations N] [--image IMAGE]\n");
+      std::fprintf(stderr, "usage: corral_bench [--iterations N] [--throughput-execs N] [--image IMAGE] [--scheduler sharing|stealing]\n");
       return 2;
     }
   }
@@ -190,98 +260,174 @@ int main(int argc, char** argv) {
   client_options options;
   options.http.socket_path = *socket;
   client docker(options);
-  std::vector<std::string> made;  // every container, removed at the end whatever happens
-  int rc = 0;
-  try {
-    must(blocking<version_response>([&](auto done) { docker.negotiate(done); }), "negotiate");
-    const std::string api = "/v" + docker.api_version();
-    std::printf("corral_bench: %d iterations per operation and client, image %s, API %s\n",
-                iterations, image.c_str(), docker.api_version().c_str());
 
-    // One long-lived sandbox for the exec measurements.
-    auto target = must(blocking<container_create_response>([&](auto done) { docker.container_create(hardened(image), done); }), "create");
-    made.push_back(target.id);
-    must(blocking<change_outcome>([&](auto done) { docker.container_start(target.id, done); }), "start");
+  caf::actor_system_config cfg;
+  msg::add_message_types(cfg);
+  cfg.set("logger.verbosity", caf::atom("quiet"));
+  if (scheduler == "stealing") cfg.set("scheduler.policy", caf::atom("stealing"));
+  else cfg.set("scheduler.policy", caf::atom("sharing"));
+  caf::actor_system sys{cfg};
+  corral::actors::runtime_config rc;
+  rc.name = "bench-" + std::to_string(getpid());
+  rc.capacity = 256;
+  rc.max_execs_per_sandbox = 64;
+  rc.socket_path = *socket;
+  corral_runtime corral{sys, corral::actors::spawn_supervisor(sys, rc)};
 
-    row exec_row{"exec round trip (`echo hello`)", {}, {}, {}};
-    row create_row{"create + start (hardened)", {}, {}, {}};
-    row remove_row{"remove (force)", {}, {}, {}};
-    double exec_cpu = 0;
+  std::vector<std::string> made;  // containers of the peers, removed at the end whatever happens
+  int status = 0;
+  {
+    caf::scoped_actor self{sys};
+    try {
+      must(blocking<version_response>([&](auto done) { docker.negotiate(done); }), "negotiate");
+      const std::string api = "/v" + docker.api_version();
+      std::printf("corral_bench: %d iterations per operation and client, image %s, API %s, %u cores\n", iterations,
+                  image.c_str(), docker.api_version().c_str(), std::thread::hardware_concurrency());
 
-    auto corral_exec = [&] {
-      exec_create_request e;
-      e.cmd = {"echo", "hello"};
-      auto id = must(blocking<exec_create_response>([&](auto done) { docker.exec_create(target.id, e, done); }), "exec create");
-      auto out = must(blocking<exec_output>([&](auto done) { docker.exec_start(id.id, {}, done); }), "exec start");
-      check(out.stdout_data.data == "hello\n", "exec output: " + out.stdout_data.data);
-      auto inspected = must(blocking<exec_inspect_response>([&](auto done) { docker.exec_inspect(id.id, done); }), "exec inspect");
-      check(inspected.exit_code == 0, "exec exit code");
-    };
-    auto raw_exec = [&] {
-      auto created = raw_http(*socket, "POST", api + "/containers/" + target.id + "/exec",
-                              R"({"AttachStdout":true,"AttachStderr":true,"Cmd":["echo","hello"]})");
-      check(created.status == 201, "raw exec create");
-      const auto id = json_id(created.body);
-      auto started = raw_http(*socket, "POST", api + "/exec/" + id + "/start", R"({"Detach":false,"Tty":false})", true);
-      check(started.body.find("hello") != std::string::npos, "raw exec output");
-      auto inspected = raw_http(*socket, "GET", api + "/exec/" + id + "/json");
-      check(inspected.body.find("\"ExitCode\":0") != std::string::npos, "raw exec exit code");
-    };
-    auto cli_exec = [&] { check(shell("docker exec " + target.id + " echo hello") == 0, "docker exec"); };
+      // Long-lived sandboxes for the exec measurements: 8, as agents hold several at once.
+      std::vector<std::string> keys, peer_ids;
+      for (int i = 0; i < 8; ++i) {
+        keys.push_back("bench-" + std::to_string(i));
+        corral.ask<msg::sandbox_info>(self, msg::acquire_atom_v, keys.back(), msg::sandbox_spec{});
+        auto c = must(blocking<container_create_response>([&](auto done) { docker.container_create(hardened(image), done); }), "create");
+        made.push_back(c.id);
+        peer_ids.push_back(c.id);
+        must(blocking<change_outcome>([&](auto done) { docker.container_start(c.id, done); }), "start");
+      }
+      const std::string& target = peer_ids.front();
 
-    // Interleave the clients so drift over the run hits them alike.
-    for (int i = 0; i < 3; ++i) { corral_exec(); raw_exec(); cli_exec(); }  // warm-up
-    for (int i = 0; i < iterations; ++i) {
-      const double cpu_before = cpu_ms();
-      exec_row.corral.ms.push_back(time_ms(corral_exec));
-      exec_cpu += cpu_ms() - cpu_before;
-      exec_row.raw.ms.push_back(time_ms(raw_exec));
-      exec_row.cli.ms.push_back(time_ms(cli_exec));
+      auto adapter_exec = [&](const std::string& id) {
+        exec_create_request e;
+        e.cmd = {"echo", "hello"};
+        auto created = must(blocking<exec_create_response>([&](auto done) { docker.exec_create(id, e, done); }), "exec create");
+        auto out = must(blocking<exec_output>([&](auto done) { docker.exec_start(created.id, {}, done); }), "exec start");
+        check(out.stdout_data.data == "hello\n", "exec output: " + out.stdout_data.data);
+        auto inspected = must(blocking<exec_inspect_response>([&](auto done) { docker.exec_inspect(created.id, done); }), "exec inspect");
+        check(inspected.exit_code == 0, "exec exit code");
+      };
+      auto raw_exec = [&](const std::string& id) {
+        auto created = raw_http(*socket, "POST", api + "/containers/" + id + "/exec",
+                                R"({"AttachStdout":true,"AttachStderr":true,"Cmd":["echo","hello"]})");
+        check(created.status == 201, "raw exec create");
+        const auto exec_id = json_id(created.body);
+        auto started = raw_http(*socket, "POST", api + "/exec/" + exec_id + "/start", R"({"Detach":false,"Tty":false})", true);
+        check(started.body.find("hello") != std::string::npos, "raw exec output");
+        auto inspected = raw_http(*socket, "GET", api + "/exec/" + exec_id + "/json");
+        check(inspected.body.find("\"ExitCode\":0") != std::string::npos, "raw exec exit code");
+      };
+      auto cli_exec = [&](const std::string& id) { check(shell("docker exec " + id + " echo hello") == 0, "docker exec"); };
+
+      row exec_row{"exec round trip (`echo hello`)", {}, {}, {}, {}};
+      row create_row{"create + start (hardened)", {}, {}, {}, {}};
+      row remove_row{"teardown", {}, {}, {}, {}};
+      row oneshot_row{"one-shot run (`echo hello`)", {}, {}, {}, {}};
+      double corral_cpu = 0;
+
+      // Interleave the clients so drift over the run hits them alike.
+      for (int i = 0; i < 3; ++i) {
+        corral.exec_echo(self, keys[0]);
+        adapter_exec(target);
+        raw_exec(target);
+        cli_exec(target);
+      }
+      for (int i = 0; i < iterations; ++i) {
+        const double cpu_before = cpu_ms();
+        exec_row.corral.ms.push_back(time_ms([&] { corral.exec_echo(self, keys[0]); }));
+        corral_cpu += cpu_ms() - cpu_before;
+        exec_row.adapter.ms.push_back(time_ms([&] { adapter_exec(target); }));
+        exec_row.raw.ms.push_back(time_ms([&] { raw_exec(target); }));
+        exec_row.cli.ms.push_back(time_ms([&] { cli_exec(target); }));
+      }
+
+      for (int i = 0; i < iterations; ++i) {
+        const std::string key = "bench-life-" + std::to_string(i);
+        create_row.corral.ms.push_back(time_ms([&] { corral.ask<msg::sandbox_info>(self, msg::acquire_atom_v, key, msg::sandbox_spec{}); }));
+        remove_row.corral.ms.push_back(time_ms([&] { corral.ask<msg::sandbox_info>(self, msg::release_atom_v, key, msg::release_mode::cancel_execs); }));
+
+        std::string id;
+        create_row.adapter.ms.push_back(time_ms([&] {
+          id = must(blocking<container_create_response>([&](auto done) { docker.container_create(hardened(image), done); }), "create").id;
+          made.push_back(id);
+          must(blocking<change_outcome>([&](auto done) { docker.container_start(id, done); }), "start");
+        }));
+        remove_row.adapter.ms.push_back(time_ms([&] { must(blocking<void>([&](auto done) { docker.container_remove(id, true, done); }), "remove"); }));
+        made.pop_back();
+
+        create_row.raw.ms.push_back(time_ms([&] {
+          auto created = raw_http(*socket, "POST", api + "/containers/create", hardened_raw_body(image));
+          check(created.status == 201, "raw create: " + created.body);
+          id = json_id(created.body);
+          made.push_back(id);
+          check(raw_http(*socket, "POST", api + "/containers/" + id + "/start").status == 204, "raw start");
+        }));
+        remove_row.raw.ms.push_back(time_ms([&] { check(raw_http(*socket, "DELETE", api + "/containers/" + id + "?force=1").status == 204, "raw remove"); }));
+        made.pop_back();
+
+        const std::string name = "corral-bench-cli-" + std::to_string(getpid()) + "-" + std::to_string(i);
+        create_row.cli.ms.push_back(time_ms([&] {
+          check(shell("docker run -d --name " + name + " " + hardened_cli_flags + " " + image + " sleep 3600") == 0, "docker run");
+        }));
+        made.push_back(name);
+        remove_row.cli.ms.push_back(time_ms([&] { check(shell("docker rm -f " + name) == 0, "docker rm"); }));
+        made.pop_back();
+
+        // One-shot: what `corral run` does, against the peers' cheapest equivalent.
+        const std::string shot = "bench-shot-" + std::to_string(i);
+        oneshot_row.corral.ms.push_back(time_ms([&] {
+          corral.ask<msg::sandbox_info>(self, msg::acquire_atom_v, shot, msg::sandbox_spec{});
+          corral.exec_echo(self, shot);
+          corral.ask<msg::sandbox_info>(self, msg::release_atom_v, shot, msg::release_mode::cancel_execs);
+        }));
+        oneshot_row.adapter.ms.push_back(time_ms([&] {
+          id = must(blocking<container_create_response>([&](auto done) { docker.container_create(hardened(image), done); }), "create").id;
+          made.push_back(id);
+          must(blocking<change_outcome>([&](auto done) { docker.container_start(id, done); }), "start");
+          adapter_exec(id);
+          must(blocking<void>([&](auto done) { docker.container_remove(id, true, done); }), "remove");
+          made.pop_back();
+        }));
+        oneshot_row.raw.ms.push_back(time_ms([&] {
+          auto created = raw_http(*socket, "POST", api + "/containers/create", hardened_raw_body(image));
+          id = json_id(created.body);
+          made.push_back(id);
+          check(raw_http(*socket, "POST", api + "/containers/" + id + "/start").status == 204, "raw start");
+          raw_exec(id);
+          check(raw_http(*socket, "DELETE", api + "/containers/" + id + "?force=1").status == 204, "raw remove");
+          made.pop_back();
+        }));
+        oneshot_row.cli.ms.push_back(time_ms([&] {
+          check(shell(std::string("docker run --rm ") + hardened_cli_flags + " " + image + " echo hello") == 0, "docker run --rm");
+        }));
+      }
+      print_latency_table({exec_row, create_row, remove_row, oneshot_row});
+      std::printf("\nteardown: corral releases (stop with grace, then remove); the peers remove with force.\n");
+      std::printf("one-shot: corral = acquire + exec + release; adapter/raw = create + start + exec + remove; CLI = docker run --rm.\n");
+      std::printf("corral CPU per exec round trip: %.3f ms (user+sys of this whole process, %d execs)\n",
+                  corral_cpu / iterations, iterations);
+
+      std::printf("\n| exec throughput (`echo hello`, 8 sandboxes) | corral | adapter | raw | docker CLI | corral / raw |\n|---|---|---|---|---|---|\n");
+      for (int lanes : {8, 32}) {
+        std::vector<std::unique_ptr<caf::scoped_actor>> selves;
+        for (int l = 0; l < lanes; ++l) selves.push_back(std::make_unique<caf::scoped_actor>(sys));
+        const double c = throughput(lanes, throughput_execs, [&](int lane) { corral.exec_echo(*selves[lane], keys[lane % 8]); });
+        selves.clear();
+        const double a = throughput(lanes, throughput_execs, [&](int lane) { adapter_exec(peer_ids[lane % 8]); });
+        const double w = throughput(lanes, throughput_execs, [&](int lane) { raw_exec(peer_ids[lane % 8]); });
+        const double d = throughput(lanes, throughput_execs, [&](int lane) { cli_exec(peer_ids[lane % 8]); });
+        std::printf("| %d concurrent | %.1f execs/s | %.1f execs/s | %.1f execs/s | %.1f execs/s | %.2fx |\n", lanes, c, a, w, d,
+                    w > 0 ? c / w : 0.0);
+      }
+      corral.ask<uint64_t>(self, msg::release_all_atom_v, msg::release_mode::cancel_execs);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "corral_bench: %s\n", e.what());
+      status = 1;
     }
-
-    for (int i = 0; i < iterations; ++i) {
-      std::string id;
-      create_row.corral.ms.push_back(time_ms([&] {
-        id = must(blocking<container_create_response>([&](auto done) { docker.container_create(hardened(image), done); }), "create").id;
-        made.push_back(id);
-        must(blocking<change_outcome>([&](auto done) { docker.container_start(id, done); }), "start");
-      }));
-      remove_row.corral.ms.push_back(time_ms([&] {
-        must(blocking<void>([&](auto done) { docker.container_remove(id, true, done); }), "remove");
-      }));
-      made.pop_back();
-
-      create_row.raw.ms.push_back(time_ms([&] {
-        auto created = raw_http(*socket, "POST", api + "/containers/create", hardened_raw_body(image));
-        check(created.status == 201, "raw create: " + created.body);
-        id = json_id(created.body);
-        made.push_back(id);
-        check(raw_http(*socket, "POST", api + "/containers/" + id + "/start").status == 204, "raw start");
-      }));
-      remove_row.raw.ms.push_back(time_ms([&] {
-        check(raw_http(*socket, "DELETE", api + "/containers/" + id + "?force=1").status == 204, "raw remove");
-      }));
-      made.pop_back();
-
-      const std::string name = "corral-bench-cli-" + std::to_string(getpid()) + "-" + std::to_string(i);
-      create_row.cli.ms.push_back(time_ms([&] {
-        check(shell("docker run -d --name " + name + " " + hardened_cli_flags + " " + image + " sleep 3600") == 0, "docker run");
-      }));
-      made.push_back(name);
-      remove_row.cli.ms.push_back(time_ms([&] { check(shell("docker rm -f " + name) == 0, "docker rm"); }));
-      made.pop_back();
-    }
-
-    print_table({exec_row, create_row, remove_row});
-    std::printf("\ncorral client CPU per exec round trip: %.3f ms (user+sys of this process, %d execs)\n",
-                exec_cpu / iterations, iterations);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "corral_bench: %s\n", e.what());
-    rc = 1;
+    self->send_exit(corral.sup, caf::exit_reason::user_shutdown);
+    self->wait_for(corral.sup);
   }
   for (const auto& id : made) {
     auto removed = blocking<void>([&](auto done) { docker.container_remove(id, true, done); });
     if (!removed) std::fprintf(stderr, "corral_bench: removing %s: %s\n", id.c_str(), removed.err().describe().c_str());
   }
-  return rc;
+  return status;
 }

@@ -175,7 +175,10 @@ TEST_CASE("stream_demuxer rejects nonzero reserved bytes", "[stream_demux]") {
 TEST_CASE("stream_demuxer rejects an oversized frame without allocating it", "[stream_demux]") {
   collected c;
   docker::stream_demuxer d(c.sink());
-  const auto err = d.feed(header(1, 0, 0, 0, 0xFFFFFFFF) + "some payload");
+  // Built in two steps: g++ 12 at -O2 warns falsely (array-bounds) on the one-liner.
+  std::string bytes = header(1, 0, 0, 0, 0xFFFFFFFF);
+  bytes += "some payload";
+  const auto err = d.feed(bytes);
   REQUIRE(err);
   CHECK(err->code == docker::errc::protocol);
   CHECK(err->message == "stream frame declares 4294967295 bytes, over the 67108864-byte limit");
