@@ -139,7 +139,16 @@ void begin_removal(self_ptr self, sandbox_status final_status, std::string detai
         self->state.info.container_id, true,
         back_to<void>(self, [self, final_status](docker::result<void> r) {
           auto& st = self->state;
-          if (r || r.err().code == docker::errc::not_found) {
+          // Gone already, or on its way out (409 "removal ... is already in progress"): someone
+          // else removed it. Unless we were releasing it anyway, that makes it lost.
+          const bool removed_elsewhere =
+              !r && (r.err().code == docker::errc::not_found ||
+                     (r.err().code == docker::errc::conflict &&
+                      r.err().message.find("already in progress") != std::string::npos));
+          if (removed_elsewhere && final_status != sandbox_status::removed) {
+            st.info.status = sandbox_status::lost;
+            st.info.detail = "the container was removed outside corral";
+          } else if (r || removed_elsewhere) {
             st.info.status = final_status;
           } else {
             // Said exactly: the runtime's next start lists and removes what is left.

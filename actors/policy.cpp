@@ -163,12 +163,14 @@ caf::error check_tmpfs_options(const messages::tmpfs_mount& t) {
       return eq != std::string_view::npos && eq + 1 < opt.size() &&
              std::all_of(opt.begin() + static_cast<long>(eq) + 1, opt.end(), [](unsigned char c) { return std::isdigit(c); });
     }();
-    const bool allowed = opt == "noatime" || opt == "nodiratime" || opt == "relatime" ||
+    // Restating what corral sets anyway (noexec, nosuid, nodev) is harmless.
+    const bool allowed = opt == "noatime" || opt == "nodiratime" || opt == "relatime" || opt == "noexec" ||
+                         opt == "nosuid" || opt == "nodev" ||
                          ((opt.rfind("mode=", 0) == 0 || opt.rfind("nr_inodes=", 0) == 0) && numeric_value);
     if (!allowed) {
       return make_error(corral_errc::policy_violation,
                         "tmpfs " + t.path + " option " + shown(opt) +
-                            " is not allowed (allowed: mode=, nr_inodes=, noatime, nodiratime, relatime; size is "
+                            " is not allowed (allowed: mode=, nr_inodes=, noatime, nodiratime, relatime, noexec, nosuid, nodev; size is "
                             "set by the size field)");
     }
     start = end + 1;
@@ -215,7 +217,6 @@ caf::error check_workspace(const messages::workspace_mount& ws, const std::strin
   if (real.string().find(':') != std::string::npos || ws.container_path.find(':') != std::string::npos) {
     return make_error(corral_errc::invalid_request, "workspace paths must not contain ':'");
   }
-  if (auto err = check_system_directory(real, ws.host_path)) return err;
   // Neither the engine's socket nor anything that contains it may be mounted: that would hand
   // the sandbox the engine.
   for (const std::string& socket : {engine_socket, std::string("/var/run/docker.sock"),
@@ -237,6 +238,7 @@ caf::error check_workspace(const messages::workspace_mount& ws, const std::strin
                             socket_path.string());
     }
   }
+  if (auto err = check_system_directory(real, ws.host_path)) return err;
   return check_container_path("workspace container path", ws.container_path);
 }
 

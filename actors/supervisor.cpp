@@ -232,6 +232,28 @@ void do_acquire(self_ptr self, caf::typed_response_promise<sandbox_info> rp, con
   rp.delegate(st.sandboxes[key].handle, acquire_atom_v);
 }
 
+// A container actor answered its release: the sandbox is done with. Forget it now, not when
+// the actor's down message comes, so a caller who saw the release finish can use the freed
+// capacity and key (and finds the key unknown) at once.
+void retire(self_ptr self, const std::string& key, const caf::actor_addr& source,
+            const sandbox_info& info) {
+  auto& st = self->state;
+  auto it = st.sandboxes.find(key);
+  if (it == st.sandboxes.end() || !it->second.handle || it->second.handle.address() != source ||
+      !is_terminal(info.status)) {
+    return;
+  }
+  st.key_by_container.erase(info.container_id);
+  if (info.status == sandbox_status::removed) {
+    st.stats.released_total++;
+    st.sandboxes.erase(it);
+    return;
+  }
+  it->second.handle = nullptr;  // a tombstone that says what happened
+  it->second.monitor = nullptr;
+  it->second.info = info;
+}
+
 std::vector<std::string> prune_where(self_ptr self, const std::function<bool(const entry&)>& expired) {
   std::vector<std::string> pruned;
   for (auto& [key, e] : self->state.sandboxes) {
@@ -241,7 +263,9 @@ std::vector<std::string> prune_where(self_ptr self, const std::function<bool(con
     self->state.stats.pruned_total++;
     e.info.status = sandbox_status::stopping;
     self->request(e.handle, std::chrono::minutes(2), release_atom_v, release_mode::wait_for_execs)
-        .then([](const sandbox_info&) {}, [](const caf::error&) {});
+        .then([self, key = key, source = e.handle.address()](
+                  const sandbox_info& info) { retire(self, key, source, info); },
+              [](const caf::error&) {});
   }
   return pruned;
 }
@@ -262,14 +286,23 @@ void release_all(self_ptr self, release_mode mode, std::function<void(uint64_t)>
   for (auto& [key, e] : self->state.sandboxes) {
     if (!e.handle) continue;
     self->request(e.handle, patience, release_atom_v, mode)
-        .then([one_done](const sandbox_info&) { one_done(true); },
-              [self, one_done, handle = e.handle](const caf::error&) {
-                if (!handle) return one_done(false);
-                // Out of patience: cancel what still runs, and wait for the removal.
-                self->request(handle, std::chrono::minutes(2), release_atom_v, release_mode::cancel_execs)
-                    .then([one_done](const sandbox_info&) { one_done(true); },
-                          [one_done](const caf::error&) { one_done(false); });
-              });
+        .then(
+            [self, one_done, key = key, source = e.handle.address()](const sandbox_info& info) {
+              retire(self, key, source, info);
+              one_done(true);
+            },
+            [self, one_done, key = key, handle = e.handle](const caf::error&) {
+              if (!handle) return one_done(false);
+              // Out of patience: cancel what still runs, and wait for the removal.
+              self->request(handle, std::chrono::minutes(2), release_atom_v,
+                            release_mode::cancel_execs)
+                  .then(
+                      [self, one_done, key, source = handle.address()](const sandbox_info& info) {
+                        retire(self, key, source, info);
+                        one_done(true);
+                      },
+                      [one_done](const caf::error&) { one_done(false); });
+            });
   }
 }
 
@@ -389,7 +422,16 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
             if (auto err = check_key(key)) return void(rp.deliver(err));
             return void(rp.deliver(make_error(corral_errc::not_found, "no sandbox with key " + key)));
           }
-          if (it->second.handle) return void(rp.delegate(it->second.handle, release_atom_v, mode));
+          if (auto handle = it->second.handle) {
+            self->request(handle, caf::infinite, release_atom_v, mode)
+                .then(
+                    [self, rp, key, source = handle.address()](sandbox_info& info) mutable {
+                      retire(self, key, source, info);
+                      rp.deliver(std::move(info));
+                    },
+                    [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+            return;
+          }
           auto info = it->second.info;
           st.sandboxes.erase(it);
           rp.deliver(info);

@@ -8,8 +8,10 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <caf/all.hpp>
@@ -19,7 +21,9 @@
 #include "actors/router.hpp"
 #include "actors/supervisor.hpp"
 #include "app/cli_values.hpp"
+#include "app/fake_engine.hpp"
 #include "app/node.hpp"
+#include "app/stress.hpp"
 #include "app/remote.hpp"
 #include "docker/json.hpp"
 #include "messages/errors.hpp"
@@ -47,6 +51,8 @@ Usage:
   corral prune [--idle D] [--max-age D]   release sandboxes idle or older than D
   corral version                      print versions
   corral node [flags]                 serve a runtime to remote clients (CAF network transport)
+  corral stress [flags]               drive a runtime with a workload; report latencies; fail on leaks
+  corral fake-engine --socket PATH    a fake Docker engine for scale and fault tests
   corral COMMAND --help               help for one command
 
 Global flags (before or after the command):
@@ -103,6 +109,28 @@ void print_help(const std::string& command) {
                 "older than D. Sandboxes with a command running are never pruned.\n");
   } else if (command == "version") {
     std::printf("Usage: corral version\n");
+  } else if (command == "stress") {
+    std::printf(R"(Usage: corral stress [flags]
+
+Drive a runtime (embedded, or a node with --node) with a mixed workload; print throughput
+and latency percentiles per operation, errors by kind, and check that no container,
+connection, actor, file descriptor or memory outlived the run (exit 1 if one did).
+
+  --keys N             sandbox keys to spread the work over (default 8)
+  --concurrency C      operations in flight (default 8)
+  --duration D         stop after D (default 30s)
+  --ops N              stop after N operations (default: no limit)
+  --mix SPEC           weights, default acquire=2,exec=10,long=1,timeout=1,release=2,kill=1
+                       (exec: echo; long: sleep 1; timeout: sleep 30 with a 300ms timeout;
+                        kill: the container is killed from outside)
+  --engine real|fake   the real engine (default) or an in-process fake one
+  --fake-latency-scale X   fake engine latencies times X (default 1: this machine's engine)
+  --fault-rate P       fake engine: inject faults (errors, resets, cut streams, lost events)
+  --capacity N         runtime capacity (default keys + 16)
+  --json               print the report as JSON too
+  --csv FILE           write per-operation figures as CSV
+  --plot FILE.png      draw latency over time and the latency histogram (gnuplot)
+)");
   } else if (command == "node") {
     std::printf(R"(Usage: corral node [flags]
 
@@ -148,6 +176,7 @@ struct command_line {
   std::chrono::milliseconds max_age{0};
   std::string node;  // HOST:PORT of a corral node; empty: embedded
   app::node_options serve;
+  app::stress_options stress;
 };
 
 std::pair<std::string, std::string> split_env(const std::string& text, const std::string& flag) {
@@ -204,6 +233,7 @@ command_line parse(int argc, char** argv) {
       const auto n = number(a);
       if (n <= 0) throw usage_error{"--capacity must be positive"};
       cl.serve.capacity = static_cast<uint64_t>(n);
+      cl.stress.capacity = static_cast<uint64_t>(n);
     } else if (a == "--grace") cl.serve.grace = duration(a);
     else if (a == "--keep-sandboxes") cl.serve.keep_sandboxes = true;
     else if (a == "--log-format") {
@@ -215,7 +245,28 @@ command_line parse(int argc, char** argv) {
       if (std::find(levels.begin(), levels.end(), cl.serve.log_level) == levels.end()) {
         throw usage_error{"--log-level is one of trace, debug, info, warn, error"};
       }
-    } else if (a == "--tls-cert") cl.serve.tls.certificate = value(a);
+    } else if (a == "--keys") {
+      const auto n = number(a);
+      if (n <= 0) throw usage_error{"--keys must be positive"};
+      cl.stress.keys = static_cast<uint64_t>(n);
+    } else if (a == "--concurrency") {
+      const auto n = number(a);
+      if (n <= 0 || n > 4096) throw usage_error{"--concurrency must be 1-4096"};
+      cl.stress.concurrency = static_cast<uint64_t>(n);
+    } else if (a == "--duration") cl.stress.duration = duration(a);
+    else if (a == "--ops") {
+      const auto n = number(a);
+      if (n < 0) throw usage_error{"--ops must not be negative"};
+      cl.stress.ops = static_cast<uint64_t>(n);
+    } else if (a == "--mix") cl.stress.mix = value(a);
+    else if (a == "--engine") cl.stress.engine = value(a);
+    else if (a == "--fake-latency-scale") cl.stress.fake_latency_scale = std::strtod(value(a).c_str(), nullptr);
+    else if (a == "--fault-rate") {
+      cl.stress.fake_fault_rate = std::strtod(value(a).c_str(), nullptr);
+      if (cl.stress.fake_fault_rate < 0 || cl.stress.fake_fault_rate > 1) throw usage_error{"--fault-rate is 0..1"};
+    } else if (a == "--csv") cl.stress.csv_path = value(a);
+    else if (a == "--plot") cl.stress.plot_path = value(a);
+    else if (a == "--tls-cert") cl.serve.tls.certificate = value(a);
     else if (a == "--tls-key") cl.serve.tls.key = value(a);
     else if (a == "--tls-ca") cl.serve.tls.ca = value(a);
     else if (a == "--json") cl.json = true;
@@ -350,13 +401,56 @@ struct session {
   caf::scoped_actor& self;
   supervisor_actor sup;
   const command_line& cl;
+  std::string node;  // HOST:PORT when `sup` is one node's (a proxy); empty otherwise
 };
+
+// One request to a node, made by a helper actor that watches the node's proxy: a node that
+// dies never answers (CAF 0.17 has no error for a request to a dead proxy), so without the
+// watch the caller would wait out the whole timeout (a day, for an exec without --timeout).
+template <class T, class... Ts>
+caf::behavior node_request(caf::event_based_actor* self, supervisor_actor node, std::string where,
+                           caf::timespan timeout, std::tuple<Ts...> args) {
+  return {
+      [=](caf::get_atom) mutable -> caf::result<T> {
+        auto rp = std::make_shared<caf::typed_response_promise<T>>(self->make_response_promise<T>());
+        self->monitor(node);
+        self->set_down_handler([self, rp, where](caf::down_msg& msg) {
+          rp->deliver(make_error(corral_errc::node_unavailable, "lost corral node " + where +
+                                                                    " while waiting for its answer (" +
+                                                                    caf::to_string(msg.reason) + ")"));
+          self->quit();
+        });
+        std::apply(
+            [&](auto&... xs) {
+              self->request(node, timeout, std::move(xs)...)
+                  .then(
+                      [self, rp](T& value) {
+                        rp->deliver(std::move(value));
+                        self->quit();
+                      },
+                      [self, rp](caf::error& err) {
+                        rp->deliver(std::move(err));
+                        self->quit();
+                      });
+            },
+            args);
+        return *rp;
+      },
+  };
+}
 
 template <class T, class... Ts>
 caf::expected<T> ask(session& s, caf::timespan timeout, Ts&&... xs) {
   caf::expected<T> out{caf::error{}};
-  s.self->request(s.sup, timeout, std::forward<Ts>(xs)...)
-      .receive([&](T& value) { out = std::move(value); }, [&](caf::error& err) { out = std::move(err); });
+  auto on_value = [&](T& value) { out = std::move(value); };
+  auto on_error = [&](caf::error& err) { out = std::move(err); };
+  if (s.node.empty()) {
+    s.self->request(s.sup, timeout, std::forward<Ts>(xs)...).receive(on_value, on_error);
+    return out;
+  }
+  auto helper = s.self->spawn(node_request<T, std::decay_t<Ts>...>, s.sup, s.node, timeout,
+                              std::make_tuple(std::forward<Ts>(xs)...));
+  s.self->request(helper, timeout + caf::timespan{10s}, caf::get_atom_v).receive(on_value, on_error);
   return out;
 }
 
@@ -409,7 +503,7 @@ int run_exec(session& s, const std::string& key, std::vector<std::string> argv) 
 int cmd_run(session& s, command_line cl) {
   if (cl.argv.empty()) throw usage_error{"run: no command given (corral run [flags] -- CMD...)"};
   cl.exec.env.clear();  // the sandbox's env already carries them
-  session one{s.self, s.sup, cl};
+  session one{s.self, s.sup, cl, s.node};
   std::mt19937_64 random{std::random_device{}()};
   char key[40];
   std::snprintf(key, sizeof key, "run-%d-%08x", static_cast<int>(::getpid()), static_cast<unsigned>(random() & 0xffffffff));
@@ -495,6 +589,7 @@ int cmd_prune(session& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "fake-engine") return app::fake_engine_main(argc - 1, argv + 1);
   command_line cl;
   try {
     cl = parse(argc, argv);
@@ -506,7 +601,8 @@ int main(int argc, char** argv) {
     print_help(cl.command);
     return cl.command.empty() && !cl.help ? exit_error : 0;
   }
-  static const std::vector<std::string> commands = {"run", "create", "exec", "ls", "rm", "prune", "version", "node"};
+  static const std::vector<std::string> commands = {"run",     "create", "exec", "ls",         "rm",
+                                                    "prune",   "version", "node", "stress", "fake-engine"};
   if (std::find(commands.begin(), commands.end(), cl.command) == commands.end()) {
     std::fprintf(stderr, "corral: unknown command '%s' (see corral --help)\n", cl.command.c_str());
     return exit_error;
@@ -517,6 +613,12 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (cl.command == "node") return app::run_node(cl.serve);
+  if (cl.command == "stress") {
+    cl.stress.node = cl.node;
+    cl.stress.json = cl.json;
+    if (!cl.runtime.empty() && cl.runtime != "local") cl.stress.runtime = cl.runtime;
+    return app::run_stress(cl.stress);
+  }
 
   // --node A[,B,...]: one node directly, several through a router.
   std::vector<app::node_address> nodes;
@@ -568,7 +670,7 @@ int main(int argc, char** argv) {
       runtime.keep_sandboxes_on_shutdown = true;
       sup = actors::spawn_supervisor(sys, runtime);
     }
-    session s{self, sup, cl};
+    session s{self, sup, cl, nodes.size() == 1 ? cl.node : std::string()};
     try {
       if (cl.command == "run") code = cmd_run(s, cl);
       else if (cl.command == "create") code = cmd_create(s);

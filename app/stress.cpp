@@ -1,0 +1,569 @@
+#include "app/stress.hpp"
+
+#include <dirent.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <random>
+#include <thread>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+
+#include "actors/supervisor.hpp"
+#include "app/fake_engine.hpp"
+#include "app/histogram.hpp"
+#include "app/remote.hpp"
+#include "docker/blocking.hpp"
+#include "docker/client.hpp"
+#include "docker/json.hpp"
+#include "messages/errors.hpp"
+#include "messages/registration.hpp"
+#include "messages/type_ids.hpp"
+
+CAF_ADD_ATOM(corral_stress, corral::app, next_atom, "next")
+CAF_ADD_ATOM(corral_stress, corral::app, killed_atom, "killed")
+CAF_ADD_ATOM(corral_stress, corral::app, go_atom, "go")
+CAF_ADD_ATOM(corral_stress, corral::app, halt_atom, "halt")
+
+namespace corral::app {
+
+namespace {
+
+using namespace messages;
+using steady = std::chrono::steady_clock;
+
+enum class op_kind { acquire, exec, long_exec, timeout_exec, release, kill };
+constexpr const char* op_names[] = {"acquire", "exec", "long", "timeout", "release", "kill"};
+constexpr std::size_t op_count = 6;
+
+struct op_stats {
+  latency_histogram latency;
+  uint64_t errors = 0;
+};
+
+// What a run measured; built by the driver actor, read by the main thread after it quit.
+struct report {
+  std::array<op_stats, op_count> ops;
+  std::map<std::string, uint64_t> errors;  // by kind
+  struct point {
+    double t_s;
+    double ms;
+    std::size_t op;
+  };
+  std::vector<point> timeline;  // a bounded sample for the plot
+  double seconds = 0;
+  uint64_t total = 0;
+};
+
+struct sample {
+  double t_s;
+  long rss_kib;
+  long fds;
+};
+
+long count_fds() {
+  long n = 0;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (auto* e = ::readdir(d)) n += e->d_name[0] != '.';
+    ::closedir(d);
+  }
+  return n - 1;  // the directory itself
+}
+
+long rss_kib() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
+  }
+  return 0;
+}
+
+std::vector<std::pair<op_kind, double>> parse_mix(const std::string& mix) {
+  std::vector<std::pair<op_kind, double>> out;
+  std::size_t start = 0;
+  while (start < mix.size()) {
+    auto end = mix.find(',', start);
+    if (end == std::string::npos) end = mix.size();
+    const std::string item = mix.substr(start, end - start);
+    const auto eq = item.find('=');
+    const std::string name = item.substr(0, eq);
+    const double weight = eq == std::string::npos ? 1.0 : std::strtod(item.c_str() + eq + 1, nullptr);
+    std::size_t i = 0;
+    while (i < op_count && name != op_names[i]) ++i;
+    if (i == op_count || weight < 0) throw std::runtime_error("--mix: unknown operation or weight '" + item + "'");
+    if (weight > 0) out.emplace_back(static_cast<op_kind>(i), weight);
+    start = end + 1;
+  }
+  if (out.empty()) throw std::runtime_error("--mix: no operation has a weight");
+  return out;
+}
+
+struct driver_state {
+  static inline const char* name = "corral.stress";
+  driver_state() = default;
+  supervisor_actor sup;
+  stress_options options;
+  std::shared_ptr<docker::client> docker;
+  std::vector<std::pair<op_kind, double>> mix;
+  double mix_total = 0;
+  std::mt19937_64 random{42};
+  steady::time_point started;
+  steady::time_point deadline;
+  uint64_t issued = 0;
+  uint64_t in_flight = 0;
+  bool stopping = false;
+  std::shared_ptr<report> out;
+  std::map<std::string, std::string> container_of;  // key -> container id (for kills)
+  caf::response_promise done;
+  uint64_t timeline_stride = 1;
+};
+
+caf::behavior driver(caf::stateful_actor<driver_state>* self, supervisor_actor sup, stress_options options,
+                     std::shared_ptr<docker::client> docker, std::shared_ptr<report> out) {
+  auto& st = self->state;
+  st.sup = sup;
+  st.options = options;
+  st.docker = std::move(docker);
+  st.out = std::move(out);
+  st.mix = parse_mix(options.mix);
+  for (auto& [kind, w] : st.mix) st.mix_total += w;
+
+  auto key_of = [self] {
+    std::uniform_int_distribution<uint64_t> pick(0, self->state.options.keys - 1);
+    return "k" + std::to_string(pick(self->state.random));
+  };
+  auto choose = [self] {
+    std::uniform_real_distribution<double> pick(0, self->state.mix_total);
+    double x = pick(self->state.random);
+    for (auto& [kind, w] : self->state.mix) {
+      if ((x -= w) <= 0) return kind;
+    }
+    return self->state.mix.back().first;
+  };
+  auto finish_if_drained = [self] {
+    auto& st = self->state;
+    if (st.stopping && st.in_flight == 0 && st.done.pending()) {
+      st.out->seconds = std::chrono::duration<double>(steady::now() - st.started).count();
+      st.done.deliver(caf::unit);
+      self->quit();
+    }
+  };
+  // Records one finished operation and starts the lane's next one.
+  auto record = [self, finish_if_drained](op_kind kind, steady::time_point began, const caf::error& err) {
+    auto& st = self->state;
+    const auto micros = std::chrono::duration_cast<std::chrono::microseconds>(steady::now() - began).count();
+    auto& o = st.out->ops[static_cast<std::size_t>(kind)];
+    o.latency.record(static_cast<uint64_t>(micros));
+    if (err) {
+      ++o.errors;
+      std::string kindname = describe(err);
+      kindname = kindname.substr(0, kindname.find(':'));
+      ++st.out->errors[kindname];
+    }
+    ++st.out->total;
+    if (st.out->total % st.timeline_stride == 0 && st.out->timeline.size() < 200000) {
+      st.out->timeline.push_back({std::chrono::duration<double>(began - st.started).count(),
+                                  static_cast<double>(micros) / 1000.0, static_cast<std::size_t>(kind)});
+    }
+    --st.in_flight;
+    if (st.out->timeline.size() >= 100000) st.timeline_stride = 4;
+    self->send(self, next_atom_v);
+    finish_if_drained();
+  };
+  auto acquire_spec = [] {
+    sandbox_spec spec;
+    spec.exec_timeout = std::chrono::seconds(30);
+    return spec;
+  };
+
+  auto start_one = [self, key_of, choose, record, acquire_spec] {
+    auto& st = self->state;
+    if (st.stopping) return;
+    if ((st.options.ops > 0 && st.issued >= st.options.ops) || steady::now() >= st.deadline) {
+      st.stopping = true;
+      return;
+    }
+    ++st.issued;
+    ++st.in_flight;
+    const auto kind = choose();
+    const auto key = key_of();
+    const auto began = steady::now();
+    const auto timeout = std::chrono::seconds(60);
+    auto on_error = [record, kind, began](const caf::error& err) { record(kind, began, err); };
+    switch (kind) {
+      case op_kind::acquire:
+        self->request(st.sup, timeout, acquire_atom_v, key, acquire_spec())
+            .then(
+                [self, record, kind, began, key](const sandbox_info& info) {
+                  self->state.container_of[key] = info.container_id;
+                  record(kind, began, {});
+                },
+                on_error);
+        break;
+      case op_kind::exec:
+      case op_kind::long_exec:
+      case op_kind::timeout_exec: {
+        exec_request req;
+        if (kind == op_kind::exec) req.argv = {"echo", "stress"};
+        if (kind == op_kind::long_exec) req.argv = {"sleep", "1"};
+        if (kind == op_kind::timeout_exec) {
+          req.argv = {"sleep", "30"};
+          req.timeout = std::chrono::milliseconds(300);
+        }
+        // An exec needs its sandbox: get-or-create first (fast when it exists).
+        self->request(st.sup, timeout, acquire_atom_v, key, acquire_spec())
+            .then(
+                [self, record, kind, began, key, req, timeout, on_error](const sandbox_info& info) {
+                  self->state.container_of[key] = info.container_id;
+                  self->request(self->state.sup, timeout, exec_atom_v, key, req)
+                      .then(
+                          [record, kind, began](const exec_result& r) {
+                            caf::error err;
+                            if (kind == op_kind::timeout_exec && r.end != exec_end::timed_out) {
+                              err = make_error(corral_errc::timeout, "expected a timeout, got " + std::string(to_string(r.end)));
+                            } else if (kind != op_kind::timeout_exec && r.end != exec_end::exited) {
+                              err = make_error(corral_errc::sandbox_lost, std::string("exec ended ") + to_string(r.end));
+                            }
+                            record(kind, began, err);
+                          },
+                          on_error);
+                },
+                on_error);
+        break;
+      }
+      case op_kind::release:
+        self->request(st.sup, timeout, release_atom_v, key, release_mode::cancel_execs)
+            .then([record, kind, began](const sandbox_info&) { record(kind, began, {}); },
+                  [record, kind, began](const caf::error& err) {
+                    // Releasing a key nobody holds is part of the workload, not a failure.
+                    record(kind, began, err == corral_errc::not_found ? caf::error{} : err);
+                  });
+        break;
+      case op_kind::kill: {
+        auto it = st.container_of.find(key);
+        if (it == st.container_of.end() || it->second.empty()) {
+          record(kind, began, {});
+          break;
+        }
+        const std::string id = it->second;
+        st.container_of.erase(it);
+        caf::actor me = caf::actor_cast<caf::actor>(self);
+        // From outside, as an operator or the OOM killer would: the runtime must notice.
+        st.docker->container_kill(id, "SIGKILL", [me, began](docker::result<void> r) {
+          caf::anon_send(me, killed_atom_v, static_cast<int64_t>(began.time_since_epoch().count()),
+                         r ? std::string() : r.err().describe());
+        });
+        break;
+      }
+    }
+  };
+
+  return {
+      [self, start_one](go_atom) -> caf::result<caf::unit_t> {
+        auto& st = self->state;
+        st.started = steady::now();
+        st.deadline = st.started + st.options.duration;
+        st.done = self->make_response_promise();
+        for (uint64_t i = 0; i < st.options.concurrency; ++i) start_one();
+        return caf::unit;
+      },
+      [start_one](next_atom) { start_one(); },
+      [self, record](killed_atom, int64_t began_ticks, const std::string& failure) {
+        const steady::time_point began{steady::duration{began_ticks}};
+        // A container that is already gone is not the harness's failure.
+        record(op_kind::kill, began,
+               failure.empty() || failure.find("not_found") != std::string::npos || failure.find("conflict") != std::string::npos
+                   ? caf::error{}
+                   : make_error(corral_errc::engine_error, failure));
+      },
+      [self](caf::get_atom) -> std::pair<uint64_t, uint64_t> { return {self->state.out->total, self->state.in_flight}; },
+      [self](halt_atom) { self->state.stopping = true; },
+  };
+}
+
+void print_report(const report& r, const stress_options& o) {
+  std::printf("\ncorral stress: %llu operations in %.1f s (%.1f ops/s), %llu keys, concurrency %llu, engine %s\n\n",
+              static_cast<unsigned long long>(r.total), r.seconds, r.seconds > 0 ? static_cast<double>(r.total) / r.seconds : 0.0,
+              static_cast<unsigned long long>(o.keys), static_cast<unsigned long long>(o.concurrency), o.engine.c_str());
+  std::printf("| operation | count | errors | ops/s | p50 ms | p90 ms | p99 ms | max ms |\n");
+  std::printf("|---|---|---|---|---|---|---|---|\n");
+  for (std::size_t i = 0; i < op_count; ++i) {
+    const auto& s = r.ops[i];
+    if (s.latency.count() == 0) continue;
+    std::printf("| %s | %llu | %llu | %.1f | %.1f | %.1f | %.1f | %.1f |\n", op_names[i],
+                static_cast<unsigned long long>(s.latency.count()), static_cast<unsigned long long>(s.errors),
+                r.seconds > 0 ? static_cast<double>(s.latency.count()) / r.seconds : 0.0, s.latency.quantile(0.5) / 1e3,
+                s.latency.quantile(0.9) / 1e3, s.latency.quantile(0.99) / 1e3, s.latency.max() / 1e3);
+  }
+  if (!r.errors.empty()) {
+    std::printf("\nerrors by kind:");
+    for (const auto& [kind, n] : r.errors) std::printf(" %s=%llu", kind.c_str(), static_cast<unsigned long long>(n));
+    std::printf("\n");
+  }
+}
+
+std::string report_json(const report& r, const stress_options& o, const std::vector<sample>& samples,
+                        const std::vector<std::string>& leaks) {
+  docker::json_writer w;
+  w.begin_object();
+  w.field("operations", r.total).field("seconds", static_cast<int64_t>(r.seconds * 1000) / 1000);
+  w.field("keys", o.keys).field("concurrency", o.concurrency).field("engine", o.engine);
+  w.key("per_operation").begin_object();
+  for (std::size_t i = 0; i < op_count; ++i) {
+    const auto& s = r.ops[i];
+    if (s.latency.count() == 0) continue;
+    w.key(op_names[i]).begin_object();
+    w.field("count", s.latency.count()).field("errors", s.errors);
+    w.field("p50_us", s.latency.quantile(0.5)).field("p90_us", s.latency.quantile(0.9));
+    w.field("p99_us", s.latency.quantile(0.99)).field("max_us", s.latency.max());
+    w.end_object();
+  }
+  w.end_object();
+  w.key("errors").begin_object();
+  for (const auto& [kind, n] : r.errors) w.field(kind, n);
+  w.end_object();
+  w.key("samples").begin_array();
+  for (const auto& s : samples) {
+    w.begin_object().field("t_s", static_cast<int64_t>(s.t_s)).field("rss_kib", static_cast<int64_t>(s.rss_kib));
+    w.field("fds", static_cast<int64_t>(s.fds)).end_object();
+  }
+  w.end_array();
+  w.key("leaks").begin_array();
+  for (const auto& l : leaks) w.value(l);
+  w.end_array();
+  w.end_object();
+  return w.take();
+}
+
+void write_csv(const report& r, const std::string& path) {
+  std::ofstream out(path);
+  out << "operation,count,errors,p50_us,p90_us,p99_us,max_us\n";
+  for (std::size_t i = 0; i < op_count; ++i) {
+    const auto& s = r.ops[i];
+    if (s.latency.count() == 0) continue;
+    out << op_names[i] << ',' << s.latency.count() << ',' << s.errors << ',' << s.latency.quantile(0.5) << ','
+        << s.latency.quantile(0.9) << ',' << s.latency.quantile(0.99) << ',' << s.latency.max() << '\n';
+  }
+}
+
+bool write_plot(const report& r, const std::string& png) {
+  const std::string base = png + ".data";
+  std::vector<std::string> series;
+  for (std::size_t i = 0; i < op_count; ++i) {
+    std::ofstream t(base + "." + op_names[i] + ".time");
+    std::ofstream h(base + "." + op_names[i] + ".hist");
+    bool any = false;
+    for (const auto& p : r.timeline) {
+      if (p.op != i) continue;
+      t << p.t_s << ' ' << p.ms << '\n';
+      any = true;
+    }
+    // Twelve 2% buckets make one of ~27%: about ten bars a decade, readable in a plot.
+    for (std::size_t b = 0; b < latency_histogram::bucket_count; b += 12) {
+      uint64_t n = 0;
+      for (std::size_t j = b; j < std::min(b + 12, latency_histogram::bucket_count); ++j) n += r.ops[i].latency.bucket(j);
+      if (n > 0) h << latency_histogram::upper_bound(std::min(b + 11, latency_histogram::bucket_count - 1)) / 1000.0 << ' ' << n << '\n';
+    }
+    if (any) series.push_back(op_names[i]);
+  }
+  if (series.empty()) return false;
+  std::string script = "set terminal png size 1200,1000\nset output '" + png + "'\nset multiplot layout 2,1\n";
+  script += "set title 'latency over time'\nset xlabel 'seconds'\nset ylabel 'ms'\nset logscale y\nplot ";
+  for (std::size_t i = 0; i < series.size(); ++i) {
+    script += (i ? ", " : "") + std::string("'") + base + "." + series[i] + ".time' with points pt 7 ps 0.3 title '" + series[i] + "'";
+  }
+  script += "\nset title 'latency histogram'\nset xlabel 'ms'\nset ylabel 'count'\nset logscale x\nunset logscale y\nplot ";
+  for (std::size_t i = 0; i < series.size(); ++i) {
+    script += (i ? ", " : "") + std::string("'") + base + "." + series[i] + ".hist' with histeps lw 2 title '" + series[i] + "'";
+  }
+  script += "\nunset multiplot\n";
+  FILE* gp = ::popen("gnuplot 2>&1", "w");
+  if (!gp) return false;
+  std::fwrite(script.data(), 1, script.size(), gp);
+  const int rc = ::pclose(gp);
+  for (const auto& s : series) {
+    std::remove((base + "." + s + ".time").c_str());
+    std::remove((base + "." + s + ".hist").c_str());
+  }
+  return rc == 0;
+}
+
+}  // namespace
+
+int run_stress(const stress_options& options_in) {
+  stress_options o = options_in;
+  if (o.runtime.empty()) o.runtime = "stress-" + std::to_string(::getpid());
+  if (o.capacity == 0) o.capacity = o.keys + 16;
+  if (o.keys == 0 || o.concurrency == 0) {
+    std::fprintf(stderr, "corral stress: --keys and --concurrency must be positive\n");
+    return 125;
+  }
+  try {
+    parse_mix(o.mix);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "corral stress: %s\n", e.what());
+    return 125;
+  }
+
+  // The fake engine runs in this process, on its own socket.
+  std::unique_ptr<fake_engine> fake;
+  std::string socket_path;
+  if (o.engine == "fake") {
+    fake_engine_options fo;
+    fo.socket_path = "/tmp/corral-fake-" + std::to_string(::getpid()) + ".sock";
+    fo.latency_scale = o.fake_latency_scale;
+    // The fault rate is split over the kinds of fault: errors, resets, cut streams, lost events.
+    fo.error_rate = o.fake_fault_rate / 2;
+    fo.reset_rate = o.fake_fault_rate / 6;
+    fo.truncate_rate = o.fake_fault_rate / 6;
+    fo.drop_event_rate = o.fake_fault_rate / 6;
+    fake = std::make_unique<fake_engine>(fo);
+    socket_path = fo.socket_path;
+  } else if (o.engine != "real") {
+    std::fprintf(stderr, "corral stress: --engine is real or fake\n");
+    return 125;
+  } else {
+    auto resolved = docker::resolve_engine_socket();
+    if (!resolved) {
+      std::fprintf(stderr, "corral stress: %s\n", resolved.err().describe().c_str());
+      return 125;
+    }
+    socket_path = *resolved;
+  }
+
+  const long fds_before = count_fds();
+  const long rss_before = rss_kib();
+  std::vector<std::string> leaks;
+  std::vector<sample> samples;
+  auto out = std::make_shared<report>();
+  {
+    caf::actor_system_config cfg;
+    messages::add_message_types(cfg);
+    cfg.set("logger.verbosity", caf::atom("quiet"));
+    if (!o.node.empty()) cfg.load<caf::io::middleman>();
+    caf::actor_system sys{cfg};
+    caf::scoped_actor self{sys};
+    const auto baseline_actors = sys.registry().running();
+
+    supervisor_actor sup;
+    bool own_supervisor = o.node.empty();
+    if (own_supervisor) {
+      actors::runtime_config rc;
+      rc.name = o.runtime;
+      rc.socket_path = socket_path;
+      rc.capacity = o.capacity;
+      rc.max_execs_per_sandbox = 16;
+      sup = actors::spawn_supervisor(sys, rc);
+    } else {
+      auto where = parse_node_address(o.node);
+      if (!where) {
+        std::fprintf(stderr, "corral stress: %s\n", describe(where.error()).c_str());
+        return 125;
+      }
+      auto connected = connect_node(self, *where, std::chrono::seconds(2));
+      if (!connected) {
+        std::fprintf(stderr, "corral stress: %s\n", describe(connected.error()).c_str());
+        return 125;
+      }
+      sup = *connected;
+    }
+    docker::client_options copt;
+    copt.http.socket_path = socket_path;
+    auto docker_client = std::make_shared<docker::client>(copt);
+    (void) docker::blocking<docker::version_response>([&](auto done) { docker_client->negotiate(done); });
+
+    auto drv = sys.spawn(driver, sup, o, docker_client, out);
+    const bool tty = ::isatty(1) != 0;
+    const auto started = steady::now();
+    bool finished = false;
+    self->request(drv, caf::infinite, go_atom_v).receive([](caf::unit_t) {}, [](caf::error&) {});
+    // Progress and samples until the driver reports done (it quits then).
+    self->monitor(drv);
+    while (!finished) {
+      self->receive([&](caf::down_msg&) { finished = true; },
+                    caf::after(o.sample_every) >> [&] {
+                      const double t = std::chrono::duration<double>(steady::now() - started).count();
+                      samples.push_back({t, rss_kib(), count_fds()});
+                      std::pair<uint64_t, uint64_t> progress{0, 0};
+                      self->request(drv, std::chrono::seconds(5), caf::get_atom_v)
+                          .receive([&](std::pair<uint64_t, uint64_t>& p) { progress = p; }, [](caf::error&) {});
+                      const double total_s = std::chrono::duration<double>(o.duration).count();
+                      const double frac = o.ops > 0 ? static_cast<double>(progress.first) / static_cast<double>(o.ops)
+                                                    : t / total_s;
+                      const int width = 30, filled = static_cast<int>(std::min(1.0, frac) * width);
+                      if (tty) {
+                        std::printf("\r[%s%s] %3.0f%% %llu ops, %.1f/s, %llu in flight   ",
+                                    std::string(static_cast<std::size_t>(filled), '=').c_str(),
+                                    std::string(static_cast<std::size_t>(width - filled), ' ').c_str(),
+                                    std::min(1.0, frac) * 100, static_cast<unsigned long long>(progress.first),
+                                    t > 0 ? static_cast<double>(progress.first) / t : 0.0,
+                                    static_cast<unsigned long long>(progress.second));
+                      } else {
+                        std::printf("progress: %.0f s, %llu ops, %.1f ops/s, %llu in flight, rss %ld KiB, fds %ld\n", t,
+                                    static_cast<unsigned long long>(progress.first),
+                                    t > 0 ? static_cast<double>(progress.first) / t : 0.0,
+                                    static_cast<unsigned long long>(progress.second), rss_kib(), count_fds());
+                      }
+                      std::fflush(stdout);
+                    });
+    }
+    if (tty) std::printf("\n");
+
+    // Cleanup through the runtime, then the leak checks.
+    self->request(sup, std::chrono::minutes(5), release_all_atom_v, release_mode::cancel_execs)
+        .receive([](uint64_t) {}, [&](caf::error& e) { leaks.push_back("release_all failed: " + describe(e)); });
+    if (own_supervisor) {
+      self->send_exit(sup, caf::exit_reason::user_shutdown);
+      self->wait_for(sup);
+    }
+    docker::container_list_options lo;
+    lo.filters["label"] = {std::string("corral.runtime=") + o.runtime};
+    auto left = docker::blocking<std::vector<docker::container_summary>>(
+        [&](auto done) { docker_client->container_list(lo, done); });
+    if (!left) leaks.push_back("could not list containers: " + left.err().describe());
+    else if (!left->empty()) {
+      leaks.push_back(std::to_string(left->size()) + " containers of runtime " + o.runtime + " left on the engine");
+      for (const auto& c : *left) docker_client->container_remove(c.id, true, [](docker::result<void>) {});
+    }
+    docker_client->shutdown();
+    // Container and monitor actors go shortly after their supervisor.
+    for (int i = 0; i < 100 && sys.registry().running() > baseline_actors; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (sys.registry().running() > baseline_actors) {
+      leaks.push_back(std::to_string(sys.registry().running() - baseline_actors) + " actors still running");
+    }
+  }
+  if (fake) fake->stop();
+  const long fds_after = count_fds();
+  const long rss_after = rss_kib();
+  if (fds_after > fds_before) {
+    leaks.push_back(std::to_string(fds_after - fds_before) + " file descriptors more than before the run");
+  }
+  // Memory: the allocator keeps some; growth past this is a leak, not noise.
+  if (rss_after - rss_before > 128 * 1024) {
+    leaks.push_back("resident memory grew by " + std::to_string((rss_after - rss_before) / 1024) + " MiB");
+  }
+
+  print_report(*out, o);
+  std::printf("\nmemory: %ld KiB before, %ld KiB after; fds: %ld before, %ld after\n", rss_before, rss_after, fds_before,
+              fds_after);
+  if (o.json) std::printf("%s\n", report_json(*out, o, samples, leaks).c_str());
+  if (!o.csv_path.empty()) write_csv(*out, o.csv_path);
+  if (!o.plot_path.empty() && !write_plot(*out, o.plot_path)) {
+    std::fprintf(stderr, "corral stress: could not draw %s (is gnuplot installed?)\n", o.plot_path.c_str());
+  }
+  if (!leaks.empty()) {
+    for (const auto& l : leaks) std::fprintf(stderr, "corral stress: LEAK: %s\n", l.c_str());
+    return 1;
+  }
+  std::printf("leak check: nothing outlived the run\n");
+  return 0;
+}
+
+}  // namespace corral::app

@@ -1,0 +1,32 @@
+// `corral stress`: drives a runtime (embedded, or a node) with a mixed workload, reports
+// throughput and latency percentiles per operation, errors by kind, and fails on leaks.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace corral::app {
+
+struct stress_options {
+  uint64_t keys = 8;
+  uint64_t concurrency = 8;
+  std::chrono::milliseconds duration{std::chrono::seconds(30)};
+  uint64_t ops = 0;  // 0: until the duration ends
+  // Weights of the operations; see `corral stress --help`.
+  std::string mix = "acquire=2,exec=10,long=1,timeout=1,release=2,kill=1";
+  std::string engine = "real";  // real | fake
+  double fake_latency_scale = 1.0;
+  double fake_fault_rate = 0.0;
+  std::string node;  // HOST:PORT: drive a node instead of an embedded runtime
+  std::string runtime;  // runtime name; empty: "stress-<pid>"
+  uint64_t capacity = 0;  // 0: keys + 16
+  bool json = false;
+  std::string csv_path;
+  std::string plot_path;
+  std::chrono::milliseconds sample_every{std::chrono::seconds(1)};  // memory and fd samples
+};
+
+int run_stress(const stress_options& options);
+
+}  // namespace corral::app

@@ -1,0 +1,969 @@
+// The sandbox policy as pure functions: what is accepted, what is refused and with which code,
+// and the exact container the strict defaults produce. No engine, no actors.
+#include <catch2/catch.hpp>
+
+#include <stdlib.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "actors/policy.hpp"
+#include "actors/runtime_config.hpp"
+#include "messages/errors.hpp"
+#include "messages/exec.hpp"
+#include "messages/sandbox.hpp"
+
+namespace fs = std::filesystem;
+namespace pol = corral::actors;
+namespace msg = corral::messages;
+using msg::corral_errc;
+using namespace std::chrono_literals;
+using namespace std::string_literals;
+
+namespace {
+
+constexpr int64_t now_ms = 1'700'000'000'000;
+const std::string engine_socket = "/var/run/docker.sock";
+const std::string digest = "sha256:" + std::string(64, 'a');
+
+template <class T>
+caf::error error_of(const caf::expected<T>& x) {
+  return x ? caf::error{} : x.error();
+}
+
+caf::expected<pol::sandbox_plan> plan(const msg::sandbox_spec& spec,
+                                      const pol::runtime_config& cfg = {},
+                                      const std::string& key = "k1") {
+  return pol::plan_sandbox(cfg, key, spec, engine_socket, now_ms);
+}
+
+bool has_warning(const std::vector<std::string>& warnings, const std::string& part) {
+  for (const auto& w : warnings) {
+    if (w.find(part) != std::string::npos) return true;
+  }
+  return false;
+}
+
+// A fresh directory under the system's temp directory, removed with everything in it.
+struct temp_dir {
+  fs::path path;
+  temp_dir() {
+    std::string pattern = (fs::temp_directory_path() / "corral-policy-XXXXXX").string();
+    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
+    path = fs::canonical(pattern);
+  }
+  ~temp_dir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+};
+
+msg::sandbox_spec with_workspace(std::string host_path,
+                                 msg::access_mode access = msg::access_mode::ro) {
+  msg::sandbox_spec spec;
+  spec.workspace.host_path = std::move(host_path);
+  spec.workspace.access = access;
+  return spec;
+}
+
+pol::sandbox_plan sandbox_for_exec() {
+  msg::sandbox_spec spec;
+  spec.user = "1234:1234";
+  spec.exec_timeout = 90s;
+  spec.max_stdout = 1000;
+  spec.max_stderr = 2000;
+  auto p = plan(spec);
+  REQUIRE(p);
+  return *p;
+}
+
+msg::exec_request request(std::vector<std::string> argv) {
+  msg::exec_request r;
+  r.argv = std::move(argv);
+  return r;
+}
+
+}  // namespace
+
+// The error's code and that its text names the offending value.
+#define CHECK_REFUSED(expr, code, mention)                                      \
+  do {                                                                          \
+    const caf::error refused_ = error_of(expr);                                 \
+    INFO("error: " << msg::describe(refused_));                                 \
+    CHECK(refused_ == corral_errc::code);                                       \
+    CHECK_THAT(msg::describe(refused_), Catch::Contains(std::string(mention))); \
+  } while (false)
+
+// -- check_key -------------------------------------------------------------------------------
+
+TEST_CASE("policy: check_key accepts 1-128 safe characters", "[policy]") {
+  for (const std::string& key :
+       {"a"s, "k1"s, "agent-7.session_2"s, "A.b-C_d"s, "0"s, std::string(128, 'x')}) {
+    INFO("key: " << key);
+    CHECK_FALSE(pol::check_key(key));
+  }
+}
+
+TEST_CASE("policy: check_key refuses empty, long, relative and odd keys", "[policy]") {
+  for (const std::string& key :
+       {""s, std::string(129, 'x'), "../x"s, ".."s, "."s, "-x"s, "_x"s, ".hidden"s, "a b"s, "a/b"s,
+        "a\\b"s, "a:b"s, "a\nb"s, "a\0b"s, "\xd0\xba\xd0\xbb\xd1\x8e\xd1\x87"s, "caf\xc3\xa9"s,
+        "a;b"s, "$(x)"s}) {
+    INFO("key: " << key);
+    const auto err = pol::check_key(key);
+    CHECK(err == corral_errc::invalid_request);
+    CHECK_THAT(msg::describe(err), Catch::Contains("sandbox key"));
+  }
+  CHECK_THAT(msg::describe(pol::check_key("../x")), Catch::Contains("'../x'"));
+  // Control characters are shown escaped, not raw, in the message.
+  CHECK_THAT(msg::describe(pol::check_key("a\nb")), Catch::Contains("a\\x0ab"));
+}
+
+// -- check_image_reference -------------------------------------------------------------------
+
+TEST_CASE("policy: check_image_reference accepts valid references", "[policy]") {
+  for (const std::string& image :
+       {"corral/sandbox:busybox"s, "ghcr.io/org/tool:1"s, "localhost:5000/a/b:tag"s,
+        "alpine@"s + digest, "alpine:3.19@"s + digest, "alpine"s, "alpine:3.19"s,
+        "library/alpine:latest"s, "my-registry.example.com:443/team/app_x:v1.2.3-rc1"s,
+        "alpine:Tag_With.Upper-1"s, std::string(256, 'a')}) {
+    INFO("image: " << image);
+    CHECK_FALSE(pol::check_image_reference(image));
+  }
+}
+
+TEST_CASE("policy: check_image_reference refuses malformed references", "[policy]") {
+  const std::string long_tag = "alpine:" + std::string(129, 't');
+  const std::vector<std::vector<std::string>> groups{
+      // Length, case and path components.
+      {""s, std::string(257, 'a'), "UPPER/case"s, "Alpine"s, "a//b"s, "a/../b"s, "a/./b"s,
+       "/alpine"s, "alpine/"s, "-alpine"s, "alpine-"s, "\xc3\xa9t\xc3\xa9"s},
+      // Shell metacharacters and control characters.
+      {"a b"s, "alpine;rm -rf /"s, "$(x)"s, "alpine\n"s, "alpine`id`"s, "alpine|x"s, "alpine&"s,
+       "alpine>x"s, "alpine\0"s},
+      // Tags and digests.
+      {"a:tag:x"s, ":tag"s, "alpine:"s, "alpine:-x"s, "alpine:.x"s, long_tag, "alpine@"s,
+       "alpine@sha256"s, "alpine@sha256:"s, "alpine@:abc"s, "alpine@sha256:ABCDEF"s,
+       "alpine@sha256:xyz"s},
+  };
+  for (const auto& group : groups) {
+    for (const auto& image : group) {
+      INFO("image: " << image);
+      const auto err = pol::check_image_reference(image);
+      CHECK(err == corral_errc::invalid_request);
+      CHECK_THAT(msg::describe(err), Catch::Contains("image reference"));
+    }
+  }
+  CHECK_THAT(msg::describe(pol::check_image_reference("UPPER/case")),
+             Catch::Contains("'UPPER/case'"));
+  CHECK_THAT(msg::describe(pol::check_image_reference("a b")), Catch::Contains("' '"));
+}
+
+// -- image_allowed ---------------------------------------------------------------------------
+
+TEST_CASE("policy: image_allowed matches prefixes only on a boundary", "[policy]") {
+  SECTION("an empty allowlist allows every image") {
+    CHECK(pol::image_allowed("anything/at:all", {}));
+  }
+  SECTION("a prefix ending in '/' allows that namespace only") {
+    const std::vector<std::string> allow{"ghcr.io/org/"};
+    CHECK(pol::image_allowed("ghcr.io/org/tool:1", allow));
+    CHECK(pol::image_allowed("ghcr.io/org/sub/tool@" + digest, allow));
+    CHECK_FALSE(pol::image_allowed("ghcr.io/org-evil/tool", allow));
+    CHECK_FALSE(pol::image_allowed("ghcr.io/org-evil/tool:1", allow));
+    CHECK_FALSE(pol::image_allowed("ghcr.io/org", allow));
+    CHECK_FALSE(pol::image_allowed("ghcr.io/org/", allow));
+    CHECK_FALSE(pol::image_allowed("ghcr.io/orgx/tool", allow));
+    CHECK_FALSE(pol::image_allowed("evil.io/ghcr.io/org/tool", allow));
+  }
+  SECTION("a prefix ending in ':' allows tags of that repository only") {
+    const std::vector<std::string> allow{"alpine:"};
+    CHECK(pol::image_allowed("alpine:3.19", allow));
+    CHECK_FALSE(pol::image_allowed("alpine", allow));
+    CHECK_FALSE(pol::image_allowed("alpine:", allow));
+    CHECK_FALSE(pol::image_allowed("alpine@" + digest, allow));
+    CHECK_FALSE(pol::image_allowed("alpine-evil:1", allow));
+  }
+  SECTION("a bare repository allows any tag or digest of exactly it") {
+    const std::vector<std::string> allow{"alpine"};
+    CHECK(pol::image_allowed("alpine", allow));
+    CHECK(pol::image_allowed("alpine:3.19", allow));
+    CHECK(pol::image_allowed("alpine@" + digest, allow));
+    CHECK(pol::image_allowed("alpine:3.19@" + digest, allow));
+    CHECK_FALSE(pol::image_allowed("alpine-evil", allow));
+    CHECK_FALSE(pol::image_allowed("alpinex:1", allow));
+    CHECK_FALSE(pol::image_allowed("evil/alpine", allow));
+    CHECK_FALSE(pol::image_allowed("alpine/evil", allow));
+    CHECK_FALSE(pol::image_allowed("alpin", allow));
+  }
+  SECTION("a bare repository behind a registry port") {
+    const std::vector<std::string> allow{"localhost:5000/a/b"};
+    CHECK(pol::image_allowed("localhost:5000/a/b", allow));
+    CHECK(pol::image_allowed("localhost:5000/a/b:tag", allow));
+    CHECK_FALSE(pol::image_allowed("localhost:5000/a/bc:tag", allow));
+    CHECK_FALSE(pol::image_allowed("localhost:5001/a/b:tag", allow));
+  }
+  SECTION("any entry may match; empty entries match nothing") {
+    const std::vector<std::string> allow{"", "corral/", "alpine"};
+    CHECK(pol::image_allowed("corral/sandbox:busybox", allow));
+    CHECK(pol::image_allowed("alpine:3", allow));
+    CHECK_FALSE(pol::image_allowed("busybox", allow));
+    CHECK_FALSE(pol::image_allowed("busybox", {""}));
+  }
+}
+
+// -- is_reserved_env_key ---------------------------------------------------------------------
+
+TEST_CASE("policy: reserved env keys, in any case", "[policy]") {
+  for (const char* key :
+       {"HTTP_PROXY", "http_proxy", "Https_Proxy", "HTTPS_PROXY", "NO_PROXY", "no_proxy",
+        "ALL_PROXY", "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "BASH_ENV", "ENV",
+        "PYTHONSTARTUP", "CORRAL_", "CORRAL_anything", "corral_token", "Corral_X"}) {
+    INFO("key: " << key);
+    CHECK(pol::is_reserved_env_key(key));
+  }
+  for (const char* key : {"PATH", "HOME", "LANG", "CORRAL", "XCORRAL_X", "HTTP_PROXYX",
+                          "MY_HTTP_PROXY", "ENVIRONMENT", "LD_PRELOAD_X", ""}) {
+    INFO("key: " << key);
+    CHECK_FALSE(pol::is_reserved_env_key(key));
+  }
+}
+
+// -- plan_sandbox: the strict defaults -------------------------------------------------------
+
+TEST_CASE("policy: an empty spec gets exactly the strict defaults", "[policy]") {
+  const pol::runtime_config cfg;
+  const auto p = plan({}, cfg, "sbx-1");
+  REQUIRE(p);
+  const auto& c = p->create;
+  const auto& h = c.host;
+
+  CHECK(c.image == "corral/sandbox:busybox");
+  CHECK(c.cmd == std::vector<std::string>{"sleep", "2147483647"});
+  CHECK(c.entrypoint.empty());
+  CHECK(c.env.empty());
+  CHECK(c.user == "1000:1000");
+  CHECK(p->user == "1000:1000");
+  CHECK(c.working_dir.empty());
+  CHECK(c.stop_signal == "SIGTERM");
+  CHECK(c.stop_timeout == 1);
+  CHECK_FALSE(c.tty);
+  CHECK_FALSE(c.open_stdin);
+
+  CHECK(h.network_mode == "none");
+  CHECK(h.readonly_rootfs);
+  CHECK(h.cap_drop == std::vector<std::string>{"ALL"});
+  CHECK(h.cap_add.empty());
+  CHECK(h.security_opt == std::vector<std::string>{"no-new-privileges"});
+  CHECK(h.pids_limit == 256);
+  CHECK(h.memory == 512LL * 1024 * 1024);
+  CHECK(h.memory_swap == h.memory);
+  CHECK(h.nano_cpus == 1'000'000'000);
+  CHECK(h.init);
+  CHECK(h.binds.empty());
+  CHECK(h.tmpfs == std::map<std::string, std::string>{
+                       {"/tmp", "rw,noexec,nosuid,nodev,size=67108864,uid=1000,gid=1000"}});
+
+  CHECK(c.labels.size() == 5);
+  CHECK(c.labels.at("corral.managed-by") == "corral");
+  CHECK(c.labels.at("corral.runtime") == "local");
+  CHECK(c.labels.at("corral.key") == "sbx-1");
+  CHECK(c.labels.at("corral.created-at") == "1700000000000");
+  CHECK(c.labels.at("corral.spec-hash") == p->spec_hash);
+  CHECK(p->spec_hash.size() == 16);
+  CHECK(p->spec_hash.find_first_not_of("0123456789abcdef") == std::string::npos);
+
+  CHECK(p->warnings.empty());
+  CHECK(p->setup_command.empty());
+  CHECK(p->exec_timeout == 60s);
+  CHECK(p->max_stdout == 1u << 20);
+  CHECK(p->max_stderr == 1u << 20);
+  CHECK(p->lifetime == 0ms);
+  CHECK(p->idle_limit == 0ms);
+}
+
+TEST_CASE("policy: the runtime's name, stop grace and defaults reach the plan", "[policy]") {
+  pol::runtime_config cfg;
+  cfg.name = "ci";
+  cfg.stop_grace = 5s;
+  cfg.default_exec_timeout = 7s;
+  cfg.default_max_output = 1000;
+  cfg.default_lifetime = 1h;
+  cfg.default_idle_limit = 10min;
+  cfg.default_image = "corral/other:1";
+  const auto p = plan({}, cfg);
+  REQUIRE(p);
+  CHECK(p->create.labels.at("corral.runtime") == "ci");
+  CHECK(p->create.stop_timeout == 5);
+  CHECK(p->create.image == "corral/other:1");
+  CHECK(p->exec_timeout == 7s);
+  CHECK(p->max_stdout == 1000);
+  CHECK(p->max_stderr == 1000);
+  CHECK(p->lifetime == 1h);
+  CHECK(p->idle_limit == 10min);
+}
+
+TEST_CASE("policy: spec values override the runtime's defaults", "[policy]") {
+  msg::sandbox_spec spec;
+  spec.command = {"python3", "-m", "http.server"};
+  spec.setup_command = {"mkdir", "-p", "/tmp/x"};
+  spec.exec_timeout = 90s;
+  spec.max_stdout = 10;
+  spec.max_stderr = 20;
+  spec.lifetime = 2h;
+  spec.idle_limit = 5min;
+  spec.workdir = "/opt/app";
+  spec.labels = {{"team", "a"}};
+  const auto p = plan(spec);
+  REQUIRE(p);
+  CHECK(p->create.cmd == spec.command);
+  CHECK(p->setup_command == spec.setup_command);
+  CHECK(p->exec_timeout == 90s);
+  CHECK(p->max_stdout == 10);
+  CHECK(p->max_stderr == 20);
+  CHECK(p->lifetime == 2h);
+  CHECK(p->idle_limit == 5min);
+  CHECK(p->create.working_dir == "/opt/app");
+  CHECK(p->create.labels.at("team") == "a");
+  CHECK(p->create.labels.size() == 6);
+}
+
+// -- plan_sandbox: key and image -------------------------------------------------------------
+
+TEST_CASE("policy: plan_sandbox checks the key and the image", "[policy]") {
+  CHECK_REFUSED(plan({}, {}, "../x"), invalid_request, "'../x'");
+  CHECK_REFUSED(plan({}, {}, ""), invalid_request, "sandbox key");
+
+  msg::sandbox_spec spec;
+  spec.image = "ghcr.io/org/tool:1";
+  CHECK_REFUSED(plan(spec), policy_violation, "ghcr.io/org/tool:1");
+  CHECK_REFUSED(plan(spec), policy_violation, "corral/");
+
+  pol::runtime_config open;
+  open.image_allowlist = {};
+  CHECK(plan(spec, open));
+  pol::runtime_config org;
+  org.image_allowlist = {"ghcr.io/org/"};
+  CHECK(plan(spec, org));
+  spec.image = "ghcr.io/org-evil/tool:1";
+  CHECK_REFUSED(plan(spec, org), policy_violation, "ghcr.io/org-evil/tool:1");
+
+  spec.image = "corral/x;rm -rf /";
+  CHECK_REFUSED(plan(spec, open), invalid_request, "corral/x;rm -rf /");
+  spec.image = "UPPER/case";
+  CHECK_REFUSED(plan(spec, open), invalid_request, "UPPER/case");
+}
+
+// -- plan_sandbox: loosening -----------------------------------------------------------------
+
+TEST_CASE("policy: loosening is explicit and reported", "[policy]") {
+  SECTION("network bridge") {
+    msg::sandbox_spec spec;
+    spec.network_mode = "bridge";
+    const auto p = plan(spec);
+    REQUIRE(p);
+    CHECK(p->create.host.network_mode == "bridge");
+    CHECK(has_warning(p->warnings, "network bridge"));
+  }
+  SECTION("writable root") {
+    msg::sandbox_spec spec;
+    spec.writable_root = true;
+    const auto p = plan(spec);
+    REQUIRE(p);
+    CHECK_FALSE(p->create.host.readonly_rootfs);
+    CHECK(has_warning(p->warnings, "writable root"));
+  }
+  SECTION("an added capability, in any spelling") {
+    for (const char* cap : {"NET_BIND_SERVICE", "net_bind_service", "CAP_NET_BIND_SERVICE"}) {
+      msg::sandbox_spec spec;
+      spec.cap_add = {cap};
+      const auto p = plan(spec);
+      REQUIRE(p);
+      CHECK(p->create.host.cap_drop == std::vector<std::string>{"ALL"});
+      CHECK(p->create.host.cap_add == std::vector<std::string>{"NET_BIND_SERVICE"});
+      CHECK(has_warning(p->warnings, "NET_BIND_SERVICE"));
+    }
+  }
+  SECTION("running as root") {
+    for (const char* user : {"0", "0:0", "root", "root:root"}) {
+      msg::sandbox_spec spec;
+      spec.user = user;
+      const auto p = plan(spec);
+      REQUIRE(p);
+      CHECK(p->create.user == user);
+      CHECK(has_warning(p->warnings, "root"));
+    }
+  }
+  SECTION("several at once, each reported") {
+    msg::sandbox_spec spec;
+    spec.network_mode = "bridge";
+    spec.writable_root = true;
+    spec.cap_add = {"CHOWN", "NET_RAW"};
+    const auto p = plan(spec);
+    REQUIRE(p);
+    CHECK(p->warnings.size() == 4);
+  }
+}
+
+TEST_CASE("policy: the sandbox user sets the tmpfs owner", "[policy]") {
+  auto tmp_options = [](const std::string& user) {
+    msg::sandbox_spec spec;
+    spec.user = user;
+    const auto p = plan(spec);
+    REQUIRE(p);
+    return p->create.host.tmpfs.at("/tmp");
+  };
+  CHECK_THAT(tmp_options("1234:5678"), Catch::EndsWith(",uid=1234,gid=5678"));
+  CHECK_THAT(tmp_options("1234"), Catch::EndsWith(",uid=1234,gid=1234"));
+  CHECK_THAT(tmp_options("nobody"), Catch::EndsWith(",uid=1000,gid=1000"));
+  CHECK_THAT(tmp_options("1234:staff"), Catch::EndsWith(",uid=1234,gid=1234"));
+
+  for (const char* bad : {":1000", "1000:", "a b", "bad;user", "$(id)", "u\n"}) {
+    msg::sandbox_spec spec;
+    spec.user = bad;
+    CHECK_REFUSED(plan(spec), invalid_request, "user");
+  }
+}
+
+// -- plan_sandbox: forbidden -----------------------------------------------------------------
+
+TEST_CASE("policy: host namespaces and dangerous capabilities are never granted", "[policy]") {
+  for (const char* mode : {"host", "container:x", "container:abc123"}) {
+    msg::sandbox_spec spec;
+    spec.network_mode = mode;
+    CHECK_REFUSED(plan(spec), policy_violation, mode);
+  }
+  for (const char* cap : {"SYS_ADMIN", "sys_admin", "CAP_SYS_ADMIN", "ALL", "all", "SYS_PTRACE",
+                          "SYS_MODULE", "NET_ADMIN", "BPF", "DAC_READ_SEARCH"}) {
+    msg::sandbox_spec spec;
+    spec.cap_add = {"NET_BIND_SERVICE", cap};
+    INFO("cap: " << cap);
+    const auto err = error_of(plan(spec));
+    CHECK(err == corral_errc::policy_violation);
+    CHECK_THAT(msg::describe(err), Catch::Contains("capability"));
+  }
+  for (const char* cap : {"", "CAP_", "NET BIND", "X1", "A;B"}) {
+    msg::sandbox_spec spec;
+    spec.cap_add = {cap};
+    INFO("cap: " << cap);
+    CHECK(error_of(plan(spec)) == corral_errc::invalid_request);
+  }
+}
+
+// -- plan_sandbox: limits --------------------------------------------------------------------
+
+TEST_CASE("policy: limits: zero is the default, nonsense invalid, excess a violation", "[policy]") {
+  pol::runtime_config cfg;
+  cfg.max_memory_bytes = 2LL << 30;
+  cfg.max_nano_cpus = 2'000'000'000;
+  cfg.max_pids = 1000;
+
+  SECTION("memory") {
+    msg::sandbox_spec spec;
+    spec.memory_bytes = -1;
+    CHECK_REFUSED(plan(spec, cfg), invalid_request, "memory");
+    spec.memory_bytes = 1 << 20;
+    CHECK_REFUSED(plan(spec, cfg), invalid_request, "1048576");
+    spec.memory_bytes = (2LL << 30) + 1;
+    CHECK_REFUSED(plan(spec, cfg), policy_violation, "2147483649");
+    spec.memory_bytes = 2LL << 30;
+    auto p = plan(spec, cfg);
+    REQUIRE(p);
+    CHECK(p->create.host.memory == 2LL << 30);
+    CHECK(p->create.host.memory_swap == 2LL << 30);
+    spec.memory_bytes = 6LL << 20;
+    CHECK(plan(spec, cfg));
+  }
+  SECTION("memory swap includes memory") {
+    msg::sandbox_spec spec;
+    spec.memory_bytes = 1LL << 30;
+    spec.memory_swap_bytes = 512LL << 20;
+    CHECK_REFUSED(plan(spec, cfg), invalid_request, "memory-swap");
+    spec.memory_swap_bytes = -1;
+    CHECK_REFUSED(plan(spec, cfg), invalid_request, "memory-swap");
+    spec.memory_bytes = 0;  // the 512 MiB default
+    spec.memory_swap_bytes = 256LL << 20;
+    CHECK_REFUSED(plan(spec, cfg), invalid_request, "memory-swap");
+    spec.memory_swap_bytes = 1LL << 30;
+    const auto p = plan(spec, cfg);
+    REQUIRE(p);
+    CHECK(p->create.host.memory == 512LL << 20);
+    CHECK(p->create.host.memory_swap == 1LL << 30);
+  }
+  SECTION("cpus") {
+    msg::sandbox_spec spec;
+    spec.nano_cpus = -1;
+    CHECK_REFUSED(plan(spec, cfg), invalid_request, "cpus");
+    spec.nano_cpus = 1000;
+    CHECK_REFUSED(plan(spec, cfg), invalid_request, "1000");
+    spec.nano_cpus = 3'000'000'000;
+    CHECK_REFUSED(plan(spec, cfg), policy_violation, "3000000000");
+    spec.nano_cpus = 500'000'000;
+    const auto p = plan(spec, cfg);
+    REQUIRE(p);
+    CHECK(p->create.host.nano_cpus == 500'000'000);
+  }
+  SECTION("one CPU is always allowed, even on a runtime with a lower ceiling") {
+    cfg.max_nano_cpus = 100'000'000;
+    CHECK(plan({}, cfg));
+  }
+  SECTION("pids") {
+    msg::sandbox_spec spec;
+    spec.pids_limit = -5;
+    CHECK_REFUSED(plan(spec, cfg), invalid_request, "pids");
+    spec.pids_limit = 4;
+    CHECK_REFUSED(plan(spec, cfg), invalid_request, "pids limit of 4");
+    spec.pids_limit = 1001;
+    CHECK_REFUSED(plan(spec, cfg), policy_violation, "1001");
+    spec.pids_limit = 64;
+    const auto p = plan(spec, cfg);
+    REQUIRE(p);
+    CHECK(p->create.host.pids_limit == 64);
+  }
+  SECTION("durations and output caps") {
+    msg::sandbox_spec spec;
+    spec.exec_timeout = -1ms;
+    CHECK_REFUSED(plan(spec, cfg), invalid_request, "exec timeout");
+    spec.exec_timeout = 25h;
+    CHECK_REFUSED(plan(spec, cfg), invalid_request, "exec timeout");
+    spec.exec_timeout = 0ms;
+    spec.lifetime = -1s;
+    CHECK_REFUSED(plan(spec, cfg), invalid_request, "lifetime");
+    spec.lifetime = 0ms;
+    spec.idle_limit = 24h * 366;
+    CHECK_REFUSED(plan(spec, cfg), invalid_request, "idle limit");
+    spec.idle_limit = 0ms;
+    spec.max_stdout = (256ULL << 20) + 1;
+    CHECK_REFUSED(plan(spec, cfg), invalid_request, "stdout cap");
+    spec.max_stdout = 0;
+    spec.max_stderr = (256ULL << 20) + 1;
+    CHECK_REFUSED(plan(spec, cfg), invalid_request, "stderr cap");
+  }
+}
+
+// -- plan_sandbox: env -----------------------------------------------------------------------
+
+TEST_CASE("policy: env keys that redirect traffic or inject code are stripped", "[policy]") {
+  msg::sandbox_spec spec;
+  spec.env = {{"HTTP_PROXY", "http://evil"},
+              {"ld_preload", "/x.so"},
+              {"CORRAL_TOKEN", "t"},
+              {"FOO", "bar"},
+              {"EMPTY", ""},
+              {"WITH_EQ", "a=b"}};
+  const auto p = plan(spec);
+  REQUIRE(p);
+  CHECK(p->create.env == std::vector<std::string>{"EMPTY=", "FOO=bar", "WITH_EQ=a=b"});
+  CHECK(has_warning(p->warnings, "HTTP_PROXY"));
+  CHECK(has_warning(p->warnings, "ld_preload"));
+  CHECK(has_warning(p->warnings, "CORRAL_TOKEN"));
+  CHECK(p->warnings.size() == 3);
+  // The stripped values are not echoed back.
+  CHECK_FALSE(has_warning(p->warnings, "http://evil"));
+}
+
+TEST_CASE("policy: malformed env keys and NUL values are refused", "[policy]") {
+  for (const std::string& key : {"A=B"s, "1X"s, ""s, "A B"s, "A\nB"s, "-A"s, "\xc3\xa9"s}) {
+    msg::sandbox_spec spec;
+    spec.env = {{key, "v"}};
+    INFO("key: " << key);
+    const auto err = error_of(plan(spec));
+    CHECK(err == corral_errc::invalid_request);
+    CHECK_THAT(msg::describe(err), Catch::Contains("env key"));
+  }
+  msg::sandbox_spec spec;
+  spec.env = {{"A=B", "v"}};
+  CHECK_REFUSED(plan(spec), invalid_request, "'A=B'");
+  spec.env = {{"GOOD", "a\0b"s}};
+  CHECK_REFUSED(plan(spec), invalid_request, "GOOD");
+  // A reserved key with a bad value is still an error, not a silent strip.
+  spec.env = {{"_ok", "v"}, {"HTTP_PROXY", "a\0b"s}};
+  CHECK(error_of(plan(spec)) == corral_errc::invalid_request);
+}
+
+TEST_CASE("policy: an env allowlist strips every other key", "[policy]") {
+  pol::runtime_config cfg;
+  cfg.env_allowlist = {"FOO", "HTTP_PROXY"};
+  msg::sandbox_spec spec;
+  spec.env = {{"FOO", "1"}, {"BAR", "2"}, {"HTTP_PROXY", "x"}};
+  const auto p = plan(spec, cfg);
+  REQUIRE(p);
+  CHECK(p->create.env == std::vector<std::string>{"FOO=1"});
+  CHECK(has_warning(p->warnings, "BAR"));
+  CHECK(has_warning(p->warnings, "allowlist"));
+  // Reserved keys never pass, allowlisted or not.
+  CHECK(has_warning(p->warnings, "HTTP_PROXY"));
+}
+
+// -- plan_sandbox: workspace -----------------------------------------------------------------
+
+TEST_CASE("policy: a workspace must be a real directory that does not hold the engine",
+          "[policy]") {
+  temp_dir tmp;
+
+  SECTION("not absolute") {
+    CHECK_REFUSED(plan(with_workspace("relative/dir")), invalid_request, "relative/dir");
+    CHECK_REFUSED(plan(with_workspace("")), invalid_request, "workspace");
+  }
+  SECTION("missing") {
+    const auto missing = (tmp.path / "nope").string();
+    CHECK_REFUSED(plan(with_workspace(missing)), invalid_request, missing);
+  }
+  SECTION("a file") {
+    const auto file = tmp.path / "file.txt";
+    std::ofstream{file} << "x";
+    CHECK_REFUSED(plan(with_workspace(file.string())), invalid_request, "not a directory");
+  }
+  SECTION("the host's root") {
+    CHECK_REFUSED(plan(with_workspace("/")), policy_violation, "root");
+    CHECK_REFUSED(plan(with_workspace("/tmp/..")), policy_violation, "root");
+  }
+  SECTION("the directory of the engine's socket") {
+    CHECK_REFUSED(plan(with_workspace("/var/run")), policy_violation, "socket");
+    CHECK_REFUSED(plan(with_workspace("/run")), policy_violation, "socket");
+    CHECK_REFUSED(plan(with_workspace("/var/run/../run")), policy_violation, "socket");
+  }
+  SECTION("a directory that holds the socket, whatever its name") {
+    // Wherever the socket really is (on Debian /var/run is a link to /run), mounting an
+    // ancestor of it is refused.
+    const auto socket_dir = fs::weakly_canonical(engine_socket).parent_path();
+    for (auto dir = socket_dir; dir != dir.root_path(); dir = dir.parent_path()) {
+      INFO("workspace: " << dir);
+      CHECK(error_of(plan(with_workspace(dir.string()))) == corral_errc::policy_violation);
+    }
+  }
+  SECTION("a symlink to the socket's directory") {
+    const auto link = tmp.path / "innocent";
+    fs::create_directory_symlink("/var/run", link);
+    CHECK_REFUSED(plan(with_workspace(link.string())), policy_violation, "innocent");
+    const auto chain = tmp.path / "chain";
+    fs::create_directory_symlink(link, chain);
+    CHECK(error_of(plan(with_workspace(chain.string()))) == corral_errc::policy_violation);
+  }
+  SECTION("the socket given by the runtime, not only the default one") {
+    const auto engine_dir = tmp.path / "engine";
+    fs::create_directories(engine_dir);
+    std::ofstream{engine_dir / "docker.sock"} << "";
+    const auto socket = (engine_dir / "docker.sock").string();
+    const auto other = tmp.path / "other";
+    fs::create_directories(other);
+    auto plan_with = [&](const fs::path& dir) {
+      return pol::plan_sandbox({}, "k", with_workspace(dir.string()), socket, now_ms);
+    };
+    CHECK(error_of(plan_with(engine_dir)) == corral_errc::policy_violation);
+    CHECK(error_of(plan_with(tmp.path)) == corral_errc::policy_violation);
+    CHECK(plan_with(other));
+  }
+  SECTION("a real directory is bound read-only at /workspace") {
+    const auto link = tmp.path / "via-link";
+    fs::create_directories(tmp.path / "real");
+    fs::create_directory_symlink(tmp.path / "real", link);
+    const auto p = plan(with_workspace(link.string()));
+    REQUIRE(p);
+    // The bind names the resolved directory, not the link.
+    CHECK(p->create.host.binds ==
+          std::vector<std::string>{(tmp.path / "real").string() + ":/workspace:ro"});
+    CHECK(p->create.working_dir == "/workspace");
+  }
+  SECTION("rw, a custom container path and an explicit workdir") {
+    auto spec = with_workspace(tmp.path.string(), msg::access_mode::rw);
+    spec.workspace.container_path = "/src";
+    auto p = plan(spec);
+    REQUIRE(p);
+    CHECK(p->create.host.binds == std::vector<std::string>{tmp.path.string() + ":/src:rw"});
+    CHECK(p->create.working_dir == "/src");
+    spec.workdir = "/src/sub";
+    p = plan(spec);
+    REQUIRE(p);
+    CHECK(p->create.working_dir == "/src/sub");
+  }
+  SECTION("the container path must be absolute and normal") {
+    for (const char* bad : {"", "relative", "/", "/a/../b", "/a/./b", "a/../b"}) {
+      auto spec = with_workspace(tmp.path.string());
+      spec.workspace.container_path = bad;
+      INFO("container path: " << bad);
+      CHECK(error_of(plan(spec)) == corral_errc::invalid_request);
+    }
+  }
+  SECTION("access none mounts nothing, whatever the path says") {
+    const auto p = plan(with_workspace("/var/run", msg::access_mode::none));
+    REQUIRE(p);
+    CHECK(p->create.host.binds.empty());
+    CHECK(p->create.working_dir.empty());
+  }
+}
+
+TEST_CASE("policy: workdir must be absolute and normal", "[policy]") {
+  for (const char* bad : {"relative", "/", "/a/../b", "../x"}) {
+    msg::sandbox_spec spec;
+    spec.workdir = bad;
+    CHECK_REFUSED(plan(spec), invalid_request, bad);
+  }
+}
+
+// -- plan_sandbox: labels, tmpfs, command ----------------------------------------------------
+
+TEST_CASE("policy: the corral. label namespace is reserved", "[policy]") {
+  for (const char* key : {"corral.key", "corral.managed-by", "corral.anything", ""}) {
+    msg::sandbox_spec spec;
+    spec.labels = {{key, "forged"}};
+    INFO("label: " << key);
+    const auto err = error_of(plan(spec));
+    CHECK(err == corral_errc::policy_violation);
+    CHECK_THAT(msg::describe(err), Catch::Contains("'"s + key + "'"));
+  }
+  msg::sandbox_spec spec;
+  spec.labels = {{"corralx", "1"}, {"org.corral.x", "2"}};
+  const auto p = plan(spec);
+  REQUIRE(p);
+  CHECK(p->create.labels.at("corralx") == "1");
+  CHECK(p->create.labels.at("org.corral.x") == "2");
+}
+
+TEST_CASE("policy: tmpfs mounts are never executable or setuid", "[policy]") {
+  for (const char* options : {"exec", "suid", "nosuid,exec", "mode=1777,suid", "rw,exec,size=1",
+                              "mode=1777 exec", "a\nb"}) {
+    msg::sandbox_spec spec;
+    spec.tmpfs = {{"/scratch", 0, options}};
+    INFO("options: " << options);
+    const auto err = error_of(plan(spec));
+    CHECK(err == corral_errc::policy_violation);
+    CHECK_THAT(msg::describe(err), Catch::Contains("/scratch"));
+  }
+  SECTION("harmless options are appended after corral's own") {
+    msg::sandbox_spec spec;
+    spec.tmpfs = {{"/scratch", 1 << 20, "mode=1777"}, {"/cache", 0, "noexec"}};
+    const auto p = plan(spec);
+    REQUIRE(p);
+    const auto& t = p->create.host.tmpfs;
+    CHECK(t.size() == 2);  // a spec's tmpfs list replaces the default /tmp
+    CHECK(t.at("/scratch") == "rw,noexec,nosuid,nodev,size=1048576,uid=1000,gid=1000,mode=1777");
+    CHECK(t.at("/cache") == "rw,noexec,nosuid,nodev,size=67108864,uid=1000,gid=1000,noexec");
+  }
+  SECTION("options that would undo corral's own are refused") {
+    for (const char* options : {"size=100g", "dev", "uid=0", "gid=0", "exec", "suid", "mode=abc"}) {
+      msg::sandbox_spec spec;
+      spec.tmpfs = {{"/scratch", 0, options}};
+      INFO("options: " << options);
+      CHECK_REFUSED(plan(spec), policy_violation, "/scratch");
+    }
+  }
+  SECTION("path and size are checked") {
+    for (const char* path : {"", "tmp", "/", "/a/../b"}) {
+      msg::sandbox_spec spec;
+      spec.tmpfs = {{path, 0, ""}};
+      INFO("path: " << path);
+      CHECK(error_of(plan(spec)) == corral_errc::invalid_request);
+    }
+    msg::sandbox_spec spec;
+    spec.tmpfs = {{"/scratch", -1, ""}};
+    CHECK_REFUSED(plan(spec), invalid_request, "/scratch");
+    spec.tmpfs = {{"/scratch", (4LL << 30) + 1, ""}};
+    CHECK_REFUSED(plan(spec), invalid_request, "4 GiB");
+  }
+}
+
+TEST_CASE("policy: command arguments may not hold NUL bytes", "[policy]") {
+  msg::sandbox_spec spec;
+  spec.command = {"sh", "-c", "echo a\0b"s};
+  CHECK_REFUSED(plan(spec), invalid_request, "NUL");
+}
+
+// -- plan_sandbox: spec hash -----------------------------------------------------------------
+
+TEST_CASE("policy: the spec hash is stable and tells specs apart", "[policy]") {
+  auto hash = [](const msg::sandbox_spec& spec, const std::string& key = "k1") {
+    pol::runtime_config cfg;
+    cfg.image_allowlist = {};
+    const auto p = plan(spec, cfg, key);
+    REQUIRE(p);
+    return p->spec_hash;
+  };
+  msg::sandbox_spec base;
+  base.image = "alpine:3.19";
+  base.env = {{"A", "1"}};
+  base.memory_bytes = 1LL << 30;
+
+  CHECK(hash(base) == hash(base));
+  CHECK(hash(base) == hash(msg::sandbox_spec{base}));
+  // The key and the time are labels of their own, not part of the spec.
+  CHECK(hash(base, "k1") == hash(base, "k2"));
+  CHECK(pol::plan_sandbox({}, "k", {}, engine_socket, 1)->spec_hash ==
+        pol::plan_sandbox({}, "k", {}, engine_socket, 2)->spec_hash);
+
+  std::vector<msg::sandbox_spec> variants(10, base);
+  variants[0].image = "alpine:3.20";
+  variants[1].env["A"] = "2";
+  variants[2].memory_bytes = 2LL << 30;
+  variants[3].workspace = {"/nonexistent", "/workspace", msg::access_mode::none};
+  variants[4].exec_timeout = 5s;
+  variants[5].writable_root = true;
+  variants[6].command = {"sleep", "1"};
+  variants[7].labels = {{"a", "b"}};
+  variants[8].tmpfs = {{"/tmp", 1 << 20, ""}};
+  variants[9].idle_limit = 1min;
+  std::vector<std::string> hashes{hash(base)};
+  for (const auto& v : variants) hashes.push_back(hash(v));
+  std::sort(hashes.begin(), hashes.end());
+  CHECK(std::adjacent_find(hashes.begin(), hashes.end()) == hashes.end());
+}
+
+TEST_CASE("policy: the spec hash tells workspace access modes apart", "[policy]") {
+  temp_dir tmp;
+  auto ro = with_workspace(tmp.path.string(), msg::access_mode::ro);
+  auto rw = with_workspace(tmp.path.string(), msg::access_mode::rw);
+  const auto a = plan(ro);
+  const auto b = plan(rw);
+  REQUIRE(a);
+  REQUIRE(b);
+  CHECK(a->spec_hash != b->spec_hash);
+}
+
+// -- plan_exec -------------------------------------------------------------------------------
+
+TEST_CASE("policy: plan_exec takes its defaults from the sandbox", "[policy]") {
+  const pol::runtime_config cfg;
+  const auto sbx = sandbox_for_exec();
+  const auto p = pol::plan_exec(cfg, sbx, request({"echo", "hi"}));
+  REQUIRE(p);
+  CHECK(p->create.cmd == std::vector<std::string>{"echo", "hi"});
+  CHECK(p->create.user == "1234:1234");
+  CHECK(p->create.working_dir.empty());
+  CHECK(p->create.env.empty());
+  CHECK_FALSE(p->create.attach_stdin);
+  CHECK(p->create.attach_stdout);
+  CHECK(p->create.attach_stderr);
+  CHECK_FALSE(p->create.tty);
+  CHECK(p->timeout == 90s);
+  CHECK(p->max_stdout == 1000);
+  CHECK(p->max_stderr == 2000);
+  CHECK(p->warnings.empty());
+}
+
+TEST_CASE("policy: plan_exec applies the call's own settings", "[policy]") {
+  const pol::runtime_config cfg;
+  auto r = request({"cat"});
+  r.timeout = 1500ms;
+  r.max_stdout = 10;
+  r.max_stderr = 20;
+  r.has_stdin = true;
+  r.workdir = "/workspace/sub";
+  const auto p = pol::plan_exec(cfg, sandbox_for_exec(), r);
+  REQUIRE(p);
+  CHECK(p->timeout == 1500ms);
+  CHECK(p->max_stdout == 10);
+  CHECK(p->max_stderr == 20);
+  CHECK(p->create.attach_stdin);
+  CHECK(p->create.working_dir == "/workspace/sub");
+}
+
+TEST_CASE("policy: plan_exec refuses bad requests", "[policy]") {
+  const pol::runtime_config cfg;
+  const auto sbx = sandbox_for_exec();
+  CHECK_REFUSED(pol::plan_exec(cfg, sbx, request({})), invalid_request, "empty command");
+  CHECK_REFUSED(pol::plan_exec(cfg, sbx, request({"echo", "a\0b"s})), invalid_request, "NUL");
+
+  auto r = request({"true"});
+  r.timeout = -1ms;
+  CHECK_REFUSED(pol::plan_exec(cfg, sbx, r), invalid_request, "negative");
+  r.timeout = 24h + 1ms;
+  CHECK_REFUSED(pol::plan_exec(cfg, sbx, r), invalid_request, "86400001");
+  r.timeout = 24h;
+  CHECK(pol::plan_exec(cfg, sbx, r));
+
+  r = request({"true"});
+  r.max_stdout = (256ULL << 20) + 1;
+  CHECK_REFUSED(pol::plan_exec(cfg, sbx, r), invalid_request, "stdout cap");
+  r.max_stdout = 0;
+  r.max_stderr = (256ULL << 20) + 1;
+  CHECK_REFUSED(pol::plan_exec(cfg, sbx, r), invalid_request, "stderr cap");
+
+  r = request({"true"});
+  r.workdir = "relative";
+  CHECK_REFUSED(pol::plan_exec(cfg, sbx, r), invalid_request, "relative");
+
+  r = request({"true"});
+  r.env = {{"1X", "v"}};
+  CHECK_REFUSED(pol::plan_exec(cfg, sbx, r), invalid_request, "'1X'");
+}
+
+TEST_CASE("policy: plan_exec strips reserved env keys per call", "[policy]") {
+  pol::runtime_config cfg;
+  auto r = request({"env"});
+  r.env = {{"HTTPS_PROXY", "http://evil"}, {"TOKEN", "s3cret"}, {"LD_PRELOAD", "/x.so"}};
+  auto p = pol::plan_exec(cfg, sandbox_for_exec(), r);
+  REQUIRE(p);
+  CHECK(p->create.env == std::vector<std::string>{"TOKEN=s3cret"});
+  CHECK(has_warning(p->warnings, "HTTPS_PROXY"));
+  CHECK(has_warning(p->warnings, "LD_PRELOAD"));
+  CHECK(p->warnings.size() == 2);
+
+  cfg.env_allowlist = {"OTHER"};
+  p = pol::plan_exec(cfg, sandbox_for_exec(), r);
+  REQUIRE(p);
+  CHECK(p->create.env.empty());
+  CHECK(has_warning(p->warnings, "TOKEN"));
+}
+
+// -- request size bounds ---------------------------------------------------------------------
+
+TEST_CASE("policy: oversized requests are refused, not buffered", "[policy]") {
+  pol::runtime_config cfg;
+  cfg.max_argv_bytes = 16;  // each argument counts its size plus one
+  cfg.max_env_bytes = 16;   // each pair counts key, value and two
+  cfg.max_stdin_bytes = 4;
+
+  SECTION("sandbox env, command, setup command and labels") {
+    msg::sandbox_spec spec;
+    spec.env = {{"A", std::string(13, 'v')}};  // exactly 16
+    spec.command = {"0123456789", "abcd"};     // exactly 16
+    spec.setup_command = spec.command;
+    spec.labels = {{"k", std::string(13, 'v')}};
+    REQUIRE(plan(spec, cfg));
+
+    auto big = spec;
+    big.env["A"] += "v";
+    CHECK_REFUSED(plan(big, cfg), invalid_request, "env of 17 bytes");
+    big = spec;
+    big.command.back() += "e";
+    CHECK_REFUSED(plan(big, cfg), invalid_request, "command of 17 bytes");
+    big = spec;
+    big.setup_command.push_back("");
+    CHECK_REFUSED(plan(big, cfg), invalid_request, "setup command of 17 bytes");
+    big = spec;
+    big.labels["k"] += "v";
+    CHECK_REFUSED(plan(big, cfg), invalid_request, "labels of 17 bytes");
+  }
+  SECTION("exec argv, env and stdin") {
+    const auto sbx = plan({}, cfg);
+    REQUIRE(sbx);
+    auto r = request({"0123456789", "abcd"});
+    r.env = {{"A", std::string(13, 'v')}};
+    r.stdin_data = "1234";
+    r.has_stdin = true;
+    REQUIRE(pol::plan_exec(cfg, *sbx, r));
+
+    auto big = r;
+    big.argv.back() += "e";
+    CHECK_REFUSED(pol::plan_exec(cfg, *sbx, big), invalid_request, "exec argv of 17 bytes");
+    big = r;
+    big.env["A"] += "v";
+    CHECK_REFUSED(pol::plan_exec(cfg, *sbx, big), invalid_request, "exec env of 17 bytes");
+    big = r;
+    big.stdin_data += "5";
+    CHECK_REFUSED(pol::plan_exec(cfg, *sbx, big), invalid_request, "exec stdin of 5 bytes");
+  }
+  SECTION("the defaults allow ordinary requests") {
+    const pol::runtime_config defaults;
+    CHECK(defaults.max_argv_bytes == 1u << 20);
+    CHECK(defaults.max_env_bytes == 256u << 10);
+    CHECK(defaults.max_stdin_bytes == 64u << 20);
+  }
+}
