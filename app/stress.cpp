@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -550,6 +551,29 @@ int run_stress(const stress_options& options_in) {
     leaks.push_back("resident memory grew by " + std::to_string((rss_after - rss_before) / 1024) + " MiB");
   }
 
+  // Flat over time: the last eighth of the run against the second eighth (after warm-up).
+  if (samples.size() >= 16) {
+    const std::size_t n = samples.size();
+    auto median_of = [&](std::size_t from, std::size_t to, auto field) {
+      std::vector<long> v;
+      for (std::size_t i = from; i < to; ++i) v.push_back(field(samples[i]));
+      std::sort(v.begin(), v.end());
+      return v[v.size() / 2];
+    };
+    const long fds_early = median_of(n / 8, n / 4, [](const sample& s) { return s.fds; });
+    const long fds_late = median_of(n - n / 8, n, [](const sample& s) { return s.fds; });
+    const long rss_early = median_of(n / 8, n / 4, [](const sample& s) { return s.rss_kib; });
+    const long rss_late = median_of(n - n / 8, n, [](const sample& s) { return s.rss_kib; });
+    std::printf("\nover the run: fds %ld -> %ld, rss %ld -> %ld KiB (medians of the second and last eighths)\n",
+                fds_early, fds_late, rss_early, rss_late);
+    if (fds_late > fds_early + 4) {
+      leaks.push_back("open file descriptors rose from " + std::to_string(fds_early) + " to " + std::to_string(fds_late));
+    }
+    if (rss_late - rss_early > 64 * 1024) {
+      leaks.push_back("resident memory rose from " + std::to_string(rss_early / 1024) + " to " +
+                      std::to_string(rss_late / 1024) + " MiB during the run");
+    }
+  }
   print_report(*out, o);
   std::printf("\nmemory: %ld KiB before, %ld KiB after; fds: %ld before, %ld after\n", rss_before, rss_after, fds_before,
               fds_after);
