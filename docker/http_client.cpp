@@ -6,6 +6,7 @@
 #include <deque>
 #include <limits>
 #include <mutex>
+#include <shared_mutex>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -75,6 +76,7 @@ class unix_http_client::impl : public std::enable_shared_from_this<impl> {
   void enqueue(std::shared_ptr<operation> op);
   void acquire_connection(const std::shared_ptr<operation>& op);
   void release(std::unique_ptr<connection> conn, bool reusable);
+  void drop_idle();
   void forget(request_id id) { active.erase(id); }
   void pump();
   void cancel(request_id id);
@@ -87,6 +89,15 @@ class unix_http_client::impl : public std::enable_shared_from_this<impl> {
   std::atomic<request_id> next_id{1};
   std::atomic<bool> closed{false};
   std::mutex shutdown_mutex;
+  // Submissions hold it shared from their check of `accepting` to their post; shutdown()
+  // clears `accepting` under it exclusively before posting close_all. So every submission
+  // either is refused at once or reaches the I/O thread before close_all: none is posted
+  // to an io_context that has stopped running (its completion would never be called).
+  std::shared_mutex submit_mutex;
+  bool accepting = true;
+
+  request_id submit(http_request request, body_sink sink, stream_completion done,
+                    head_handler on_head, std::optional<std::uint64_t> max_body);
 
   std::deque<std::shared_ptr<operation>> queue;
   std::unordered_map<request_id, std::shared_ptr<operation>> active;
@@ -108,13 +119,15 @@ class unix_http_client::impl : public std::enable_shared_from_this<impl> {
 class operation : public std::enable_shared_from_this<operation> {
  public:
   operation(unix_http_client::impl& owner, request_id id, http_request req, body_sink sink,
-            stream_completion done, head_handler on_head)
+            stream_completion done, head_handler on_head,
+            std::optional<std::uint64_t> max_body = std::nullopt)
       : owner_(owner),
         id_(id),
         request_(std::move(req)),
         sink_(std::move(sink)),
         done_(std::move(done)),
         on_head_(std::move(on_head)),
+        max_body_(max_body),
         deadline_(owner.io) {}
 
   request_id id() const { return id_; }
@@ -214,6 +227,15 @@ class operation : public std::enable_shared_from_this<operation> {
       error_status_ = true;
       return read_body();
     }
+    // send() collects the body: refuse a declared length over its cap before reading any.
+    if (max_body_ && request_.method != http_method::head) {
+      if (auto length = parser_->content_length(); length && *length > *max_body_) {
+        return finish(error{errc::too_large,
+                            "response body of " + std::to_string(*length) + " bytes is over " +
+                                std::to_string(*max_body_) + " bytes",
+                            0});
+      }
+    }
     if (head_.status == 101 || (request_.upgrade && head_.status < 300)) {
       raw_ = true;
       return start_raw();
@@ -287,6 +309,8 @@ class operation : public std::enable_shared_from_this<operation> {
     // not an error of the exchange; its output and exit code still tell the story.
     beast::error_code ignored;
     if (!ec && conn_) conn_->socket.shutdown(unix_socket::shutdown_send, ignored);
+    // A deadline or cancel that struck while the upload was pending wins over the end.
+    if (abort_reason_) return finish(std::move(*abort_reason_));
     if (raw_eof_) finish_ok();
   }
 
@@ -299,13 +323,19 @@ class operation : public std::enable_shared_from_this<operation> {
 
   void on_raw(beast::error_code ec, std::size_t n) {
     if (n > 0 && !deliver(std::string_view(chunk_, n))) return;
-    if (ec == asio::error::eof) {
+    // A unix socket reports the engine's close as a reset when bytes we sent are still
+    // unread on its side: here, stdin the process never read before it exited. That ends
+    // the stream as EOF does; the output and the exit code still tell the story.
+    const bool upload_unread = ec == asio::error::connection_reset && request_.upload;
+    if (ec == asio::error::eof || upload_unread) {
       raw_eof_ = true;
       if (!writing_) finish_ok();
       else {
-        // The engine closed the stream: the upload can never complete usefully.
+        // The engine closed the stream: the upload can never complete usefully. Close, not
+        // cancel: cancel stops only the write pending now, and the next piece of a large
+        // upload would then block forever on an engine that no longer reads.
         beast::error_code ignored;
-        conn_->socket.cancel(ignored);
+        conn_->socket.close(ignored);
       }
       return;
     }
@@ -321,9 +351,12 @@ class operation : public std::enable_shared_from_this<operation> {
     if (ec == asio::error::operation_aborted && raw_eof_) return finish_ok();
     const bool nothing_received = !parser_ || !parser_->got_some();
     if (conn_ && conn_->reused && !retried_ && nothing_received && is_stale_connection_error(ec)) {
-      // The engine closed a parked connection; try once on a fresh one.
+      // The engine closed a parked connection; try once on a fresh one. The others parked
+      // with it are most likely dead too (the engine restarted): drop them, or the retry
+      // would take one of them and fail.
       retried_ = true;
       owner_.release(std::move(conn_), false);
+      owner_.drop_idle();
       parser_.reset();
       return owner_.acquire_connection(shared_from_this());
     }
@@ -350,8 +383,9 @@ class operation : public std::enable_shared_from_this<operation> {
     beast::error_code ignored;
     deadline_.cancel();
     if (conn_) {
-      const bool reusable = outcome.ok() && !raw_ && parser_ && parser_->is_done() &&
-                            parser_->keep_alive() && conn_->socket.is_open();
+      // An error response read to its end leaves the connection as good as a success does.
+      const bool reusable = (outcome.ok() || error_status_) && !raw_ && parser_ &&
+                            parser_->is_done() && parser_->keep_alive() && conn_->socket.is_open();
       owner_.release(std::move(conn_), reusable);
     }
     owner_.forget(id_);
@@ -370,6 +404,7 @@ class operation : public std::enable_shared_from_this<operation> {
   body_sink sink_;
   stream_completion done_;
   head_handler on_head_;
+  std::optional<std::uint64_t> max_body_;  // send(): the cap on a declared Content-Length
   asio::steady_timer deadline_;
   std::unique_ptr<connection> conn_;
   http::request<http::string_body> message_;
@@ -425,6 +460,15 @@ void unix_http_client::impl::release(std::unique_ptr<connection> conn, bool reus
   --open;
 }
 
+void unix_http_client::impl::drop_idle() {
+  for (auto& conn : idle) {
+    beast::error_code ignored;
+    conn->socket.close(ignored);
+    --open;
+  }
+  idle.clear();
+}
+
 void unix_http_client::impl::pump() {
   while (!queue.empty() && (!idle.empty() || open < options.max_connections)) {
     auto op = std::move(queue.front());
@@ -449,12 +493,7 @@ void unix_http_client::impl::close_all() {
   running.reserve(active.size());
   for (auto& [id, op] : active) running.push_back(op);
   for (auto& op : running) op->abort(error{errc::cancelled, "the Docker client is shutting down", 0});
-  for (auto& conn : idle) {
-    beast::error_code ignored;
-    conn->socket.close(ignored);
-    --open;
-  }
-  idle.clear();
+  drop_idle();
   update_stats();
 }
 
@@ -467,17 +506,29 @@ unix_http_client::unix_http_client(http_client_options options)
 
 unix_http_client::~unix_http_client() { shutdown(); }
 
+request_id unix_http_client::impl::submit(http_request request, body_sink sink,
+                                          stream_completion done, head_handler on_head,
+                                          std::optional<std::uint64_t> max_body) {
+  const request_id id = next_id++;
+  {
+    std::shared_lock<std::shared_mutex> guard(submit_mutex);
+    if (accepting) {
+      auto op = std::make_shared<operation>(*this, id, std::move(request), std::move(sink),
+                                            std::move(done), std::move(on_head), max_body);
+      asio::post(io, [owner = shared_from_this(), op = std::move(op)]() mutable {
+        owner->enqueue(std::move(op));
+      });
+      return id;
+    }
+  }
+  if (done) done(error{errc::cancelled, "the Docker client is shut down", 0});
+  return id;
+}
+
 unix_http_client::request_id unix_http_client::stream(http_request request, body_sink sink,
                                                       stream_completion done, head_handler on_head) {
-  const request_id id = impl_->next_id++;
-  if (impl_->closed) {
-    if (done) done(error{errc::cancelled, "the Docker client is shut down", 0});
-    return id;
-  }
-  auto op = std::make_shared<operation>(*impl_, id, std::move(request), std::move(sink),
-                                        std::move(done), std::move(on_head));
-  asio::post(impl_->io, [owner = impl_, op = std::move(op)]() mutable { owner->enqueue(std::move(op)); });
-  return id;
+  return impl_->submit(std::move(request), std::move(sink), std::move(done), std::move(on_head),
+                       std::nullopt);
 }
 
 unix_http_client::request_id unix_http_client::send(http_request request, response_completion done) {
@@ -494,7 +545,7 @@ unix_http_client::request_id unix_http_client::send(http_request request, respon
     if (!head) return done(std::move(head).err());
     done(http_response{std::move(*head), std::move(*body)});
   };
-  return stream(std::move(request), std::move(sink), std::move(completion));
+  return impl_->submit(std::move(request), std::move(sink), std::move(completion), {}, cap);
 }
 
 void unix_http_client::cancel(request_id id) {
@@ -505,6 +556,10 @@ void unix_http_client::cancel(request_id id) {
 void unix_http_client::shutdown() {
   std::lock_guard<std::mutex> guard(impl_->shutdown_mutex);
   if (!impl_->thread.joinable()) return;
+  {
+    std::unique_lock<std::shared_mutex> submissions(impl_->submit_mutex);
+    impl_->accepting = false;
+  }
   asio::post(impl_->io, [owner = impl_] {
     owner->close_all();
     owner->work.reset();
