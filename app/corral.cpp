@@ -127,6 +127,7 @@ connection, actor, file descriptor or memory outlived the run (exit 1 if one did
   --fake-latency-scale X   fake engine latencies times X (default 1: this machine's engine)
   --fault-rate P       fake engine: inject faults (errors, resets, cut streams, lost events)
   --capacity N         runtime capacity (default keys + 16)
+  --soak               also fail if fds or memory grow over the run (a steady workload)
   --json               print the report as JSON too
   --csv FILE           write per-operation figures as CSV
   --plot FILE.png      draw latency over time and the latency histogram (gnuplot)
@@ -264,7 +265,8 @@ command_line parse(int argc, char** argv) {
     else if (a == "--fault-rate") {
       cl.stress.fake_fault_rate = std::strtod(value(a).c_str(), nullptr);
       if (cl.stress.fake_fault_rate < 0 || cl.stress.fake_fault_rate > 1) throw usage_error{"--fault-rate is 0..1"};
-    } else if (a == "--csv") cl.stress.csv_path = value(a);
+    } else if (a == "--soak") cl.stress.soak = true;
+    else if (a == "--csv") cl.stress.csv_path = value(a);
     else if (a == "--plot") cl.stress.plot_path = value(a);
     else if (a == "--tls-cert") cl.serve.tls.certificate = value(a);
     else if (a == "--tls-key") cl.serve.tls.key = value(a);

@@ -25,6 +25,7 @@ struct stress_options {
   std::string csv_path;
   std::string plot_path;
   std::chrono::milliseconds sample_every{std::chrono::seconds(1)};  // memory and fd samples
+  bool soak = false;  // also fail when fds or memory grow over the run
 };
 
 int run_stress(const stress_options& options);
