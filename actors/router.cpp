@@ -1,6 +1,7 @@
 #include "actors/router.hpp"
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <memory>
 
@@ -27,6 +28,10 @@ struct node_link {
   bool connecting = false;
   uint64_t live = 0;
   uint64_t capacity = 1;
+  // Requests sent to `handle` and not answered yet, by call id: their error handlers. A node
+  // that goes down fails them at once (its proxy would never answer: CAF 0.17 only times out).
+  uint64_t last_call = 0;
+  std::map<uint64_t, std::function<void(caf::error)>> in_flight;
 };
 
 struct router_state {
@@ -59,30 +64,48 @@ caf::error node_down(const node_link& n, const std::string& key) {
   return make_error(corral_errc::sandbox_lost, "sandbox " + key + " is lost: node " + n.name + " is down");
 }
 
+// Sends a request to node `index`; exactly one of `on_value` and `on_error` runs: with the
+// node's answer, or with sandbox_lost as soon as the node goes down.
+template <class T, class OnValue, class OnError, class... Ts>
+void call(self_ptr self, std::size_t index, caf::timespan timeout, OnValue on_value,
+          OnError on_error, Ts&&... xs) {
+  auto& n = self->state.nodes[index];
+  const auto id = ++n.last_call;
+  auto fail = std::make_shared<OnError>(std::move(on_error));
+  n.in_flight.emplace(id, [fail](caf::error err) { (*fail)(err); });
+  self->request(n.handle, timeout, std::forward<Ts>(xs)...)
+      .then(
+          [self, index, id, on_value](T& value) mutable {
+            if (self->state.nodes[index].in_flight.erase(id) > 0) on_value(value);
+          },
+          [self, index, id, fail](caf::error& err) {
+            if (self->state.nodes[index].in_flight.erase(id) > 0) (*fail)(err);
+          });
+}
+
 // Learns what a (re)connected node holds (its adopted sandboxes route to it again) and how
 // loaded it is; `done` runs when both answers are in.
 void learn(self_ptr self, std::size_t index, std::function<void()> done) {
-  auto& n = self->state.nodes[index];
   auto remaining = std::make_shared<int>(2);
   auto one = [remaining, done] {
     if (--*remaining == 0) done();
   };
-  self->request(n.handle, self->state.options.request_timeout, list_atom_v)
-      .then(
-          [self, index, one](const std::vector<sandbox_info>& infos) {
-            for (const auto& info : infos) self->state.key_node[info.key] = index;
-            one();
-          },
-          [one](const caf::error&) { one(); });
-  self->request(n.handle, self->state.options.request_timeout, stats_atom_v)
-      .then(
-          [self, index, one](const runtime_stats& s) {
-            auto& n = self->state.nodes[index];
-            n.live = s.live_sandboxes;
-            n.capacity = std::max<uint64_t>(1, s.capacity);
-            one();
-          },
-          [one](const caf::error&) { one(); });
+  call<std::vector<sandbox_info>>(
+      self, index, self->state.options.request_timeout,
+      [self, index, one](const std::vector<sandbox_info>& infos) {
+        for (const auto& info : infos) self->state.key_node[info.key] = index;
+        one();
+      },
+      [one](const caf::error&) { one(); }, list_atom_v);
+  call<runtime_stats>(
+      self, index, self->state.options.request_timeout,
+      [self, index, one](const runtime_stats& s) {
+        auto& n = self->state.nodes[index];
+        n.live = s.live_sandboxes;
+        n.capacity = std::max<uint64_t>(1, s.capacity);
+        one();
+      },
+      [one](const caf::error&) { one(); }, stats_atom_v);
 }
 
 void connect(self_ptr self, std::size_t index) {
@@ -159,6 +182,12 @@ router_impl_actor::behavior_type router_impl(self_ptr self, router_options optio
         // Its keys stay mapped: they report lost until the node is back.
         n.handle = nullptr;
         n.live = 0;
+        // What it was asked and did not answer fails now, not when each request times out.
+        auto in_flight = std::move(n.in_flight);
+        n.in_flight.clear();
+        const auto lost = make_error(corral_errc::sandbox_lost,
+                                     "node " + n.name + " went down before it answered");
+        for (auto& [id, fail] : in_flight) fail(lost);
       }
     }
   });
@@ -182,17 +211,20 @@ router_impl_actor::behavior_type router_impl(self_ptr self, router_options optio
             st.key_node[key] = index;
             st.nodes[index].live++;
           }
-          self->request(st.nodes[index].handle, st.options.request_timeout, acquire_atom_v, key, spec)
-              .then([rp](sandbox_info& info) mutable { rp.deliver(std::move(info)); },
-                    [self, rp, key, index](caf::error& err) mutable {
-                      // A failed create leaves no sandbox: the key may go elsewhere next time.
-                      auto it = self->state.key_node.find(key);
-                      if (it != self->state.key_node.end() && it->second == index && err != corral_errc::sandbox_lost) {
-                        self->state.key_node.erase(it);
-                        if (self->state.nodes[index].live > 0) self->state.nodes[index].live--;
-                      }
-                      rp.deliver(std::move(err));
-                    });
+          call<sandbox_info>(
+              self, index, st.options.request_timeout,
+              [rp](sandbox_info& info) mutable { rp.deliver(std::move(info)); },
+              [self, rp, key, index](caf::error err) mutable {
+                // A failed create leaves no sandbox: the key may go elsewhere next time.
+                auto it = self->state.key_node.find(key);
+                if (it != self->state.key_node.end() && it->second == index &&
+                    err != corral_errc::sandbox_lost) {
+                  self->state.key_node.erase(it);
+                  if (self->state.nodes[index].live > 0) self->state.nodes[index].live--;
+                }
+                rp.deliver(std::move(err));
+              },
+              acquire_atom_v, key, spec);
         });
         return rp;
       },
@@ -200,7 +232,14 @@ router_impl_actor::behavior_type router_impl(self_ptr self, router_options optio
         auto rp = self->make_response_promise<sandbox_info>();
         when_ready(self, [self, rp, key = std::move(key)]() mutable {
           route(
-              self, key, rp, [&](node_link& n) { rp.delegate(n.handle, lookup_atom_v, key); },
+              self, key, rp,
+              [&](node_link&) {
+                call<sandbox_info>(
+                    self, self->state.key_node[key], self->state.options.request_timeout,
+                    [rp](sandbox_info& info) mutable { rp.deliver(std::move(info)); },
+                    [rp](caf::error err) mutable { rp.deliver(std::move(err)); }, lookup_atom_v,
+                    key);
+              },
               [&](node_link& n) {
                 sandbox_info info;
                 info.key = key;
@@ -215,7 +254,18 @@ router_impl_actor::behavior_type router_impl(self_ptr self, router_options optio
         auto rp = self->make_response_promise<exec_result>();
         when_ready(self, [self, rp, key = std::move(key), request = std::move(request)]() mutable {
           route(
-              self, key, rp, [&](node_link& n) { rp.delegate(n.handle, exec_atom_v, key, std::move(request)); },
+              self, key, rp,
+              [&](node_link&) {
+                // As long as the exec may run, plus a margin (the node enforces its timeout).
+                const auto runs = request.timeout.count() > 0
+                                      ? request.timeout
+                                      : caf::timespan{std::chrono::hours(24)};
+                call<exec_result>(
+                    self, self->state.key_node[key], runs + self->state.options.request_timeout,
+                    [rp](exec_result& result) mutable { rp.deliver(std::move(result)); },
+                    [rp](caf::error err) mutable { rp.deliver(std::move(err)); }, exec_atom_v, key,
+                    std::move(request));
+              },
               [&](node_link& n) { rp.deliver(node_down(n, key)); });
         });
         return rp;
@@ -225,16 +275,17 @@ router_impl_actor::behavior_type router_impl(self_ptr self, router_options optio
         when_ready(self, [self, rp, key = std::move(key), mode]() mutable {
           route(
               self, key, rp,
-              [&](node_link& n) {
+              [&](node_link&) {
                 const auto index = self->state.key_node[key];
-                self->request(n.handle, self->state.options.request_timeout, release_atom_v, key, mode)
-                    .then(
-                        [self, rp, key, index](sandbox_info& info) mutable {
-                          self->state.key_node.erase(key);
-                          if (self->state.nodes[index].live > 0) self->state.nodes[index].live--;
-                          rp.deliver(std::move(info));
-                        },
-                        [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+                call<sandbox_info>(
+                    self, index, self->state.options.request_timeout,
+                    [self, rp, key, index](sandbox_info& info) mutable {
+                      self->state.key_node.erase(key);
+                      if (self->state.nodes[index].live > 0) self->state.nodes[index].live--;
+                      rp.deliver(std::move(info));
+                    },
+                    [rp](caf::error err) mutable { rp.deliver(std::move(err)); }, release_atom_v,
+                    key, mode);
               },
               [&](node_link& n) {
                 // The node is gone; what it held is its own to adopt or remove when it returns.
@@ -260,16 +311,17 @@ router_impl_actor::behavior_type router_impl(self_ptr self, router_options optio
             auto& n = self->state.nodes[i];
             if (!n.handle) continue;
             ++*pending;
-            self->request(n.handle, self->state.options.request_timeout, release_all_atom_v, mode)
-                .then([total, done, self, i](uint64_t count) mutable {
-                        *total += count;
-                        for (auto it = self->state.key_node.begin(); it != self->state.key_node.end();) {
-                          it = it->second == i ? self->state.key_node.erase(it) : std::next(it);
-                        }
-                        self->state.nodes[i].live = 0;
-                        done();
-                      },
-                      [done](caf::error&) mutable { done(); });
+            call<uint64_t>(
+                self, i, self->state.options.request_timeout,
+                [total, done, self, i](uint64_t count) mutable {
+                  *total += count;
+                  for (auto it = self->state.key_node.begin(); it != self->state.key_node.end();) {
+                    it = it->second == i ? self->state.key_node.erase(it) : std::next(it);
+                  }
+                  self->state.nodes[i].live = 0;
+                  done();
+                },
+                [done](const caf::error&) mutable { done(); }, release_all_atom_v, mode);
           }
           done();
         });
@@ -295,16 +347,16 @@ router_impl_actor::behavior_type router_impl(self_ptr self, router_options optio
             info.detail = "node " + n.name + " is down";
             out->push_back(std::move(info));
           }
-          for (auto& n : self->state.nodes) {
-            if (!n.handle) continue;
+          for (std::size_t i = 0; i < self->state.nodes.size(); ++i) {
+            if (!self->state.nodes[i].handle) continue;
             ++*pending;
-            self->request(n.handle, self->state.options.request_timeout, list_atom_v)
-                .then(
-                    [out, done](std::vector<sandbox_info>& infos) mutable {
-                      for (auto& i : infos) out->push_back(std::move(i));
-                      done();
-                    },
-                    [done](caf::error&) mutable { done(); });
+            call<std::vector<sandbox_info>>(
+                self, i, self->state.options.request_timeout,
+                [out, done](std::vector<sandbox_info>& infos) mutable {
+                  for (auto& info : infos) out->push_back(std::move(info));
+                  done();
+                },
+                [done](const caf::error&) mutable { done(); }, list_atom_v);
           }
           done();
         });
@@ -319,24 +371,24 @@ router_impl_actor::behavior_type router_impl(self_ptr self, router_options optio
           auto done = [rp, total, pending]() mutable {
             if (--*pending == 0) rp.deliver(*total);
           };
-          for (auto& n : self->state.nodes) {
-            if (!n.handle) continue;
+          for (std::size_t i = 0; i < self->state.nodes.size(); ++i) {
+            if (!self->state.nodes[i].handle) continue;
             ++*pending;
-            self->request(n.handle, self->state.options.request_timeout, stats_atom_v)
-                .then(
-                    [total, done](const runtime_stats& s) mutable {
-                      total->live_sandboxes += s.live_sandboxes;
-                      total->capacity += s.capacity;
-                      total->created_total += s.created_total;
-                      total->released_total += s.released_total;
-                      total->pruned_total += s.pruned_total;
-                      total->lost_total += s.lost_total;
-                      total->adopted_total += s.adopted_total;
-                      total->execs_total += s.execs_total;
-                      total->execs_in_flight += s.execs_in_flight;
-                      done();
-                    },
-                    [done](caf::error&) mutable { done(); });
+            call<runtime_stats>(
+                self, i, self->state.options.request_timeout,
+                [total, done](const runtime_stats& s) mutable {
+                  total->live_sandboxes += s.live_sandboxes;
+                  total->capacity += s.capacity;
+                  total->created_total += s.created_total;
+                  total->released_total += s.released_total;
+                  total->pruned_total += s.pruned_total;
+                  total->lost_total += s.lost_total;
+                  total->adopted_total += s.adopted_total;
+                  total->execs_total += s.execs_total;
+                  total->execs_in_flight += s.execs_in_flight;
+                  done();
+                },
+                [done](const caf::error&) mutable { done(); }, stats_atom_v);
           }
           done();
         });
@@ -350,16 +402,16 @@ router_impl_actor::behavior_type router_impl(self_ptr self, router_options optio
           auto done = [rp, out, pending]() mutable {
             if (--*pending == 0) rp.deliver(std::move(*out));
           };
-          for (auto& n : self->state.nodes) {
-            if (!n.handle) continue;
+          for (std::size_t i = 0; i < self->state.nodes.size(); ++i) {
+            if (!self->state.nodes[i].handle) continue;
             ++*pending;
-            self->request(n.handle, self->state.options.request_timeout, prune_atom_v, idle, max_age)
-                .then(
-                    [out, done](std::vector<std::string>& keys) mutable {
-                      out->insert(out->end(), keys.begin(), keys.end());
-                      done();
-                    },
-                    [done](caf::error&) mutable { done(); });
+            call<std::vector<std::string>>(
+                self, i, self->state.options.request_timeout,
+                [out, done](std::vector<std::string>& keys) mutable {
+                  out->insert(out->end(), keys.begin(), keys.end());
+                  done();
+                },
+                [done](const caf::error&) mutable { done(); }, prune_atom_v, idle, max_age);
           }
           done();
         });

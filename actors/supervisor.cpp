@@ -4,6 +4,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <optional>
 #include <unordered_map>
 
 #include <caf/all.hpp>
@@ -46,6 +47,10 @@ struct supervisor_state {
   docker::unix_http_client::request_id events_stream = 0;
   bool negotiating = false;
   bool shutting_down = false;
+  // Releases asked for by clients and still on their way: the supervisor answers them all
+  // before it quits, also during a shutdown.
+  std::size_t client_releases = 0;
+  std::optional<caf::error> quit_reason;  // set when only those answers keep it alive
 };
 
 using self_ptr = supervisor_impl_actor::stateful_pointer<supervisor_state>;
@@ -306,14 +311,21 @@ void release_all(self_ptr self, release_mode mode, std::function<void(uint64_t)>
   }
 }
 
+void quit_when_answered(self_ptr self) {
+  auto& st = self->state;
+  if (!st.quit_reason || st.client_releases > 0) return;
+  st.docker->shutdown();
+  self->quit(*st.quit_reason);
+}
+
 void shut_down(self_ptr self, caf::error reason) {
   auto& st = self->state;
   if (st.shutting_down) return;
   st.shutting_down = true;
   if (st.events_stream != 0) st.docker->cancel(st.events_stream);
   auto finish = [self, reason] {
-    self->state.docker->shutdown();
-    self->quit(reason);
+    self->state.quit_reason = reason;
+    quit_when_answered(self);
   };
   if (st.cfg.keep_sandboxes_on_shutdown) {
     // Kept for the next start to adopt: the container actors go, the containers stay.
@@ -423,13 +435,20 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
             return void(rp.deliver(make_error(corral_errc::not_found, "no sandbox with key " + key)));
           }
           if (auto handle = it->second.handle) {
+            ++st.client_releases;
             self->request(handle, caf::infinite, release_atom_v, mode)
                 .then(
                     [self, rp, key, source = handle.address()](sandbox_info& info) mutable {
                       retire(self, key, source, info);
                       rp.deliver(std::move(info));
+                      --self->state.client_releases;
+                      quit_when_answered(self);
                     },
-                    [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+                    [self, rp](caf::error& err) mutable {
+                      rp.deliver(std::move(err));
+                      --self->state.client_releases;
+                      quit_when_answered(self);
+                    });
             return;
           }
           auto info = it->second.info;

@@ -636,6 +636,10 @@ int main(int argc, char** argv) {
     start = end + 1;
   }
   const bool remote = !nodes.empty();
+  if (auto problem = app::check_tls(cl.serve.tls); remote && !problem.empty()) {
+    std::fprintf(stderr, "corral: %s\n", problem.c_str());
+    return exit_error;
+  }
   caf::actor_system_config cfg;
   add_message_types(cfg);
   cfg.set("logger.verbosity", caf::atom("quiet"));

@@ -6,7 +6,10 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <iterator>
 #include <thread>
+#include <utility>
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
@@ -64,6 +67,23 @@ bool is_loopback(const std::string& host) {
   return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
 }
 
+std::string check_tls(const tls_options& tls) {
+  if (!tls.enabled()) return {};
+  if (tls.certificate.empty() || tls.key.empty() || tls.ca.empty()) {
+    return "TLS needs all three of --tls-cert, --tls-key and --tls-ca";
+  }
+  for (const auto& [flag, path] :
+       {std::pair{"--tls-cert", &tls.certificate}, std::pair{"--tls-key", &tls.key},
+        std::pair{"--tls-ca", &tls.ca}}) {
+    std::ifstream in(*path);
+    if (!in) return std::string(flag) + ": cannot read " + *path;
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (text.find("-----BEGIN ") == std::string::npos)
+      return std::string(flag) + ": " + *path + " is not PEM";
+  }
+  return {};
+}
+
 int run_node(const node_options& options) {
   node_log log(options.log_format, options.log_level);
   if (!is_loopback(options.listen.host) && !options.tls.enabled()) {
@@ -71,9 +91,8 @@ int run_node(const node_options& options) {
               " needs TLS: give --tls-cert, --tls-key and --tls-ca (loopback needs none)");
     return 125;
   }
-  if (options.tls.enabled() &&
-      (options.tls.certificate.empty() || options.tls.key.empty() || options.tls.ca.empty())) {
-    log.error("TLS needs all three of --tls-cert, --tls-key and --tls-ca");
+  if (auto problem = check_tls(options.tls); !problem.empty()) {
+    log.error(problem);
     return 125;
   }
 

@@ -29,6 +29,10 @@ struct node_options {
 
 bool is_loopback(const std::string& host);
 
+// Empty when TLS is off, or on with all three files readable PEM; otherwise what is wrong.
+// (CAF loads them only per connection: a bad file would fail every connection, silently.)
+std::string check_tls(const tls_options& tls);
+
 // Runs until SIGTERM/SIGINT: then stops accepting, gives running execs `grace`, releases
 // (or keeps) its sandboxes and returns 0. A second signal exits at once (130).
 int run_node(const node_options& options);

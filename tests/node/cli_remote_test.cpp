@@ -1,0 +1,102 @@
+// `corral --node HOST:PORT ...` against a real `corral node`: the same results as the
+// embedded runtime, state that outlives client processes, and clear errors.
+#include <catch2/catch.hpp>
+
+#include "tests/node/node_process.hpp"
+
+using namespace corral::node_tests;
+
+TEST_CASE("a remote run behaves like an embedded one", "[node][cli]") {
+  node_fixture f;
+  auto& node = f.start(f.name("n"));
+  const std::vector<std::string> script = {"run", "--", "sh", "-c",
+                                           "echo out; echo err >&2; exit 3"};
+
+  auto args = script;
+  args.insert(args.begin(), {"--node", node.address()});
+  const auto remote = run_cli(args);
+  args = script;
+  args.insert(args.begin(), {"--runtime", f.name("embedded")});
+  const auto local = run_cli(args);
+  INFO("remote: " << remote << "\nlocal: " << local);
+  CHECK(remote.code == 3);
+  CHECK(local.code == 3);
+  CHECK(remote.out == "out\n");
+  CHECK(remote.err == "err\n");
+  CHECK(remote.out == local.out);
+  CHECK(remote.err == local.err);
+
+  // CORRAL_NODE does what --node does.
+  const auto by_env = run_cli({"run", "--", "echo", "env"}, {{"CORRAL_NODE", node.address()}});
+  INFO(by_env);
+  CHECK(by_env.code == 0);
+  CHECK(by_env.out == "env\n");
+
+  const auto timed_out =
+      run_cli({"--node", node.address(), "run", "--timeout", "1s", "--", "sleep", "10"});
+  INFO(timed_out);
+  CHECK(timed_out.code == 124);
+  CHECK(timed_out.wall < 8s);
+  CHECK(contains(timed_out.err, "timed out"));
+
+  CHECK(f.engine.containers(node.name()).empty());
+  CHECK(node.stop() == 0);
+}
+
+TEST_CASE("sandboxes outlive the client processes that made them", "[node][cli]") {
+  node_fixture f;
+  auto& node = f.start(f.name("n"));
+  auto cli = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"--node", node.address()});
+    return run_cli(std::move(args));
+  };
+
+  const auto created = cli({"create", "box-1"});
+  INFO(created);
+  REQUIRE(created.code == 0);
+  CHECK(contains(created.out, "box-1"));
+  CHECK(f.engine.keys(node.name()) == std::set<std::string>{"box-1"});
+
+  const auto wrote = cli({"exec", "box-1", "--", "sh", "-c", "echo kept > /tmp/f"});
+  INFO(wrote);
+  CHECK(wrote.code == 0);
+  const auto read = cli({"exec", "box-1", "--", "cat", "/tmp/f"});
+  INFO(read);
+  CHECK(read.code == 0);
+  CHECK(read.out == "kept\n");
+  const auto failed = cli({"exec", "box-1", "--", "sh", "-c", "exit 7"});
+  CHECK(failed.code == 7);
+
+  const auto listed = cli({"ls"});
+  INFO(listed);
+  CHECK(listed.code == 0);
+  CHECK(contains(listed.out, "box-1"));
+  CHECK(contains(listed.out, "ready"));
+  const auto json = cli({"ls", "--json"});
+  CHECK(json.code == 0);
+  CHECK(contains(json.out, "\"key\":\"box-1\""));
+
+  const auto missing = cli({"exec", "nope", "--", "true"});
+  INFO(missing);
+  CHECK(missing.code == 125);
+  CHECK(contains(missing.err, "not_found"));
+
+  const auto removed = cli({"rm", "box-1"});
+  INFO(removed);
+  CHECK(removed.code == 0);
+  CHECK(contains(removed.out, "box-1 removed"));
+  const auto after = cli({"ls", "--json"});
+  CHECK(after.code == 0);
+  CHECK_FALSE(contains(after.out, "box-1"));
+  CHECK(eventually(5s, [&] { return f.engine.containers(node.name()).empty(); }));
+  CHECK(node.stop() == 0);
+}
+
+TEST_CASE("an unreachable node fails fast and names the address", "[node][cli]") {
+  const auto r = run_cli({"--node", "127.0.0.1:1", "ls"});
+  INFO(r);
+  CHECK(r.code == 125);
+  CHECK(r.wall < 2s);
+  CHECK(contains(r.err, "127.0.0.1:1"));
+  CHECK(contains(r.err, "node_unavailable"));
+}

@@ -1,0 +1,246 @@
+// Faults around a node: it dies under a client; it gets garbage, silent or idle connections,
+// huge or ill-typed requests; its client dies mid-exec. The node keeps serving, clients get
+// a bounded, clear answer, and nothing leaks.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <random>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+#include <catch2/catch.hpp>
+
+#include "app/remote.hpp"
+#include "messages/type_ids.hpp"
+#include "tests/node/node_process.hpp"
+
+using namespace corral;
+using namespace corral::messages;
+using namespace corral::node_tests;
+
+namespace {
+
+// A TCP connection to 127.0.0.1:port; closed on destruction.
+class raw_connection {
+ public:
+  explicit raw_connection(uint16_t port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd_ >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  }
+  ~raw_connection() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  raw_connection(const raw_connection&) = delete;
+  raw_connection& operator=(const raw_connection&) = delete;
+
+  // Writes what the peer takes (it may close on us: no SIGPIPE); returns bytes written.
+  std::size_t send(const std::string& bytes) {
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+      const auto n = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+      if (n <= 0) break;
+      done += static_cast<std::size_t>(n);
+    }
+    return done;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+void append_be(std::string& out, uint64_t x, int bytes) {
+  for (int i = bytes - 1; i >= 0; --i) out += static_cast<char>((x >> (8 * i)) & 0xff);
+}
+
+// A BASP header (CAF 0.17: 32 bytes, network byte order) that announces a payload of
+// `payload_len` bytes.
+std::string basp_header(uint8_t operation, uint32_t payload_len, uint64_t source = 0,
+                        uint64_t dest = 0) {
+  std::string h;
+  h += static_cast<char>(operation);
+  h += '\0';
+  h += '\0';
+  h += '\0';  // flags
+  append_be(h, payload_len, 4);
+  append_be(h, 0, 8);  // operation data
+  append_be(h, source, 8);
+  append_be(h, dest, 8);
+  return h;
+}
+
+// `corral --node ADDRESS run -- echo ok` succeeds.
+void check_serves(node_process& node, const char* after) {
+  INFO("after " << after);
+  REQUIRE(node.running());
+  const auto r = run_cli({"--node", node.address(), "run", "--", "echo", "ok"}, {}, 30s);
+  INFO(r << "\nnode log:\n" << node.log());
+  CHECK(r.code == 0);
+  CHECK(r.out == "ok\n");
+}
+
+}  // namespace
+
+TEST_CASE("a client whose node dies mid-exec gets an error at once", "[node][faults]") {
+  node_fixture f;
+  auto& node = f.start(f.name("n"));
+  auto client = start_cli({"--node", node.address(), "run", "--", "sleep", "30"});
+  REQUIRE(eventually(15s, [&] { return !f.engine.containers(node.name()).empty(); }));
+  std::this_thread::sleep_for(1s);
+  node.signal(SIGKILL);
+  const auto killed = steady::now();
+  const auto code = client->finish(30s);
+  INFO("client stderr: " << client->err());
+  REQUIRE(code);
+  CHECK(*code == 125);
+  CHECK(since(killed) < 3s);
+  CHECK(contains(client->err(), "node_unavailable"));
+  CHECK(contains(client->err(), node.address()));
+  // The killed node could not clean up: its sandbox is still on the engine, ours to remove.
+  CHECK(node.wait(5s) == 128 + SIGKILL);
+  CHECK(f.engine.remove_all(node.name()) == 1);
+}
+
+TEST_CASE("garbage, silent and idle connections do not stop a node", "[node][faults]") {
+  node_fixture f;
+  auto& node = f.start(f.name("n"));
+  check_serves(node, "start");
+
+  {
+    raw_connection garbage{node.port()};
+    std::mt19937 random{42};
+    std::string bytes(64 << 10, '\0');
+    for (auto& c : bytes) c = static_cast<char>(random());
+    garbage.send(bytes);
+    std::this_thread::sleep_for(200ms);
+  }
+  check_serves(node, "64 KiB of random bytes");
+
+  {
+    // A handshake header CAF 0.17 accepts, announcing a payload of 1 GiB that never comes:
+    // the node allocates (and zeroes) it in its one I/O thread, which stalls every
+    // connection meanwhile (~1.5 s here; 4 GiB: ~5 s and 4 GiB of RSS). CAF 0.17 has no
+    // payload limit; a direct-message header does the same. The node must survive it and
+    // serve again. (Kept at 1 GiB so the test cannot push a small machine into the OOM killer.)
+    {
+      raw_connection huge{node.port()};
+      huge.send(basp_header(0x01, 1u << 30));
+      std::this_thread::sleep_for(300ms);
+    }
+    const auto closed = steady::now();
+    CHECK(eventually(30s, [&] {
+      return run_cli({"--node", node.address(), "ls"}, {}, 10s).code == 0;
+    }));
+    CHECK(since(closed) < 20s);
+    check_serves(node, "a BASP header announcing a 1 GiB payload");
+  }
+
+  raw_connection silent{node.port()};  // connects, never speaks; open to the end
+  check_serves(node, "a connection that never speaks");
+
+  {
+    std::vector<std::unique_ptr<raw_connection>> idle;
+    for (int i = 0; i < 200; ++i) idle.push_back(std::make_unique<raw_connection>(node.port()));
+    check_serves(node, "200 idle connections");
+  }
+  check_serves(node, "200 idle connections closed");
+  CHECK(node.stop() == 0);
+}
+
+TEST_CASE("huge and ill-typed requests are refused and the node keeps serving", "[node][faults]") {
+  node_fixture f;
+  auto& node = f.start(f.name("n"));
+  net_config cfg;
+  caf::actor_system sys{cfg};
+  caf::scoped_actor self{sys};
+  auto sup = app::connect_node(self, {"127.0.0.1", node.port()}, 2000ms);
+  REQUIRE(what(sup) == "ok");
+
+  auto info = ask<sandbox_info>(self, *sup, caf::timespan{60s}, acquire_atom_v, std::string("big"),
+                                sandbox_spec{});
+  REQUIRE(what(info) == "ok");
+
+  SECTION("argv of 2 MiB") {
+    exec_request req;
+    req.argv = {"echo", std::string(2 << 20, 'a')};
+    auto r = ask<exec_result>(self, *sup, caf::timespan{30s}, exec_atom_v, std::string("big"), req);
+    REQUIRE_FALSE(r);
+    INFO(describe(r.error()));
+    CHECK(r.error() == corral_errc::invalid_request);
+    CHECK(contains(describe(r.error()), "argv"));
+    CHECK(contains(describe(r.error()), std::to_string(1 << 20)));
+  }
+  SECTION("env of 1 MiB") {
+    exec_request req;
+    req.argv = {"true"};
+    req.env = {{"BIG", std::string(1 << 20, 'b')}};
+    auto r = ask<exec_result>(self, *sup, caf::timespan{30s}, exec_atom_v, std::string("big"), req);
+    REQUIRE_FALSE(r);
+    INFO(describe(r.error()));
+    CHECK(r.error() == corral_errc::invalid_request);
+    CHECK(contains(describe(r.error()), "env"));
+  }
+  SECTION("messages outside the interface") {
+    auto untyped = caf::actor_cast<caf::actor>(*sup);
+    caf::anon_send(untyped, std::string("garbage"));
+    caf::anon_send(untyped, exec_atom_v, std::string("big"));  // an exec without its request
+    auto r = ask<std::string>(self, untyped, caf::timespan{10s}, std::string("hello?"));
+    REQUIRE_FALSE(r);
+    CHECK(r.error() == caf::sec::unexpected_message);
+    auto hello = app::connect_node(self, {"127.0.0.1", node.port()}, 2000ms);
+    CHECK(what(hello) == "ok");
+  }
+
+  // The node still serves: an exec in the same sandbox works, and so does a CLI client.
+  exec_request ok;
+  ok.argv = {"echo", "still"};
+  auto r = ask<exec_result>(self, *sup, caf::timespan{30s}, exec_atom_v, std::string("big"), ok);
+  REQUIRE(what(r) == "ok");
+  CHECK(r->stdout_data == "still\n");
+  check_serves(node, "huge or ill-typed requests");
+  auto released = ask<sandbox_info>(self, *sup, caf::timespan{60s}, release_atom_v,
+                                    std::string("big"), release_mode::cancel_execs);
+  CHECK(what(released) == "ok");
+  CHECK(node.stop() == 0);
+}
+
+TEST_CASE("a run whose client dies mid-exec: the exec ends; the sandbox is not reaped",
+          "[node][faults]") {
+  node_fixture f;
+  auto& node = f.start(f.name("n"));
+  auto client = start_cli({"--node", node.address(), "run", "--", "sleep", "4"});
+  REQUIRE(eventually(15s, [&] { return !f.engine.containers(node.name()).empty(); }));
+  std::this_thread::sleep_for(1s);
+  client->signal(SIGKILL);
+  REQUIRE(client->finish(5s) == 128 + SIGKILL);
+  const auto killed = steady::now();
+
+  net_config cfg;
+  caf::actor_system sys{cfg};
+  caf::scoped_actor self{sys};
+  auto sup = app::connect_node(self, {"127.0.0.1", node.port()}, 2000ms);
+  REQUIRE(what(sup) == "ok");
+  // The exec runs on to its end (no one cancels it)...
+  CHECK(eventually(15s, [&] {
+    auto stats = ask<runtime_stats>(self, *sup, caf::timespan{10s}, stats_atom_v);
+    return stats && stats->execs_in_flight == 0 && stats->execs_total == 1;
+  }));
+  INFO("exec over after " << since(killed).count() << " ms");
+  // ...but the run's sandbox stays: only its (dead) client would have released it.
+  // KNOWN GAP (design): a node does not release `run-*` sandboxes whose client went away.
+  std::this_thread::sleep_for(2s);
+  auto listed = ask<std::vector<sandbox_info>>(self, *sup, caf::timespan{10s}, list_atom_v);
+  REQUIRE(what(listed) == "ok");
+  REQUIRE(listed->size() == 1);
+  CHECK(listed->front().key.rfind("run-", 0) == 0);
+  CHECK(listed->front().status == sandbox_status::ready);
+  CHECK(f.engine.containers(node.name()).size() == 1);
+  // A graceful stop releases it.
+  CHECK(node.stop() == 0);
+  CHECK(f.engine.containers(node.name()).empty());
+}
