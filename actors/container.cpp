@@ -59,6 +59,9 @@ struct container_state {
   bool removing = false;
   std::optional<steady::time_point> oom_seen_at;
   std::mt19937_64 random{std::random_device{}()};
+  std::string container_name;     // chosen before create: lets a lost create be cleaned up
+  caf::error startup_failure;     // why the sandbox never became ready, for those who waited
+  int remove_attempts = 0;
 };
 
 using self_ptr = container_impl_actor::stateful_pointer<container_state>;
@@ -106,7 +109,7 @@ void finish(self_ptr self) {
   const auto lost = make_error(corral_errc::sandbox_lost,
                                "sandbox " + st.info.key + " is " + to_string(st.info.status) +
                                    (st.info.detail.empty() ? "" : ": " + st.info.detail));
-  for (auto& rp : st.ready_waiters) rp.deliver(lost);
+  for (auto& rp : st.ready_waiters) rp.deliver(st.startup_failure ? st.startup_failure : lost);
   st.ready_waiters.clear();
   for (auto& p : st.queue) p.rp.deliver(lost);
   st.queue.clear();
@@ -145,11 +148,19 @@ void begin_removal(self_ptr self, sandbox_status final_status, std::string detai
               !r && (r.err().code == docker::errc::not_found ||
                      (r.err().code == docker::errc::conflict &&
                       r.err().message.find("already in progress") != std::string::npos));
-          if (removed_elsewhere && final_status != sandbox_status::removed) {
+          if (removed_elsewhere && final_status != sandbox_status::removed &&
+              st.info.container_id != st.container_name) {
             st.info.status = sandbox_status::lost;
             st.info.detail = "the container was removed outside corral";
           } else if (r || removed_elsewhere) {
             st.info.status = final_status;
+          } else if (++st.remove_attempts < 4) {
+            // The engine failed the remove: try again shortly rather than leak the container.
+            st.removing = false;
+            const auto status = final_status;
+            self->delayed_send(self, std::chrono::milliseconds(200 * st.remove_attempts), resume_atom_v,
+                               continuation{[self, status] { begin_removal(self, status, {}); }});
+            return;
           } else {
             // Said exactly: the runtime's next start lists and removes what is left.
             st.info.status = sandbox_status::failed;
@@ -170,6 +181,7 @@ void begin_removal(self_ptr self, sandbox_status final_status, std::string detai
 }
 
 void fail_startup(self_ptr self, const caf::error& err) {
+  if (!self->state.startup_failure) self->state.startup_failure = err;
   begin_removal(self, sandbox_status::failed, describe(err));
 }
 
@@ -244,9 +256,14 @@ void create_container(self_ptr self) {
   std::snprintf(suffix, sizeof suffix, "%08x", static_cast<unsigned>(st.random() & 0xffffffffu));
   request.name = "corral-" + st.args.cfg.name + "-" + st.args.key + "-" + suffix;
   if (request.name.size() > 200) request.name = "corral-" + std::string(suffix);
+  st.container_name = request.name;
   engine(self).container_create(
       request, back_to<docker::container_create_response>(self, [self](docker::result<docker::container_create_response> r) {
         if (!r) {
+          // The engine may have created it and lost only its answer: remove by name.
+          if (r.err().code != docker::errc::not_found && r.err().code != docker::errc::invalid_request) {
+            self->state.info.container_id = self->state.container_name;
+          }
           const auto doing = r.err().code == docker::errc::not_found
                                  ? "creating the sandbox (is the image " + self->state.args.plan.create.image + " there?)"
                                  : std::string("creating the sandbox");
@@ -327,12 +344,21 @@ void on_exit_code(self_ptr self, uint64_t seq, docker::result<docker::exec_inspe
     run.result.exit_code = 137;
     return complete_exec(self, seq);
   }
-  if (!ins) {
-    run.result.end = exec_end::sandbox_lost;
-    run.result.exit_code = 137;
-    return complete_exec(self, seq);
+  if (!ins || !ins->exit_code) {
+    // Without an exit code there is no result to give: say why instead of inventing one.
+    caf::error err = !ins ? from_engine(ins.err(), "reading the command's exit code")
+                          : make_error(corral_errc::engine_error, "the engine reports no exit code for the command");
+    if (!ins && ins.err().code == docker::errc::not_found) {
+      err = make_error(corral_errc::sandbox_lost, "sandbox " + st.info.key + " lost the command: " + ins.err().describe());
+    }
+    run.rp.deliver(std::move(err));
+    if (st.monitor) self->send(st.monitor, unwatch_atom_v, seq);
+    st.running.erase(it);
+    publish(self);
+    if (st.releasing && st.running.empty()) return begin_removal(self, sandbox_status::removed, {});
+    return start_pending(self);
   }
-  run.result.exit_code = static_cast<int32_t>(ins->exit_code.value_or(-1));
+  run.result.exit_code = static_cast<int32_t>(*ins->exit_code);
   run.result.end = exec_end::exited;
   // The engine says 126 for a command it could not start; like `docker run`, a missing
   // command is 127.
@@ -358,16 +384,14 @@ void on_stream_end(self_ptr self, uint64_t seq, docker::result<docker::exec_outp
   if (auto* output = out.get()) {
     run.result = base_result(run, *output);
   } else if (!run.timed_out && !run.killed) {
-    // The stream broke while the exec was ours to finish.
-    if (out.err().code == docker::errc::engine_unavailable || out.err().code == docker::errc::cancelled) {
-      run.rp.deliver(from_engine(out.err(), "running the command"));
-      if (st.monitor) self->send(st.monitor, unwatch_atom_v, seq);
-      st.running.erase(it);
-      publish(self);
-      if (st.releasing && st.running.empty()) return begin_removal(self, sandbox_status::removed, {});
-      return start_pending(self);
-    }
-    run.result.warnings = run.plan.warnings;
+    // The stream broke while the exec was ours to finish (engine error, reset, cut stream):
+    // the caller gets that error, never a made-up exit code.
+    run.rp.deliver(from_engine(out.err(), "running the command"));
+    if (st.monitor) self->send(st.monitor, unwatch_atom_v, seq);
+    st.running.erase(it);
+    publish(self);
+    if (st.releasing && st.running.empty()) return begin_removal(self, sandbox_status::removed, {});
+    return start_pending(self);
   } else {
     run.result.warnings = run.plan.warnings;
   }

@@ -40,6 +40,10 @@ struct supervisor_state {
   std::shared_ptr<docker::client> docker;
   std::map<std::string, entry> sandboxes;
   std::unordered_map<std::string, std::string> key_by_container;
+  // Live container actors: counted and indexed, so acquire and down handling stay O(log n)
+  // at ten thousand sandboxes.
+  uint64_t live = 0;
+  std::map<caf::actor_addr, std::string> key_by_actor;
   bool ready = false;            // adoption done (or the engine is down)
   caf::error engine_down;        // set while no engine answers
   std::vector<std::function<void()>> deferred;  // requests that came before `ready`
@@ -67,10 +71,15 @@ bool is_terminal(sandbox_status s) {
          s == sandbox_status::killed || s == sandbox_status::lost;
 }
 
-uint64_t live_count(self_ptr self) {
-  uint64_t n = 0;
-  for (const auto& [key, e] : self->state.sandboxes) n += e.handle ? 1 : 0;
-  return n;
+uint64_t live_count(self_ptr self) { return self->state.live; }
+
+// The entry's container actor is gone (or done): it no longer counts as live.
+void drop_handle(self_ptr self, entry& e) {
+  if (!e.handle) return;
+  --self->state.live;
+  self->state.key_by_actor.erase(e.handle.address());
+  e.handle = nullptr;
+  e.monitor = nullptr;
 }
 
 void set_ready(self_ptr self) {
@@ -137,6 +146,8 @@ void spawn_entry(self_ptr self, const std::string& key, sandbox_plan plan, std::
   e.info.last_used_ms = e.info.created_ms;
   e.handle = spawn_container(self->system(), std::move(args));
   self->monitor(e.handle);
+  ++st.live;
+  st.key_by_actor[e.handle.address()] = key;
   st.sandboxes[key] = std::move(e);
 }
 
@@ -249,14 +260,13 @@ void retire(self_ptr self, const std::string& key, const caf::actor_addr& source
     return;
   }
   st.key_by_container.erase(info.container_id);
+  drop_handle(self, it->second);
   if (info.status == sandbox_status::removed) {
     st.stats.released_total++;
     st.sandboxes.erase(it);
     return;
   }
-  it->second.handle = nullptr;  // a tombstone that says what happened
-  it->second.monitor = nullptr;
-  it->second.info = info;
+  it->second.info = info;  // a tombstone that says what happened
 }
 
 std::vector<std::string> prune_where(self_ptr self, const std::function<bool(const entry&)>& expired) {
@@ -359,26 +369,28 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
   self->set_exit_handler([self](caf::exit_msg& msg) { shut_down(self, msg.reason); });
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& st = self->state;
-    for (auto it = st.sandboxes.begin(); it != st.sandboxes.end(); ++it) {
-      auto& e = it->second;
-      if (!e.handle || e.handle.address() != msg.source) continue;
-      e.handle = nullptr;
-      e.monitor = nullptr;
-      if (!is_terminal(e.info.status)) {
-        // The actor died without saying why: its container is ours to clean up.
-        if (!e.info.container_id.empty() && !st.cfg.keep_sandboxes_on_shutdown) {
-          st.docker->container_remove(e.info.container_id, true, [](docker::result<void>) {});
-        }
-        e.info.status = sandbox_status::lost;
-        e.info.detail = "its container actor stopped: " + caf::to_string(msg.reason);
-        st.stats.lost_total++;
-      }
-      st.key_by_container.erase(e.info.container_id);
-      if (e.info.status == sandbox_status::removed) {
-        st.stats.released_total++;
-        st.sandboxes.erase(it);
-      }
+    auto owner = st.key_by_actor.find(msg.source);
+    if (owner == st.key_by_actor.end()) return;  // retired already, or not a container actor
+    auto it = st.sandboxes.find(owner->second);
+    if (it == st.sandboxes.end()) {
+      st.key_by_actor.erase(owner);
       return;
+    }
+    auto& e = it->second;
+    drop_handle(self, e);
+    if (!is_terminal(e.info.status)) {
+      // The actor died without saying why: its container is ours to clean up.
+      if (!e.info.container_id.empty() && !st.cfg.keep_sandboxes_on_shutdown) {
+        st.docker->container_remove(e.info.container_id, true, [](docker::result<void>) {});
+      }
+      e.info.status = sandbox_status::lost;
+      e.info.detail = "its container actor stopped: " + caf::to_string(msg.reason);
+      st.stats.lost_total++;
+    }
+    st.key_by_container.erase(e.info.container_id);
+    if (e.info.status == sandbox_status::removed) {
+      st.stats.released_total++;
+      st.sandboxes.erase(it);
     }
   });
 

@@ -506,6 +506,10 @@ class fake_engine::impl : public std::enable_shared_from_this<impl> {
   double rate(const std::map<std::string, double>& by_class, double global,
               const std::string& cls) const;
   microseconds latency_of(const std::string& cls);
+  // Runs `then` after `work` spent on one of the engine's CPUs (queueing for one first).
+  void on_cpu(const std::shared_ptr<session>& s, microseconds work, bool heavy,
+              std::function<void()> then);
+  void next_cpu();
   std::string new_id();
   fake_engine_stats snapshot() const;
   std::vector<fake_container_view> view() const;
@@ -531,6 +535,7 @@ class fake_engine::impl : public std::enable_shared_from_this<impl> {
   asio::io_context io;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   asio::local::stream_protocol::acceptor acceptor{io};
+  asio::steady_timer accept_timer{io};
   std::thread thread;
   std::mutex stop_mutex;
 
@@ -538,6 +543,8 @@ class fake_engine::impl : public std::enable_shared_from_this<impl> {
   std::unordered_map<std::string, std::string> names;  // name -> id
   std::unordered_map<std::string, std::shared_ptr<exec_rec>> execs;
   std::vector<subscriber> subscribers;
+  int cpus_busy = 0;
+  std::deque<std::function<void()>> cpu_queue;
   simdjson::dom::parser json;
 };
 
@@ -790,10 +797,8 @@ void fake_engine::impl::start() {
   work.emplace(asio::make_work_guard(io));
   running = true;
   accept();
-  thread = std::thread([self = shared_from_this()] {
-    self->io_thread_id = std::this_thread::get_id();
-    self->io.run();
-  });
+  thread = std::thread([self = shared_from_this()] { self->io.run(); });
+  io_thread_id = thread.get_id();
 }
 
 void fake_engine::impl::stop() {
@@ -803,6 +808,7 @@ void fake_engine::impl::stop() {
     stopping = true;
     beast::error_code ignored;
     acceptor.close(ignored);
+    accept_timer.cancel();
     for (auto& [id, c] : containers) {
       if (c->main_timer) c->main_timer->cancel();
       c->waiters.clear();
@@ -812,6 +818,7 @@ void fake_engine::impl::stop() {
       e->stream.reset();
     }
     subscribers.clear();
+    cpu_queue.clear();
     std::vector<std::shared_ptr<session>> open;
     for (auto& [id, weak] : sessions) {
       if (auto s = weak.lock()) open.push_back(std::move(s));
@@ -839,12 +846,18 @@ auto fake_engine::impl::call(F f) -> decltype(f()) {
 void fake_engine::impl::accept() {
   acceptor.async_accept([this](beast::error_code ec, unix_socket sock) {
     if (stopping) return;
-    if (!ec) {
-      const uint64_t id = next_session++;
-      auto s = std::make_shared<session>(*this, std::move(sock), id);
-      sessions.emplace(id, s);
-      s->read_request();
+    if (ec) {
+      // Out of descriptors, most likely: try again shortly rather than spin.
+      accept_timer.expires_after(milliseconds(10));
+      accept_timer.async_wait([this](beast::error_code wait_ec) {
+        if (!wait_ec && !stopping) accept();
+      });
+      return;
     }
+    const uint64_t id = next_session++;
+    auto s = std::make_shared<session>(*this, std::move(sock), id);
+    sessions.emplace(id, s);
+    s->read_request();
     accept();
   });
 }
@@ -1132,11 +1145,15 @@ void fake_engine::impl::on_request(const std::shared_ptr<session>& s) {
     ++st.injected_resets[r.cls];
     return s->reset();
   }
-  auto delay = latency_of(r.cls);
+  const auto work = latency_of(r.cls);
+  microseconds extra{0};
   if (slow) {
     ++st.injected_slow;
-    delay += opt.slow_delay;
+    extra = opt.slow_delay;
   }
+  // Only the container lifecycle and exec start hold a CPU (runc, shim); lookups do not.
+  const bool heavy = r.cls == "create" || r.cls == "start" || r.cls == "stop" || r.cls == "kill" ||
+                     r.cls == "remove" || r.cls == "exec_start";
   auto go = [this, s, r = std::move(r), fail, reset_after] {
     if (stopping) return;
     if (fail) {
@@ -1150,11 +1167,46 @@ void fake_engine::impl::on_request(const std::shared_ptr<session>& s) {
     }
     handle(s, r);
   };
-  if (delay.count() == 0) return go();
-  s->timer().expires_after(delay);
-  s->timer().async_wait([go = std::move(go)](beast::error_code ec) {
-    if (!ec) go();
+  // The engine's work first (holding a CPU), then the injected slowness (holding none).
+  on_cpu(s, work, heavy, [s, extra, go = std::move(go)]() mutable {
+    if (extra.count() == 0) return go();
+    s->timer().expires_after(extra);
+    s->timer().async_wait([go = std::move(go)](beast::error_code ec) {
+      if (!ec) go();
+    });
   });
+}
+
+void fake_engine::impl::on_cpu(const std::shared_ptr<session>& s, microseconds work, bool heavy,
+                               std::function<void()> then) {
+  if (work.count() == 0) return then();
+  if (!heavy) {
+    s->timer().expires_after(work);
+    s->timer().async_wait([then = std::move(then)](beast::error_code ec) {
+      if (!ec) then();
+    });
+    return;
+  }
+  auto run = [this, s, work, then = std::move(then)]() mutable {
+    ++cpus_busy;
+    s->timer().expires_after(work);
+    s->timer().async_wait([this, then = std::move(then)](beast::error_code ec) {
+      --cpus_busy;
+      next_cpu();
+      if (!ec) then();
+    });
+  };
+  if (opt.engine_cpus <= 0 || cpus_busy < opt.engine_cpus) return run();
+  cpu_queue.push_back(std::move(run));
+  st.cpu_queued_max = std::max<uint64_t>(st.cpu_queued_max, cpu_queue.size());
+}
+
+void fake_engine::impl::next_cpu() {
+  while (!stopping && !cpu_queue.empty() && (opt.engine_cpus <= 0 || cpus_busy < opt.engine_cpus)) {
+    auto f = std::move(cpu_queue.front());
+    cpu_queue.pop_front();
+    f();
+  }
 }
 
 void fake_engine::impl::handle(const std::shared_ptr<session>& s, const route& r) {
@@ -2031,6 +2083,7 @@ std::string fake_engine_stats::summary() const {
     << containers_created_total << ", removed " << containers_removed_total << "\n";
   o << "execs total " << execs_total << ", running " << execs_running << ", killed " << execs_killed
     << "\n";
+  o << "longest queue for the engine's CPUs " << cpu_queued_max << "\n";
   o << "events emitted " << events_emitted << ", subscribers " << event_subscribers << "\n";
   auto by = [&o](const char* what, const std::map<std::string, uint64_t>& m) {
     uint64_t n = 0;

@@ -68,6 +68,12 @@ struct fake_engine_options {
   fake_engine_latencies latency;
   double latency_scale = 1.0;  // multiplies every latency; 0: answer at once (no timer)
   double jitter = 0.10;        // each latency is drawn uniformly from +-jitter around it
+  // The engine's CPUs. The latency of the heavy requests (create, start, stop, kill, remove,
+  // exec start: runc and the shim) is work that holds one of them, so at most this many are
+  // in their latency at once and the rest queue, as on the real engine, where 8 concurrent
+  // execs saturate both cores (43-48 execs/s; create+start then about 10/s). Lookups
+  // (inspect, list, exec create/inspect, ping) only wait. 0: no limit.
+  int engine_cpus = 2;
 
   // Images that exist: any name starting with one of these (empty: any image at all).
   std::vector<std::string> image_prefixes = {"corral/"};
@@ -111,7 +117,8 @@ struct fake_engine_stats {
   uint64_t containers_removed_total = 0;
   uint64_t execs_running = 0;
   uint64_t execs_total = 0;
-  uint64_t execs_killed = 0;  // by a corral-kill exec, a container kill or a removal
+  uint64_t execs_killed = 0;    // by a corral-kill exec, a container kill or a removal
+  uint64_t cpu_queued_max = 0;  // the longest queue for the engine's CPUs (engine_cpus)
   uint64_t event_subscribers = 0;
   uint64_t events_emitted = 0;
   // What was injected.

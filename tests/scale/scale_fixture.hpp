@@ -1,0 +1,186 @@
+// Shared helpers of the scale tests: a fake engine on a fresh socket, a docker::client on
+// it, blocking calls, and a runtime (actor system + supervisor) pointed at the fake.
+#pragma once
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <caf/all.hpp>
+#include <catch2/catch.hpp>
+
+#include "actors/runtime_config.hpp"
+#include "actors/supervisor.hpp"
+#include "app/fake_engine.hpp"
+#include "docker/blocking.hpp"
+#include "docker/client.hpp"
+#include "messages/errors.hpp"
+#include "messages/interfaces.hpp"
+#include "messages/registration.hpp"
+
+namespace corral::scale_tests {
+
+using namespace std::chrono_literals;
+using namespace corral::messages;
+using steady = std::chrono::steady_clock;
+
+inline constexpr const char* test_image = "corral/sandbox:busybox";
+
+inline std::string fresh_socket_path() {
+  static std::atomic<int> counter{0};
+  return "/tmp/corral-fake-" + std::to_string(::getpid()) + "-" + std::to_string(++counter) +
+         ".sock";
+}
+
+inline app::fake_engine_options fast_options() {
+  app::fake_engine_options o;
+  o.socket_path = fresh_socket_path();
+  o.latency_scale = 0;
+  return o;
+}
+
+inline double seconds_since(steady::time_point t) {
+  return std::chrono::duration<double>(steady::now() - t).count();
+}
+
+// A field of /proc/self/status in KiB ("VmRSS", "VmHWM"); -1 if absent.
+inline int64_t proc_status_kib(const std::string& field) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field + ":", 0) == 0)
+      return std::strtoll(line.c_str() + field.size() + 1, nullptr, 10);
+  }
+  return -1;
+}
+
+// Polls `f` every 5 ms until it returns true or `limit` passes.
+template <class F>
+bool eventually(F&& f, std::chrono::milliseconds limit = 5s) {
+  const auto deadline = steady::now() + limit;
+  for (;;) {
+    if (f()) return true;
+    if (steady::now() >= deadline) return false;
+    std::this_thread::sleep_for(5ms);
+  }
+}
+
+inline std::unique_ptr<docker::client> client_for(const app::fake_engine& fake,
+                                                  std::chrono::milliseconds timeout = 20s) {
+  docker::client_options options;
+  options.http.socket_path = fake.socket_path();
+  options.http.default_timeout = timeout;
+  return std::make_unique<docker::client>(options);
+}
+
+template <class T, class Start>
+docker::result<T> wait_for(Start&& start) {
+  return docker::blocking<T>(std::forward<Start>(start));
+}
+
+// -- the runtime against the fake --------------------------------------------------------
+
+struct scale_config : caf::actor_system_config {
+  scale_config() {
+    corral::messages::add_message_types(*this);
+    set("scheduler.max-threads", 4);
+    set("logger.verbosity", caf::atom("quiet"));
+  }
+};
+
+inline std::string unique_runtime_name(const std::string& what) {
+  static std::atomic<int> counter{0};
+  return "s-" + what + "-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
+}
+
+// The corral error code of `err`, or nullopt when it is not a corral error (a CAF timeout,
+// a dead actor: the kind of answer a caller must never get).
+inline std::optional<corral_errc> corral_code(const caf::error& err) {
+  if (err.category() != caf::atom("corral")) return std::nullopt;
+  return static_cast<corral_errc>(err.code());
+}
+
+class runtime_harness {
+ public:
+  explicit runtime_harness(actors::runtime_config cfg)
+      : sys_(cfg_), self(sys_), cfg_rt_(std::move(cfg)) {
+    sup = actors::spawn_supervisor(sys_, cfg_rt_);
+  }
+
+  ~runtime_harness() { stop(); }
+
+  runtime_harness(const runtime_harness&) = delete;
+  runtime_harness& operator=(const runtime_harness&) = delete;
+
+  // Sends the supervisor an exit and waits until it is gone (it releases what it holds).
+  bool stop(std::chrono::seconds patience = 60s) {
+    if (!sup) return true;
+    auto h = std::move(sup);
+    sup = nullptr;
+    self->monitor(h);
+    self->send_exit(h, caf::exit_reason::user_shutdown);
+    bool down = false, timed_out = false;
+    while (!down && !timed_out) {
+      self->receive([&](caf::down_msg& msg) { down = msg.source == h.address(); },
+                    caf::after(patience) >> [&] { timed_out = true; });
+    }
+    if (!down) {
+      self->send_exit(h, caf::exit_reason::kill);
+      self->wait_for(h);
+    }
+    return down;
+  }
+
+  template <class T, class... Ts>
+  caf::expected<T> ask(caf::timespan timeout, Ts&&... xs) {
+    caf::expected<T> out{caf::error{}};
+    self->request(sup, timeout, std::forward<Ts>(xs)...)
+        .receive([&](T& value) { out = std::move(value); },
+                 [&](caf::error& err) { out = std::move(err); });
+    return out;
+  }
+
+  // Runs n requests with at most `window` in flight: make(i) sends request i and returns
+  // its handle; each answer goes to on_value(i, value) or on_error(i, error).
+  template <class T, class Make, class OnValue, class OnError>
+  void windowed(std::size_t n, std::size_t window, Make make, OnValue on_value, OnError on_error) {
+    using handle = decltype(make(std::size_t{0}));
+    std::deque<std::pair<std::size_t, handle>> pending;
+    std::size_t next = 0;
+    while (next < n || !pending.empty()) {
+      while (next < n && pending.size() < window) {
+        pending.emplace_back(next, make(next));
+        ++next;
+      }
+      auto [i, h] = std::move(pending.front());
+      pending.pop_front();
+      h.receive([&, i = i](T& value) { on_value(i, value); },
+                [&, i = i](caf::error& err) { on_error(i, err); });
+    }
+  }
+
+  caf::actor_system& sys() { return sys_; }
+
+ private:
+  scale_config cfg_;
+  caf::actor_system sys_;
+
+ public:
+  caf::scoped_actor self;
+  supervisor_actor sup;
+
+ private:
+  actors::runtime_config cfg_rt_;
+};
+
+}  // namespace corral::scale_tests
