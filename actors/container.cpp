@@ -20,9 +20,10 @@ namespace {
 using namespace messages;
 using steady = std::chrono::steady_clock;
 
-using container_impl_actor = container_actor::extend_with<monitored_actor>::extend<
-    caf::reacts_to<resume_atom, continuation>, caf::reacts_to<finalize_atom, uint64_t>,
-    caf::reacts_to<fallback_atom, uint64_t>>;
+using container_impl_actor =
+    container_actor::extend_with<monitored_actor>::extend<caf::reacts_to<resume_atom, continuation>,
+                                                          caf::reacts_to<finalize_atom, uint64_t>,
+                                                          caf::reacts_to<fallback_atom, uint64_t>>;
 
 // An exec still waiting for a slot (or for the sandbox to be ready).
 struct pending_exec {
@@ -59,8 +60,8 @@ struct container_state {
   bool removing = false;
   std::optional<steady::time_point> oom_seen_at;
   std::mt19937_64 random{std::random_device{}()};
-  std::string container_name;     // chosen before create: lets a lost create be cleaned up
-  caf::error startup_failure;     // why the sandbox never became ready, for those who waited
+  std::string container_name;  // chosen before create: lets a lost create be cleaned up
+  caf::error startup_failure;  // why the sandbox never became ready, for those who waited
   int remove_attempts = 0;
 };
 
@@ -80,12 +81,16 @@ bool is_terminal(sandbox_status s) {
     case sandbox_status::timed_out:
     case sandbox_status::oom_killed:
     case sandbox_status::killed:
-    case sandbox_status::lost: return true;
-    default: return false;
+    case sandbox_status::lost:
+      return true;
+    default:
+      return false;
   }
 }
 
-docker::client& engine(self_ptr self) { return *self->state.args.docker; }
+docker::client& engine(self_ptr self) {
+  return *self->state.args.docker;
+}
 
 void publish(self_ptr self) {
   auto& st = self->state;
@@ -115,7 +120,7 @@ void finish(self_ptr self) {
   st.queue.clear();
   for (auto& [seq, run] : st.running) {
     run.result.end = st.info.status == sandbox_status::oom_killed ? exec_end::oom_killed
-                                                                   : exec_end::sandbox_lost;
+                                                                  : exec_end::sandbox_lost;
     run.result.exit_code = 137;
     run.rp.deliver(run.result);
   }
@@ -158,7 +163,8 @@ void begin_removal(self_ptr self, sandbox_status final_status, std::string detai
             // The engine failed the remove: try again shortly rather than leak the container.
             st.removing = false;
             const auto status = final_status;
-            self->delayed_send(self, std::chrono::milliseconds(200 * st.remove_attempts), resume_atom_v,
+            self->delayed_send(self, std::chrono::milliseconds(200 * st.remove_attempts),
+                               resume_atom_v,
                                continuation{[self, status] { begin_removal(self, status, {}); }});
             return;
           } else {
@@ -206,33 +212,43 @@ void run_setup(self_ptr self) {
   req.user = st.args.plan.user;
   engine(self).exec_create(
       st.info.container_id, req,
-      back_to<docker::exec_create_response>(self, [self](docker::result<docker::exec_create_response> created) {
-        if (!created) return fail_startup(self, from_engine(created.err(), "creating the setup command"));
-        docker::exec_start_options options;
-        options.timeout = self->state.args.plan.exec_timeout;
-        options.max_stdout = 64 * 1024;
-        options.max_stderr = 64 * 1024;
-        const std::string exec_id = created->id;
-        engine(self).exec_start(
-            exec_id, options,
-            back_to<docker::exec_output>(self, [self, exec_id](docker::result<docker::exec_output> out) {
-              if (!out) return fail_startup(self, from_engine(out.err(), "running the setup command"));
-              engine(self).exec_inspect(
-                  exec_id, back_to<docker::exec_inspect_response>(
-                               self, [self, stderr_text = out->stderr_data.data](
-                                         docker::result<docker::exec_inspect_response> ins) {
-                                 if (!ins) return fail_startup(self, from_engine(ins.err(), "reading the setup command's exit code"));
-                                 const auto code = ins->exit_code.value_or(-1);
-                                 if (code != 0) {
-                                   return fail_startup(
-                                       self, make_error(corral_errc::invalid_request,
-                                                        "setup command exited " + std::to_string(code) +
-                                                            (stderr_text.empty() ? "" : ": " + stderr_text.substr(0, 500))));
-                                 }
-                                 become_ready(self);
-                               }));
-            }));
-      }));
+      back_to<docker::exec_create_response>(
+          self, [self](docker::result<docker::exec_create_response> created) {
+            if (!created)
+              return fail_startup(self, from_engine(created.err(), "creating the setup command"));
+            docker::exec_start_options options;
+            options.timeout = self->state.args.plan.exec_timeout;
+            options.max_stdout = 64 * 1024;
+            options.max_stderr = 64 * 1024;
+            const std::string exec_id = created->id;
+            engine(self).exec_start(
+                exec_id, options,
+                back_to<docker::exec_output>(self, [self, exec_id](
+                                                       docker::result<docker::exec_output> out) {
+                  if (!out)
+                    return fail_startup(self, from_engine(out.err(), "running the setup command"));
+                  engine(self).exec_inspect(
+                      exec_id,
+                      back_to<docker::exec_inspect_response>(
+                          self, [self, stderr_text = out->stderr_data.data](
+                                    docker::result<docker::exec_inspect_response> ins) {
+                            if (!ins)
+                              return fail_startup(
+                                  self,
+                                  from_engine(ins.err(), "reading the setup command's exit code"));
+                            const auto code = ins->exit_code.value_or(-1);
+                            if (code != 0) {
+                              return fail_startup(
+                                  self, make_error(corral_errc::invalid_request,
+                                                   "setup command exited " + std::to_string(code) +
+                                                       (stderr_text.empty()
+                                                            ? ""
+                                                            : ": " + stderr_text.substr(0, 500))));
+                            }
+                            become_ready(self);
+                          }));
+                }));
+          }));
 }
 
 void start_container(self_ptr self) {
@@ -241,7 +257,8 @@ void start_container(self_ptr self) {
   st.info.status = sandbox_status::starting;
   publish(self);
   engine(self).container_start(
-      st.info.container_id, back_to<docker::change_outcome>(self, [self](docker::result<docker::change_outcome> r) {
+      st.info.container_id,
+      back_to<docker::change_outcome>(self, [self](docker::result<docker::change_outcome> r) {
         if (!r) return fail_startup(self, from_engine(r.err(), "starting the sandbox"));
         if (self->state.releasing) return begin_removal(self, sandbox_status::removed, {});
         run_setup(self);
@@ -258,20 +275,23 @@ void create_container(self_ptr self) {
   if (request.name.size() > 200) request.name = "corral-" + std::string(suffix);
   st.container_name = request.name;
   engine(self).container_create(
-      request, back_to<docker::container_create_response>(self, [self](docker::result<docker::container_create_response> r) {
-        if (!r) {
-          // The engine may have created it and lost only its answer: remove by name.
-          if (r.err().code != docker::errc::not_found && r.err().code != docker::errc::invalid_request) {
-            self->state.info.container_id = self->state.container_name;
-          }
-          const auto doing = r.err().code == docker::errc::not_found
-                                 ? "creating the sandbox (is the image " + self->state.args.plan.create.image + " there?)"
-                                 : std::string("creating the sandbox");
-          return fail_startup(self, from_engine(r.err(), doing));
-        }
-        self->state.info.container_id = r->id;
-        start_container(self);
-      }));
+      request, back_to<docker::container_create_response>(
+                   self, [self](docker::result<docker::container_create_response> r) {
+                     if (!r) {
+                       // The engine may have created it and lost only its answer: remove by name.
+                       if (r.err().code != docker::errc::not_found &&
+                           r.err().code != docker::errc::invalid_request) {
+                         self->state.info.container_id = self->state.container_name;
+                       }
+                       const auto doing = r.err().code == docker::errc::not_found
+                                              ? "creating the sandbox (is the image " +
+                                                    self->state.args.plan.create.image + " there?)"
+                                              : std::string("creating the sandbox");
+                       return fail_startup(self, from_engine(r.err(), doing));
+                     }
+                     self->state.info.container_id = r->id;
+                     start_container(self);
+                   }));
 }
 
 void adopt_container(self_ptr self) {
@@ -279,24 +299,27 @@ void adopt_container(self_ptr self) {
   st.info.container_id = st.args.adopt_container_id;
   engine(self).container_inspect(
       st.info.container_id,
-      back_to<docker::container_inspect_response>(self, [self](docker::result<docker::container_inspect_response> r) {
-        if (!r) return fail_startup(self, from_engine(r.err(), "adopting the sandbox"));
-        if (!r->state.running || r->state.paused) {
-          return fail_startup(self, make_error(corral_errc::sandbox_lost,
-                                               "found container " + r->id.substr(0, 12) + " " + r->state.status +
-                                                   ", not running: removed instead of adopted"));
-        }
-        auto& st = self->state;
-        if (auto it = r->labels.find(label_created_at); it != r->labels.end()) {
-          st.info.created_ms = std::strtoll(it->second.c_str(), nullptr, 10);
-        }
-        st.args.plan.user = r->user.empty() ? st.args.plan.user : r->user;
-        st.info.image = r->config_image;
-        st.info.memory_bytes = r->host.memory;
-        st.info.nano_cpus = r->host.nano_cpus;
-        st.info.pids_limit = r->host.pids_limit;
-        become_ready(self);
-      }));
+      back_to<docker::container_inspect_response>(
+          self, [self](docker::result<docker::container_inspect_response> r) {
+            if (!r) return fail_startup(self, from_engine(r.err(), "adopting the sandbox"));
+            if (!r->state.running || r->state.paused) {
+              return fail_startup(
+                  self,
+                  make_error(corral_errc::sandbox_lost,
+                             "found container " + r->id.substr(0, 12) + " " + r->state.status +
+                                 ", not running: removed instead of adopted"));
+            }
+            auto& st = self->state;
+            if (auto it = r->labels.find(label_created_at); it != r->labels.end()) {
+              st.info.created_ms = std::strtoll(it->second.c_str(), nullptr, 10);
+            }
+            st.args.plan.user = r->user.empty() ? st.args.plan.user : r->user;
+            st.info.image = r->config_image;
+            st.info.memory_bytes = r->host.memory;
+            st.info.nano_cpus = r->host.nano_cpus;
+            st.info.pids_limit = r->host.pids_limit;
+            become_ready(self);
+          }));
 }
 
 // -- execs ---------------------------------------------------------------------------------
@@ -347,9 +370,11 @@ void on_exit_code(self_ptr self, uint64_t seq, docker::result<docker::exec_inspe
   if (!ins || !ins->exit_code) {
     // Without an exit code there is no result to give: say why instead of inventing one.
     caf::error err = !ins ? from_engine(ins.err(), "reading the command's exit code")
-                          : make_error(corral_errc::engine_error, "the engine reports no exit code for the command");
+                          : make_error(corral_errc::engine_error,
+                                       "the engine reports no exit code for the command");
     if (!ins && ins.err().code == docker::errc::not_found) {
-      err = make_error(corral_errc::sandbox_lost, "sandbox " + st.info.key + " lost the command: " + ins.err().describe());
+      err = make_error(corral_errc::sandbox_lost,
+                       "sandbox " + st.info.key + " lost the command: " + ins.err().describe());
     }
     run.rp.deliver(std::move(err));
     if (st.monitor) self->send(st.monitor, unwatch_atom_v, seq);
@@ -366,7 +391,8 @@ void on_exit_code(self_ptr self, uint64_t seq, docker::result<docker::exec_inspe
     return run.result.stdout_data.find(text) != std::string::npos ||
            run.result.stderr_data.find(text) != std::string::npos;
   };
-  if (run.result.exit_code == 126 && (says("executable file not found") || says("no such file or directory"))) {
+  if (run.result.exit_code == 126 &&
+      (says("executable file not found") || says("no such file or directory"))) {
     run.result.exit_code = 127;
   }
   if (run.result.exit_code == 137) {
@@ -395,8 +421,9 @@ void on_stream_end(self_ptr self, uint64_t seq, docker::result<docker::exec_outp
   } else {
     run.result.warnings = run.plan.warnings;
   }
-  engine(self).exec_inspect(run.exec_id, back_to<docker::exec_inspect_response>(
-                                             self, [self, seq](auto ins) { on_exit_code(self, seq, std::move(ins)); }));
+  engine(self).exec_inspect(
+      run.exec_id, back_to<docker::exec_inspect_response>(
+                       self, [self, seq](auto ins) { on_exit_code(self, seq, std::move(ins)); }));
 }
 
 void start_exec(self_ptr self, pending_exec pending) {
@@ -415,45 +442,51 @@ void start_exec(self_ptr self, pending_exec pending) {
   publish(self);
   engine(self).exec_create(
       st.info.container_id, create,
-      back_to<docker::exec_create_response>(self, [self, seq](docker::result<docker::exec_create_response> created) {
-        auto& st = self->state;
-        auto it = st.running.find(seq);
-        if (it == st.running.end()) return;
-        auto& run = it->second;
-        if (!created) {
-          const auto code = created.err().code;
-          caf::error err = code == docker::errc::conflict || code == docker::errc::not_found
-                               ? make_error(corral_errc::sandbox_lost, "sandbox " + st.info.key +
-                                                                          " cannot run commands: " + created.err().describe())
-                               : from_engine(created.err(), "creating the exec");
-          run.rp.deliver(err);
-          st.running.erase(it);
-          publish(self);
-          return start_pending(self);
-        }
-        run.exec_id = created->id;
-        docker::exec_start_options options;
-        options.max_stdout = run.plan.max_stdout;
-        options.max_stderr = run.plan.max_stderr;
-        if (run.request.has_stdin) options.stdin_data = run.request.stdin_data;
-        // Our deadline is the monitor's; the adapter's only guards against a stuck engine.
-        options.timeout = run.plan.timeout + std::chrono::seconds(30);
-        if (run.request.subscriber) {
-          // Runs on the adapter's thread: sending is all it may do.
-          options.on_output = [subscriber = run.request.subscriber, seq](docker::stream_kind kind, std::string_view bytes) {
-            output_chunk chunk;
-            chunk.exec_seq = seq;
-            chunk.stream = kind == docker::stream_kind::stderr_stream ? output_stream::stderr_stream
-                                                                        : output_stream::stdout_stream;
-            chunk.bytes.assign(bytes);
-            caf::anon_send(subscriber, output_atom_v, std::move(chunk));
-          };
-        }
-        run.stream = engine(self).exec_start(
-            run.exec_id, std::move(options),
-            back_to<docker::exec_output>(self, [self, seq](auto out) { on_stream_end(self, seq, out); }));
-        self->send(st.monitor, watch_atom_v, seq, caf::timespan{run.plan.timeout});
-      }));
+      back_to<docker::exec_create_response>(
+          self, [self, seq](docker::result<docker::exec_create_response> created) {
+            auto& st = self->state;
+            auto it = st.running.find(seq);
+            if (it == st.running.end()) return;
+            auto& run = it->second;
+            if (!created) {
+              const auto code = created.err().code;
+              caf::error err =
+                  code == docker::errc::conflict || code == docker::errc::not_found
+                      ? make_error(corral_errc::sandbox_lost,
+                                   "sandbox " + st.info.key +
+                                       " cannot run commands: " + created.err().describe())
+                      : from_engine(created.err(), "creating the exec");
+              run.rp.deliver(err);
+              st.running.erase(it);
+              publish(self);
+              return start_pending(self);
+            }
+            run.exec_id = created->id;
+            docker::exec_start_options options;
+            options.max_stdout = run.plan.max_stdout;
+            options.max_stderr = run.plan.max_stderr;
+            if (run.request.has_stdin) options.stdin_data = run.request.stdin_data;
+            // Our deadline is the monitor's; the adapter's only guards against a stuck engine.
+            options.timeout = run.plan.timeout + std::chrono::seconds(30);
+            if (run.request.subscriber) {
+              // Runs on the adapter's thread: sending is all it may do.
+              options.on_output = [subscriber = run.request.subscriber, seq](
+                                      docker::stream_kind kind, std::string_view bytes) {
+                output_chunk chunk;
+                chunk.exec_seq = seq;
+                chunk.stream = kind == docker::stream_kind::stderr_stream
+                                   ? output_stream::stderr_stream
+                                   : output_stream::stdout_stream;
+                chunk.bytes.assign(bytes);
+                caf::anon_send(subscriber, output_atom_v, std::move(chunk));
+              };
+            }
+            run.stream = engine(self).exec_start(
+                run.exec_id, std::move(options),
+                back_to<docker::exec_output>(
+                    self, [self, seq](auto out) { on_stream_end(self, seq, out); }));
+            self->send(st.monitor, watch_atom_v, seq, caf::timespan{run.plan.timeout});
+          }));
 }
 
 void start_pending(self_ptr self) {
@@ -486,12 +519,14 @@ void kill_exec_tree(self_ptr self, uint64_t seq) {
                 "kill -STOP $p 2>/dev/null; kill -KILL $p 2>/dev/null; done",
                 "corral-kill", it->second.tag};
   self->delayed_send(self, std::chrono::seconds(5), fallback_atom_v, seq);
-  engine(self).exec_create(
-      st.info.container_id, killer,
-      back_to<docker::exec_create_response>(self, [self](docker::result<docker::exec_create_response> created) {
-        if (!created) return;  // the fallback timer takes over
-        engine(self).exec_start(created->id, {}, back_to<docker::exec_output>(self, [](auto) {}));
-      }));
+  engine(self).exec_create(st.info.container_id, killer,
+                           back_to<docker::exec_create_response>(
+                               self, [self](docker::result<docker::exec_create_response> created) {
+                                 if (!created) return;  // the fallback timer takes over
+                                 engine(self).exec_start(
+                                     created->id, {},
+                                     back_to<docker::exec_output>(self, [](auto) {}));
+                               }));
 }
 
 }  // namespace
@@ -512,16 +547,20 @@ container_impl_actor::behavior_type container_impl(self_ptr self, container_args
   st.info.pids_limit = st.args.plan.create.host.pids_limit;
   st.info.warnings = st.args.plan.warnings;
   st.info.status = sandbox_status::creating;
-  st.monitor = spawn_monitor(self->system(), caf::actor_cast<monitored_actor>(self), st.args.plan.lifetime);
+  st.monitor =
+      spawn_monitor(self->system(), caf::actor_cast<monitored_actor>(self), st.args.plan.lifetime);
   publish(self);
-  if (st.args.adopt_container_id.empty()) create_container(self);
-  else adopt_container(self);
+  if (st.args.adopt_container_id.empty())
+    create_container(self);
+  else
+    adopt_container(self);
 
   return {
       [self](acquire_atom) -> caf::result<sandbox_info> {
         auto& st = self->state;
         if (is_terminal(st.info.status) || st.releasing) {
-          return make_error(corral_errc::sandbox_lost, "sandbox " + st.info.key + " is " + to_string(st.info.status));
+          return make_error(corral_errc::sandbox_lost,
+                            "sandbox " + st.info.key + " is " + to_string(st.info.status));
         }
         if (st.info.status == sandbox_status::ready) return st.info;
         auto rp = self->make_response_promise<sandbox_info>();
@@ -541,9 +580,12 @@ container_impl_actor::behavior_type container_impl(self_ptr self, container_args
       },
       [self](exec_atom, exec_request& request) -> caf::result<exec_result> {
         auto& st = self->state;
-        if (st.releasing || is_terminal(st.info.status) || st.info.status == sandbox_status::stopping) {
-          return make_error(corral_errc::sandbox_lost,
-                            "sandbox " + st.info.key + " is " + (st.releasing ? std::string("being released") : to_string(st.info.status)));
+        if (st.releasing || is_terminal(st.info.status) ||
+            st.info.status == sandbox_status::stopping) {
+          return make_error(
+              corral_errc::sandbox_lost,
+              "sandbox " + st.info.key + " is " +
+                  (st.releasing ? std::string("being released") : to_string(st.info.status)));
         }
         auto plan = plan_exec(st.args.cfg, st.args.plan, request);
         if (!plan) return std::move(plan.error());
@@ -567,12 +609,14 @@ container_impl_actor::behavior_type container_impl(self_ptr self, container_args
           return rp;
         }
         st.releasing = true;
-        const auto released = make_error(corral_errc::sandbox_lost, "sandbox " + st.info.key + " was released");
+        const auto released =
+            make_error(corral_errc::sandbox_lost, "sandbox " + st.info.key + " was released");
         for (auto& p : st.queue) p.rp.deliver(released);
         st.queue.clear();
         for (auto& w : st.ready_waiters) w.deliver(released);
         st.ready_waiters.clear();
-        if (st.info.status == sandbox_status::creating || st.info.status == sandbox_status::starting) {
+        if (st.info.status == sandbox_status::creating ||
+            st.info.status == sandbox_status::starting) {
           return rp;  // the lifecycle step in flight sees `releasing` and removes
         }
         if (mode == release_mode::cancel_execs) {
@@ -603,7 +647,8 @@ container_impl_actor::behavior_type container_impl(self_ptr self, container_args
         auto& st = self->state;
         auto it = st.running.find(seq);
         if (it == st.running.end()) return;
-        if (st.oom_seen_at && *st.oom_seen_at >= it->second.started) it->second.result.end = exec_end::oom_killed;
+        if (st.oom_seen_at && *st.oom_seen_at >= it->second.started)
+          it->second.result.end = exec_end::oom_killed;
         complete_exec(self, seq);
       },
       [self](lifetime_atom) {

@@ -7,8 +7,8 @@
 
 #include <caf/actor.hpp>
 #include <caf/actor_cast.hpp>
-#include <caf/send.hpp>
 #include <caf/actor_control_block.hpp>
+#include <caf/send.hpp>
 
 #include "actors/internal_messages.hpp"
 #include "docker/error.hpp"
@@ -20,8 +20,9 @@ std::function<void(docker::result<T>)> back_to(Self* self, Handler handler) {
   caf::weak_actor_ptr weak = self->ctrl();
   return [weak, handler = std::move(handler)](docker::result<T> r) mutable {
     if (auto strong = weak.lock()) {
-      caf::anon_send(caf::actor_cast<caf::actor>(strong), resume_atom_v,
-                     continuation{[handler, r = std::move(r)]() mutable { handler(std::move(r)); }});
+      caf::anon_send(
+          caf::actor_cast<caf::actor>(strong), resume_atom_v,
+          continuation{[handler, r = std::move(r)]() mutable { handler(std::move(r)); }});
     }
   };
 }

@@ -22,9 +22,9 @@ struct monitor_state {
   bool marked = false;  // a terminal mark was sent; later events change nothing
 };
 
-monitor_impl_actor::behavior_type monitor_impl(monitor_impl_actor::stateful_pointer<monitor_state> self,
-                                               monitored_actor container,
-                                               std::chrono::milliseconds lifetime) {
+monitor_impl_actor::behavior_type monitor_impl(
+    monitor_impl_actor::stateful_pointer<monitor_state> self, monitored_actor container,
+    std::chrono::milliseconds lifetime) {
   self->state.container = container;
   // The monitor lives exactly as long as its container.
   self->monitor(container);
@@ -45,7 +45,8 @@ monitor_impl_actor::behavior_type monitor_impl(monitor_impl_actor::stateful_poin
       [self](unwatch_atom, uint64_t seq) { self->state.watched.erase(seq); },
       [self](deadline_atom, uint64_t seq) {
         // A deadline for an exec that already ended is stale: drop it.
-        if (self->state.watched.erase(seq) > 0) self->send(self->state.container, exec_timeout_atom_v, seq);
+        if (self->state.watched.erase(seq) > 0)
+          self->send(self->state.container, exec_timeout_atom_v, seq);
       },
       [self](lifetime_atom) {
         if (!self->state.stopping) self->send(self->state.container, lifetime_atom_v);
@@ -61,11 +62,14 @@ monitor_impl_actor::behavior_type monitor_impl(monitor_impl_actor::stateful_poin
           if (self->state.stopping) return;
           using messages::sandbox_status;
           if (self->state.oom_seen) {
-            mark(sandbox_status::oom_killed, "the container ran out of memory (exit " + exit_code + ")");
+            mark(sandbox_status::oom_killed,
+                 "the container ran out of memory (exit " + exit_code + ")");
           } else if (self->state.kill_seen || exit_code == "137" || exit_code == "143") {
-            mark(sandbox_status::killed, "the container was killed outside corral (exit " + exit_code + ")");
+            mark(sandbox_status::killed,
+                 "the container was killed outside corral (exit " + exit_code + ")");
           } else {
-            mark(sandbox_status::exited, "the container's main process exited (exit " + exit_code + ")");
+            mark(sandbox_status::exited,
+                 "the container's main process exited (exit " + exit_code + ")");
           }
         } else if (action == "destroy") {
           if (self->state.stopping) return;

@@ -67,13 +67,16 @@ std::chrono::milliseconds to_ms(caf::timespan t) {
 caf::error filter_env(const runtime_config& cfg, const std::map<std::string, std::string>& env,
                       std::vector<std::string>& out, std::vector<std::string>& warnings) {
   for (const auto& [k, v] : env) {
-    const bool well_formed =
-        !k.empty() && (std::isalpha(static_cast<unsigned char>(k[0])) || k[0] == '_') &&
-        std::all_of(k.begin(), k.end(),
-                    [](unsigned char c) { return std::isalnum(c) || c == '_' || c == '.' || c == '-'; });
+    const bool well_formed = !k.empty() &&
+                             (std::isalpha(static_cast<unsigned char>(k[0])) || k[0] == '_') &&
+                             std::all_of(k.begin(), k.end(), [](unsigned char c) {
+                               return std::isalnum(c) || c == '_' || c == '.' || c == '-';
+                             });
     if (!well_formed) {
-      return make_error(corral_errc::invalid_request,
-                        "env key " + shown(k) + " is invalid: use letters, digits, '_', '.' and '-', not starting with a digit");
+      return make_error(
+          corral_errc::invalid_request,
+          "env key " + shown(k) +
+              " is invalid: use letters, digits, '_', '.' and '-', not starting with a digit");
     }
     if (has_control_or_nul(v)) {
       return make_error(corral_errc::invalid_request, "env value of " + k + " contains a NUL byte");
@@ -82,8 +85,8 @@ caf::error filter_env(const runtime_config& cfg, const std::map<std::string, std
       warnings.push_back("env " + k + " is reserved and was stripped");
       continue;
     }
-    if (!cfg.env_allowlist.empty() &&
-        std::find(cfg.env_allowlist.begin(), cfg.env_allowlist.end(), k) == cfg.env_allowlist.end()) {
+    if (!cfg.env_allowlist.empty() && std::find(cfg.env_allowlist.begin(), cfg.env_allowlist.end(),
+                                                k) == cfg.env_allowlist.end()) {
       warnings.push_back("env " + k + " is not in the allowlist and was stripped");
       continue;
     }
@@ -96,12 +99,15 @@ template <class Strings>
 caf::error check_total(std::string_view what, const Strings& items, std::size_t max) {
   std::size_t total = 0;
   for (const auto& item : items) {
-    if constexpr (std::is_same_v<std::decay_t<decltype(item)>, std::string>) total += item.size() + 1;
-    else total += item.first.size() + item.second.size() + 2;
+    if constexpr (std::is_same_v<std::decay_t<decltype(item)>, std::string>)
+      total += item.size() + 1;
+    else
+      total += item.first.size() + item.second.size() + 2;
   }
   if (total > max) {
-    return make_error(corral_errc::invalid_request, std::string(what) + " of " + std::to_string(total) +
-                                                        " bytes is over the limit of " + std::to_string(max) + " bytes");
+    return make_error(corral_errc::invalid_request,
+                      std::string(what) + " of " + std::to_string(total) +
+                          " bytes is over the limit of " + std::to_string(max) + " bytes");
   }
   return {};
 }
@@ -130,7 +136,8 @@ caf::error check_output_cap(std::string_view what, uint64_t v, uint64_t max) {
 // uid and gid for the tmpfs owner: the sandbox user's numbers, or 1000 when it is a name.
 std::pair<std::string, std::string> owner_ids(const std::string& user) {
   auto numeric = [](std::string_view s) {
-    return !s.empty() && std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
+    return !s.empty() &&
+           std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
   };
   const auto colon = user.find(':');
   std::string uid = user.substr(0, colon);
@@ -145,7 +152,8 @@ caf::error check_container_path(std::string_view what, const std::string& path) 
   if (!p.is_absolute() || p == "/" || p.lexically_normal() != p ||
       std::any_of(p.begin(), p.end(), [](const fs::path& part) { return part == ".."; })) {
     return make_error(corral_errc::invalid_request,
-                      std::string(what) + " " + shown(path) + " must be an absolute, normalised path other than /");
+                      std::string(what) + " " + shown(path) +
+                          " must be an absolute, normalised path other than /");
   }
   return {};
 }
@@ -161,16 +169,19 @@ caf::error check_tmpfs_options(const messages::tmpfs_mount& t) {
     const bool numeric_value = [&] {
       const auto eq = opt.find('=');
       return eq != std::string_view::npos && eq + 1 < opt.size() &&
-             std::all_of(opt.begin() + static_cast<long>(eq) + 1, opt.end(), [](unsigned char c) { return std::isdigit(c); });
+             std::all_of(opt.begin() + static_cast<long>(eq) + 1, opt.end(),
+                         [](unsigned char c) { return std::isdigit(c); });
     }();
     // Restating what corral sets anyway (noexec, nosuid, nodev) is harmless.
-    const bool allowed = opt == "noatime" || opt == "nodiratime" || opt == "relatime" || opt == "noexec" ||
-                         opt == "nosuid" || opt == "nodev" ||
-                         ((opt.rfind("mode=", 0) == 0 || opt.rfind("nr_inodes=", 0) == 0) && numeric_value);
+    const bool allowed =
+        opt == "noatime" || opt == "nodiratime" || opt == "relatime" || opt == "noexec" ||
+        opt == "nosuid" || opt == "nodev" ||
+        ((opt.rfind("mode=", 0) == 0 || opt.rfind("nr_inodes=", 0) == 0) && numeric_value);
     if (!allowed) {
       return make_error(corral_errc::policy_violation,
                         "tmpfs " + t.path + " option " + shown(opt) +
-                            " is not allowed (allowed: mode=, nr_inodes=, noatime, nodiratime, relatime, noexec, nosuid, nodev; size is "
+                            " is not allowed (allowed: mode=, nr_inodes=, noatime, nodiratime, "
+                            "relatime, noexec, nosuid, nodev; size is "
                             "set by the size field)");
     }
     start = end + 1;
@@ -180,19 +191,29 @@ caf::error check_tmpfs_options(const messages::tmpfs_mount& t) {
 
 // Host directories that are never a workspace: the system's own, and the engine's state.
 caf::error check_system_directory(const fs::path& real, const std::string& asked) {
-  static const std::array<std::string_view, 9> subtree = {"/proc", "/sys", "/dev", "/boot", "/etc", "/var/lib/docker",
-                                                          "/var/lib/containerd", "/run/containerd", "/run/docker"};
-  static const std::array<std::string_view, 11> exact = {"/usr", "/bin", "/sbin", "/lib", "/lib64", "/var",
-                                                         "/home", "/root", "/run", "/opt", "/srv"};
+  static const std::array<std::string_view, 9> subtree = {"/proc",
+                                                          "/sys",
+                                                          "/dev",
+                                                          "/boot",
+                                                          "/etc",
+                                                          "/var/lib/docker",
+                                                          "/var/lib/containerd",
+                                                          "/run/containerd",
+                                                          "/run/docker"};
+  static const std::array<std::string_view, 11> exact = {
+      "/usr", "/bin", "/sbin", "/lib", "/lib64", "/var", "/home", "/root", "/run", "/opt", "/srv"};
   const std::string p = real.string();
   for (auto dir : subtree) {
-    if (p == dir || (p.size() > dir.size() && p.compare(0, dir.size(), dir) == 0 && p[dir.size()] == '/')) {
+    if (p == dir ||
+        (p.size() > dir.size() && p.compare(0, dir.size(), dir) == 0 && p[dir.size()] == '/')) {
       return make_error(corral_errc::policy_violation,
                         "workspace " + shown(asked) + " is inside the host's " + std::string(dir));
     }
   }
   for (auto dir : exact) {
-    if (p == dir) return make_error(corral_errc::policy_violation, "workspace " + shown(asked) + " is a host system directory");
+    if (p == dir)
+      return make_error(corral_errc::policy_violation,
+                        "workspace " + shown(asked) + " is a host system directory");
   }
   return {};
 }
@@ -209,18 +230,21 @@ caf::error check_workspace(const messages::workspace_mount& ws, const std::strin
                       "workspace " + shown(ws.host_path) + " does not exist: " + ec.message());
   }
   if (!fs::is_directory(real, ec)) {
-    return make_error(corral_errc::invalid_request, "workspace " + shown(ws.host_path) + " is not a directory");
+    return make_error(corral_errc::invalid_request,
+                      "workspace " + shown(ws.host_path) + " is not a directory");
   }
   if (real == "/") {
-    return make_error(corral_errc::policy_violation, "workspace must not be the host's root directory");
+    return make_error(corral_errc::policy_violation,
+                      "workspace must not be the host's root directory");
   }
-  if (real.string().find(':') != std::string::npos || ws.container_path.find(':') != std::string::npos) {
+  if (real.string().find(':') != std::string::npos ||
+      ws.container_path.find(':') != std::string::npos) {
     return make_error(corral_errc::invalid_request, "workspace paths must not contain ':'");
   }
   // Neither the engine's socket nor anything that contains it may be mounted: that would hand
   // the sandbox the engine.
-  for (const std::string& socket : {engine_socket, std::string("/var/run/docker.sock"),
-                                    std::string("/run/docker.sock")}) {
+  for (const std::string& socket :
+       {engine_socket, std::string("/var/run/docker.sock"), std::string("/run/docker.sock")}) {
     if (socket.empty()) continue;
     const fs::path socket_path = fs::weakly_canonical(socket, ec);
     if (ec) continue;
@@ -233,9 +257,9 @@ caf::error check_workspace(const messages::workspace_mount& ws, const std::strin
       return true;
     };
     if (contains(real, socket_path) || real == socket_dir) {
-      return make_error(corral_errc::policy_violation,
-                        "workspace " + shown(ws.host_path) + " would expose the Docker socket " +
-                            socket_path.string());
+      return make_error(corral_errc::policy_violation, "workspace " + shown(ws.host_path) +
+                                                           " would expose the Docker socket " +
+                                                           socket_path.string());
     }
   }
   if (auto err = check_system_directory(real, ws.host_path)) return err;
@@ -243,8 +267,9 @@ caf::error check_workspace(const messages::workspace_mount& ws, const std::strin
 }
 
 constexpr std::array<std::string_view, 14> forbidden_caps = {
-    "SYS_ADMIN", "SYS_MODULE", "SYS_RAWIO",  "SYS_PTRACE", "SYS_BOOT", "MAC_ADMIN", "MAC_OVERRIDE",
-    "NET_ADMIN", "DAC_READ_SEARCH", "SYS_TIME", "SYSLOG", "BPF", "PERFMON", "ALL"};
+    "SYS_ADMIN",    "SYS_MODULE", "SYS_RAWIO",       "SYS_PTRACE", "SYS_BOOT", "MAC_ADMIN",
+    "MAC_OVERRIDE", "NET_ADMIN",  "DAC_READ_SEARCH", "SYS_TIME",   "SYSLOG",   "BPF",
+    "PERFMON",      "ALL"};
 
 }  // namespace
 
@@ -265,12 +290,14 @@ caf::error check_key(std::string_view key) {
 
 caf::error check_image_reference(std::string_view image) {
   auto bad = [&](std::string why) {
-    return make_error(corral_errc::invalid_request, "image reference " + shown(image) + " is invalid: " + why);
+    return make_error(corral_errc::invalid_request,
+                      "image reference " + shown(image) + " is invalid: " + why);
   };
   if (image.empty()) return bad("empty");
   if (image.size() > 256) return bad("longer than 256 characters");
   for (unsigned char c : image) {
-    if (!(std::isalnum(c) || c == '.' || c == '_' || c == '-' || c == '/' || c == ':' || c == '@')) {
+    if (!(std::isalnum(c) || c == '.' || c == '_' || c == '-' || c == '/' || c == ':' ||
+          c == '@')) {
       return bad("character " + shown(std::string(1, static_cast<char>(c))) + " is not allowed");
     }
   }
@@ -297,7 +324,8 @@ caf::error check_image_reference(std::string_view image) {
   if (colon != std::string_view::npos && (slash == std::string_view::npos || colon > slash)) {
     repository = name.substr(0, colon);
     const auto tag = name.substr(colon + 1);
-    if (tag.empty() || tag.size() > 128 || tag[0] == '.' || tag[0] == '-') return bad("malformed tag");
+    if (tag.empty() || tag.size() > 128 || tag[0] == '.' || tag[0] == '-')
+      return bad("malformed tag");
   }
   if (repository.empty()) return bad("no repository");
   std::size_t start = 0;
@@ -352,8 +380,8 @@ bool image_allowed(std::string_view image, const std::vector<std::string>& allow
 
 bool is_reserved_env_key(std::string_view key) {
   static constexpr std::array<std::string_view, 10> reserved = {
-      "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",     "ALL_PROXY",     "LD_PRELOAD",
-      "LD_LIBRARY_PATH", "BASH_ENV", "ENV", "PYTHONSTARTUP", "LD_AUDIT"};
+      "HTTP_PROXY",      "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",     "LD_PRELOAD",
+      "LD_LIBRARY_PATH", "BASH_ENV",    "ENV",      "PYTHONSTARTUP", "LD_AUDIT"};
   const std::string k = upper(key);
   if (k.rfind("CORRAL_", 0) == 0) return true;
   return std::find(reserved.begin(), reserved.end(), k) != reserved.end();
@@ -379,49 +407,61 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
   // Limits: zero means the strict default; nonsense is an error, excess a violation.
   auto limit = [&](std::string_view what, int64_t asked, int64_t fallback, int64_t minimum,
                    int64_t maximum, int64_t& out) -> caf::error {
-    if (asked < 0) return make_error(corral_errc::invalid_request, std::string(what) + " must not be negative");
+    if (asked < 0)
+      return make_error(corral_errc::invalid_request, std::string(what) + " must not be negative");
     out = asked == 0 ? fallback : asked;
     if (out < minimum) {
-      return make_error(corral_errc::invalid_request, std::string(what) + " of " + std::to_string(out) +
-                                                          " is below the minimum of " + std::to_string(minimum));
+      return make_error(corral_errc::invalid_request,
+                        std::string(what) + " of " + std::to_string(out) +
+                            " is below the minimum of " + std::to_string(minimum));
     }
     if (out > maximum) {
-      return make_error(corral_errc::policy_violation, std::string(what) + " of " + std::to_string(out) +
-                                                           " is over the limit of " + std::to_string(maximum));
+      return make_error(corral_errc::policy_violation,
+                        std::string(what) + " of " + std::to_string(out) +
+                            " is over the limit of " + std::to_string(maximum));
     }
     return {};
   };
-  if (auto err = limit("memory", spec.memory_bytes, default_memory_bytes, 6LL << 20, cfg.max_memory_bytes, h.memory))
+  if (auto err = limit("memory", spec.memory_bytes, default_memory_bytes, 6LL << 20,
+                       cfg.max_memory_bytes, h.memory))
     return err;
   if (spec.memory_swap_bytes < 0) {
     return make_error(corral_errc::invalid_request, "memory-swap must not be negative");
   }
   h.memory_swap = spec.memory_swap_bytes == 0 ? h.memory : spec.memory_swap_bytes;
   if (h.memory_swap < h.memory) {
-    return make_error(corral_errc::invalid_request, "memory-swap must be at least memory (it includes it)");
+    return make_error(corral_errc::invalid_request,
+                      "memory-swap must be at least memory (it includes it)");
   }
   if (h.memory_swap > 2 * cfg.max_memory_bytes) {
-    return make_error(corral_errc::policy_violation, "memory-swap of " + std::to_string(h.memory_swap) +
-                                                         " is over the limit of " + std::to_string(2 * cfg.max_memory_bytes));
+    return make_error(corral_errc::policy_violation,
+                      "memory-swap of " + std::to_string(h.memory_swap) + " is over the limit of " +
+                          std::to_string(2 * cfg.max_memory_bytes));
   }
   if (h.memory_swap > h.memory) plan.warnings.push_back("swap allowed (loosened)");
   if (auto err = limit("cpus (nano)", spec.nano_cpus, default_nano_cpus, 10'000'000,
                        std::max<int64_t>(cfg.max_nano_cpus, default_nano_cpus), h.nano_cpus))
     return err;
-  if (auto err = limit("pids limit", spec.pids_limit, default_pids_limit, 8, cfg.max_pids, h.pids_limit)) return err;
+  if (auto err =
+          limit("pids limit", spec.pids_limit, default_pids_limit, 8, cfg.max_pids, h.pids_limit))
+    return err;
 
   // Network: none unless asked for; never the host's or another container's namespace.
   h.network_mode = spec.network_mode.empty() ? "none" : spec.network_mode;
   if (h.network_mode.size() > 128 ||
-      !std::all_of(h.network_mode.begin(), h.network_mode.end(),
-                   [](unsigned char ch) { return std::isalnum(ch) || ch == '_' || ch == '.' || ch == '-' || ch == ':'; })) {
-    return make_error(corral_errc::invalid_request, "network mode " + shown(h.network_mode) + " is not a network name");
+      !std::all_of(h.network_mode.begin(), h.network_mode.end(), [](unsigned char ch) {
+        return std::isalnum(ch) || ch == '_' || ch == '.' || ch == '-' || ch == ':';
+      })) {
+    return make_error(corral_errc::invalid_request,
+                      "network mode " + shown(h.network_mode) + " is not a network name");
   }
   if (h.network_mode == "host" || h.network_mode.rfind("container:", 0) == 0) {
-    return make_error(corral_errc::policy_violation,
-                      "network mode " + shown(h.network_mode) + " would share a namespace outside the sandbox");
+    return make_error(
+        corral_errc::policy_violation,
+        "network mode " + shown(h.network_mode) + " would share a namespace outside the sandbox");
   }
-  if (h.network_mode != "none") plan.warnings.push_back("network " + h.network_mode + " (loosened)");
+  if (h.network_mode != "none")
+    plan.warnings.push_back("network " + h.network_mode + " (loosened)");
 
   h.readonly_rootfs = !spec.writable_root;
   if (spec.writable_root) plan.warnings.push_back("writable root (loosened)");
@@ -429,11 +469,15 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
   for (const auto& cap : spec.cap_add) {
     std::string name = upper(cap);
     if (name.rfind("CAP_", 0) == 0) name = name.substr(4);
-    if (name.empty() || !std::all_of(name.begin(), name.end(), [](unsigned char ch) { return std::isupper(ch) || ch == '_'; })) {
-      return make_error(corral_errc::invalid_request, "capability " + shown(cap) + " is not a capability name");
+    if (name.empty() || !std::all_of(name.begin(), name.end(), [](unsigned char ch) {
+          return std::isupper(ch) || ch == '_';
+        })) {
+      return make_error(corral_errc::invalid_request,
+                        "capability " + shown(cap) + " is not a capability name");
     }
     if (std::find(forbidden_caps.begin(), forbidden_caps.end(), name) != forbidden_caps.end()) {
-      return make_error(corral_errc::policy_violation, "capability " + name + " is never granted to a sandbox");
+      return make_error(corral_errc::policy_violation,
+                        "capability " + name + " is never granted to a sandbox");
     }
     h.cap_add.push_back(name);
     plan.warnings.push_back("capability " + name + " added (loosened)");
@@ -442,10 +486,13 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
   h.init = true;  // docker-init reaps zombies and forwards signals
 
   plan.user = spec.user.empty() ? default_user : spec.user;
-  if (!std::all_of(plan.user.begin(), plan.user.end(), [](unsigned char ch) {
-        return std::isalnum(ch) || ch == '_' || ch == '.' || ch == '-' || ch == ':';
-      }) || plan.user.front() == ':' || plan.user.back() == ':') {
-    return make_error(corral_errc::invalid_request, "user " + shown(plan.user) + " is invalid: use uid[:gid] or a name");
+  if (!std::all_of(plan.user.begin(), plan.user.end(),
+                   [](unsigned char ch) {
+                     return std::isalnum(ch) || ch == '_' || ch == '.' || ch == '-' || ch == ':';
+                   }) ||
+      plan.user.front() == ':' || plan.user.back() == ':') {
+    return make_error(corral_errc::invalid_request,
+                      "user " + shown(plan.user) + " is invalid: use uid[:gid] or a name");
   }
   const std::string uid_part = plan.user.substr(0, plan.user.find(':'));
   const bool all_zero = !uid_part.empty() && uid_part.find_first_not_of('0') == std::string::npos;
@@ -461,7 +508,8 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
   for (const auto& t : tmpfs) {
     if (auto err = check_container_path("tmpfs path", t.path)) return err;
     if (t.size_bytes < 0 || t.size_bytes > (4LL << 30)) {
-      return make_error(corral_errc::invalid_request, "tmpfs " + t.path + " size must be between 0 and 4 GiB");
+      return make_error(corral_errc::invalid_request,
+                        "tmpfs " + t.path + " size must be between 0 and 4 GiB");
     }
     if (auto err = check_tmpfs_options(t)) return err;
     std::string options = "rw,noexec,nosuid,nodev,size=" +
@@ -492,24 +540,30 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
   if (auto err = filter_env(cfg, spec.env, c.env, plan.warnings)) return err;
 
   for (const auto& arg : spec.command) {
-    if (has_control_or_nul(arg)) return make_error(corral_errc::invalid_request, "command argument contains a NUL byte");
+    if (has_control_or_nul(arg))
+      return make_error(corral_errc::invalid_request, "command argument contains a NUL byte");
   }
   // The keep-alive: docker-init (PID 1) forwards the stop signal to it, so it ends at once.
   c.cmd = spec.command.empty() ? std::vector<std::string>{"sleep", "2147483647"} : spec.command;
 
   for (const auto& [k, v] : spec.labels) {
     if (k.empty() || k.rfind("corral.", 0) == 0) {
-      return make_error(corral_errc::policy_violation, "label " + shown(k) + " is reserved for corral");
+      return make_error(corral_errc::policy_violation,
+                        "label " + shown(k) + " is reserved for corral");
     }
     c.labels[k] = v;
   }
 
-  if (auto err = check_duration("exec timeout", spec.exec_timeout, cfg.max_exec_timeout)) return err;
-  if (auto err = check_duration("lifetime", spec.lifetime, std::chrono::hours(24 * 365))) return err;
-  if (auto err = check_duration("idle limit", spec.idle_limit, std::chrono::hours(24 * 365))) return err;
+  if (auto err = check_duration("exec timeout", spec.exec_timeout, cfg.max_exec_timeout))
+    return err;
+  if (auto err = check_duration("lifetime", spec.lifetime, std::chrono::hours(24 * 365)))
+    return err;
+  if (auto err = check_duration("idle limit", spec.idle_limit, std::chrono::hours(24 * 365)))
+    return err;
   if (auto err = check_output_cap("stdout cap", spec.max_stdout, cfg.max_output_bytes)) return err;
   if (auto err = check_output_cap("stderr cap", spec.max_stderr, cfg.max_output_bytes)) return err;
-  plan.exec_timeout = spec.exec_timeout.count() > 0 ? to_ms(spec.exec_timeout) : cfg.default_exec_timeout;
+  plan.exec_timeout =
+      spec.exec_timeout.count() > 0 ? to_ms(spec.exec_timeout) : cfg.default_exec_timeout;
   plan.max_stdout = spec.max_stdout > 0 ? spec.max_stdout : cfg.default_max_output;
   plan.max_stderr = spec.max_stderr > 0 ? spec.max_stderr : cfg.default_max_output;
   plan.lifetime = spec.lifetime.count() > 0 ? to_ms(spec.lifetime) : cfg.default_lifetime;
@@ -523,7 +577,8 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
   c.labels[label_created_at] = std::to_string(now_ms);
   c.labels[label_spec_hash] = plan.spec_hash;
   c.stop_signal = "SIGTERM";
-  c.stop_timeout = static_cast<int>(std::chrono::duration_cast<std::chrono::seconds>(cfg.stop_grace).count());
+  c.stop_timeout =
+      static_cast<int>(std::chrono::duration_cast<std::chrono::seconds>(cfg.stop_grace).count());
   return plan;
 }
 
@@ -533,16 +588,20 @@ caf::expected<exec_plan> plan_exec(const runtime_config& cfg, const sandbox_plan
   if (auto err = check_total("exec argv", request.argv, cfg.max_argv_bytes)) return err;
   if (auto err = check_total("exec env", request.env, cfg.max_env_bytes)) return err;
   if (request.stdin_data.size() > cfg.max_stdin_bytes) {
-    return make_error(corral_errc::invalid_request, "exec stdin of " + std::to_string(request.stdin_data.size()) +
-                                                        " bytes is over the limit of " +
-                                                        std::to_string(cfg.max_stdin_bytes) + " bytes");
+    return make_error(corral_errc::invalid_request,
+                      "exec stdin of " + std::to_string(request.stdin_data.size()) +
+                          " bytes is over the limit of " + std::to_string(cfg.max_stdin_bytes) +
+                          " bytes");
   }
   for (const auto& arg : request.argv) {
-    if (has_control_or_nul(arg)) return make_error(corral_errc::invalid_request, "exec: argument contains a NUL byte");
+    if (has_control_or_nul(arg))
+      return make_error(corral_errc::invalid_request, "exec: argument contains a NUL byte");
   }
   if (auto err = check_duration("exec timeout", request.timeout, cfg.max_exec_timeout)) return err;
-  if (auto err = check_output_cap("stdout cap", request.max_stdout, cfg.max_output_bytes)) return err;
-  if (auto err = check_output_cap("stderr cap", request.max_stderr, cfg.max_output_bytes)) return err;
+  if (auto err = check_output_cap("stdout cap", request.max_stdout, cfg.max_output_bytes))
+    return err;
+  if (auto err = check_output_cap("stderr cap", request.max_stderr, cfg.max_output_bytes))
+    return err;
   exec_plan plan;
   plan.create.cmd = request.argv;
   plan.create.user = sandbox.user;

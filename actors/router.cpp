@@ -56,12 +56,15 @@ void set_ready(self_ptr self) {
 
 template <class F>
 void when_ready(self_ptr self, F f) {
-  if (self->state.ready) f();
-  else self->state.deferred.emplace_back(std::move(f));
+  if (self->state.ready)
+    f();
+  else
+    self->state.deferred.emplace_back(std::move(f));
 }
 
 caf::error node_down(const node_link& n, const std::string& key) {
-  return make_error(corral_errc::sandbox_lost, "sandbox " + key + " is lost: node " + n.name + " is down");
+  return make_error(corral_errc::sandbox_lost,
+                    "sandbox " + key + " is lost: node " + n.name + " is down");
 }
 
 // Sends a request to node `index`; exactly one of `on_value` and `on_error` runs: with the
@@ -113,14 +116,17 @@ void connect(self_ptr self, std::size_t index) {
   if (n.connecting || n.handle) return;
   n.connecting = true;
   auto& sys = self->system();
-  auto mm = sys.has_openssl_manager() ? sys.openssl_manager().actor_handle() : sys.middleman().actor_handle();
+  auto mm = sys.has_openssl_manager() ? sys.openssl_manager().actor_handle()
+                                      : sys.middleman().actor_handle();
   std::function<void()> done = [self, index] {
     self->state.nodes[index].connecting = false;
     if (self->state.pending_connects > 0 && --self->state.pending_connects == 0) set_ready(self);
   };
-  self->request(mm, self->state.options.connect_timeout, caf::connect_atom_v, n.where.host, n.where.port)
+  self->request(mm, self->state.options.connect_timeout, caf::connect_atom_v, n.where.host,
+                n.where.port)
       .then(
-          [self, index, done](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>& ifs) {
+          [self, index, done](const caf::node_id&, caf::strong_actor_ptr& ptr,
+                              const std::set<std::string>& ifs) {
             auto& n = self->state.nodes[index];
             if (!ptr || ifs != self->system().message_types<supervisor_actor>()) {
               // Not a corral node of this version: stay down, try again later.
@@ -199,13 +205,15 @@ router_impl_actor::behavior_type router_impl(self_ptr self, router_options optio
           auto& st = self->state;
           std::size_t index = 0;
           if (auto it = st.key_node.find(key); it != st.key_node.end()) {
-            if (!st.nodes[it->second].handle) return void(rp.deliver(node_down(st.nodes[it->second], key)));
+            if (!st.nodes[it->second].handle)
+              return void(rp.deliver(node_down(st.nodes[it->second], key)));
             index = it->second;
           } else {
             const int chosen = place(self);
             if (chosen < 0) {
-              return void(rp.deliver(make_error(corral_errc::capacity, "no node has room for a new sandbox (" +
-                                                                           std::to_string(st.nodes.size()) + " nodes)")));
+              return void(rp.deliver(make_error(corral_errc::capacity,
+                                                "no node has room for a new sandbox (" +
+                                                    std::to_string(st.nodes.size()) + " nodes)")));
             }
             index = static_cast<std::size_t>(chosen);
             st.key_node[key] = index;
@@ -334,7 +342,8 @@ router_impl_actor::behavior_type router_impl(self_ptr self, router_options optio
           auto pending = std::make_shared<std::size_t>(1);
           auto done = [rp, out, pending]() mutable {
             if (--*pending == 0) {
-              std::sort(out->begin(), out->end(), [](const auto& a, const auto& b) { return a.key < b.key; });
+              std::sort(out->begin(), out->end(),
+                        [](const auto& a, const auto& b) { return a.key < b.key; });
               rp.deliver(std::move(*out));
             }
           };
@@ -394,7 +403,8 @@ router_impl_actor::behavior_type router_impl(self_ptr self, router_options optio
         });
         return rp;
       },
-      [self](prune_atom, caf::timespan idle, caf::timespan max_age) -> caf::result<std::vector<std::string>> {
+      [self](prune_atom, caf::timespan idle,
+             caf::timespan max_age) -> caf::result<std::vector<std::string>> {
         auto rp = self->make_response_promise<std::vector<std::string>>();
         when_ready(self, [self, rp, idle, max_age]() mutable {
           auto out = std::make_shared<std::vector<std::string>>();

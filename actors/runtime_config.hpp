@@ -22,7 +22,7 @@ struct runtime_config {
   // When not empty, only these env keys pass (reserved keys never do).
   std::vector<std::string> env_allowlist;
 
-  uint64_t capacity = 64;              // live sandboxes at most
+  uint64_t capacity = 64;                 // live sandboxes at most
   std::size_t max_execs_per_sandbox = 8;  // beyond: queued
   std::chrono::milliseconds prune_interval = 5s;
   std::chrono::milliseconds default_exec_timeout = 60s;

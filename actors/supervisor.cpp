@@ -22,9 +22,10 @@ namespace {
 
 using namespace messages;
 
-using supervisor_impl_actor = supervisor_actor::extend<
-    caf::reacts_to<resume_atom, continuation>, caf::reacts_to<update_atom, sandbox_info, caf::actor>,
-    caf::reacts_to<prune_tick_atom>, caf::reacts_to<resubscribe_atom>>;
+using supervisor_impl_actor =
+    supervisor_actor::extend<caf::reacts_to<resume_atom, continuation>,
+                             caf::reacts_to<update_atom, sandbox_info, caf::actor>,
+                             caf::reacts_to<prune_tick_atom>, caf::reacts_to<resubscribe_atom>>;
 
 struct entry {
   container_actor handle;  // empty once the container actor is gone (a tombstone)
@@ -44,8 +45,8 @@ struct supervisor_state {
   // at ten thousand sandboxes.
   uint64_t live = 0;
   std::map<caf::actor_addr, std::string> key_by_actor;
-  bool ready = false;            // adoption done (or the engine is down)
-  caf::error engine_down;        // set while no engine answers
+  bool ready = false;                           // adoption done (or the engine is down)
+  caf::error engine_down;                       // set while no engine answers
   std::vector<std::function<void()>> deferred;  // requests that came before `ready`
   runtime_stats stats;
   docker::unix_http_client::request_id events_stream = 0;
@@ -66,12 +67,15 @@ int64_t now_ms() {
 }
 
 bool is_terminal(sandbox_status s) {
-  return s == sandbox_status::removed || s == sandbox_status::exited || s == sandbox_status::failed ||
-         s == sandbox_status::timed_out || s == sandbox_status::oom_killed ||
-         s == sandbox_status::killed || s == sandbox_status::lost;
+  return s == sandbox_status::removed || s == sandbox_status::exited ||
+         s == sandbox_status::failed || s == sandbox_status::timed_out ||
+         s == sandbox_status::oom_killed || s == sandbox_status::killed ||
+         s == sandbox_status::lost;
 }
 
-uint64_t live_count(self_ptr self) { return self->state.live; }
+uint64_t live_count(self_ptr self) {
+  return self->state.live;
+}
 
 // The entry's container actor is gone (or done): it no longer counts as live.
 void drop_handle(self_ptr self, entry& e) {
@@ -92,8 +96,10 @@ void set_ready(self_ptr self) {
 
 template <class F>
 void when_ready(self_ptr self, F f) {
-  if (self->state.ready) f();
-  else self->state.deferred.emplace_back(std::move(f));
+  if (self->state.ready)
+    f();
+  else
+    self->state.deferred.emplace_back(std::move(f));
 }
 
 // -- engine events: one subscription for the whole runtime ---------------------------------
@@ -115,15 +121,17 @@ void subscribe_events(self_ptr self) {
                      auto it = st.sandboxes.find(key->second);
                      if (it == st.sandboxes.end() || !it->second.monitor) return;
                      std::string exit_code;
-                     if (auto code = ev.attributes.find("exitCode"); code != ev.attributes.end()) exit_code = code->second;
+                     if (auto code = ev.attributes.find("exitCode"); code != ev.attributes.end())
+                       exit_code = code->second;
                      caf::anon_send(it->second.monitor, engine_event_atom_v, ev.action, exit_code);
                    }});
   };
-  st.events_stream = st.docker->events(options, std::move(on_event), back_to<void>(self, [self](docker::result<void>) {
-                                          if (self->state.shutting_down) return;
-                                          // The stream broke (engine restart?): try again shortly.
-                                          self->delayed_send(self, std::chrono::seconds(1), resubscribe_atom_v);
-                                        }));
+  st.events_stream = st.docker->events(
+      options, std::move(on_event), back_to<void>(self, [self](docker::result<void>) {
+        if (self->state.shutting_down) return;
+        // The stream broke (engine restart?): try again shortly.
+        self->delayed_send(self, std::chrono::seconds(1), resubscribe_atom_v);
+      }));
 }
 
 // -- adoption of what a previous run left --------------------------------------------------
@@ -166,7 +174,8 @@ void adopt_existing(self_ptr self) {
         }
         for (const auto& c : *listed) {
           auto key = c.labels.find(label_key);
-          const bool adoptable = key != c.labels.end() && !check_key(key->second) && c.state == "running" &&
+          const bool adoptable = key != c.labels.end() && !check_key(key->second) &&
+                                 c.state == "running" &&
                                  st.sandboxes.find(key->second) == st.sandboxes.end();
           if (!adoptable) {
             // Stuck in created, exited, or a duplicate key after a crash: it cannot be owned.
@@ -223,7 +232,8 @@ void connect_engine(self_ptr self) {
 void do_acquire(self_ptr self, caf::typed_response_promise<sandbox_info> rp, const std::string& key,
                 const sandbox_spec& spec) {
   auto& st = self->state;
-  if (st.shutting_down) return void(rp.deliver(make_error(corral_errc::shutting_down, "the runtime is stopping")));
+  if (st.shutting_down)
+    return void(rp.deliver(make_error(corral_errc::shutting_down, "the runtime is stopping")));
   if (st.engine_down) return void(rp.deliver(st.engine_down));
   if (auto err = check_key(key)) return void(rp.deliver(err));
   if (auto it = st.sandboxes.find(key); it != st.sandboxes.end()) {
@@ -233,8 +243,11 @@ void do_acquire(self_ptr self, caf::typed_response_promise<sandbox_info> rp, con
       rp.delegate(it->second.handle, acquire_atom_v);
       return;
     }
-    if (!it->second.handle) st.sandboxes.erase(it);  // a tombstone: start afresh
-    else return void(rp.deliver(make_error(corral_errc::sandbox_lost, "sandbox " + key + " is being released; try again")));
+    if (!it->second.handle)
+      st.sandboxes.erase(it);  // a tombstone: start afresh
+    else
+      return void(rp.deliver(make_error(corral_errc::sandbox_lost,
+                                        "sandbox " + key + " is being released; try again")));
   }
   if (live_count(self) >= st.cfg.capacity) {
     return void(rp.deliver(make_error(corral_errc::capacity, "the runtime holds its maximum of " +
@@ -269,7 +282,8 @@ void retire(self_ptr self, const std::string& key, const caf::actor_addr& source
   it->second.info = info;  // a tombstone that says what happened
 }
 
-std::vector<std::string> prune_where(self_ptr self, const std::function<bool(const entry&)>& expired) {
+std::vector<std::string> prune_where(self_ptr self,
+                                     const std::function<bool(const entry&)>& expired) {
   std::vector<std::string> pruned;
   for (auto& [key, e] : self->state.sandboxes) {
     if (!e.handle || e.info.status != sandbox_status::ready || e.info.execs_in_flight > 0) continue;
@@ -345,7 +359,8 @@ void shut_down(self_ptr self, caf::error reason) {
     return finish();
   }
   // Running execs get the grace period; whatever still runs after it is cancelled.
-  release_all(self, release_mode::wait_for_execs, [finish](uint64_t) { finish(); }, st.cfg.shutdown_grace);
+  release_all(
+      self, release_mode::wait_for_execs, [finish](uint64_t) { finish(); }, st.cfg.shutdown_grace);
 }
 
 supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_config cfg) {
@@ -355,15 +370,20 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
   st.stats.capacity = st.cfg.capacity;
   if (st.cfg.socket_path.empty()) {
     auto socket = docker::resolve_engine_socket();
-    if (socket) st.cfg.socket_path = *socket;
-    else st.engine_down = from_engine(socket.err(), "finding the Docker engine");
+    if (socket)
+      st.cfg.socket_path = *socket;
+    else
+      st.engine_down = from_engine(socket.err(), "finding the Docker engine");
   }
   docker::client_options options;
-  options.http.socket_path = st.cfg.socket_path.empty() ? "/var/run/docker.sock" : st.cfg.socket_path;
+  options.http.socket_path =
+      st.cfg.socket_path.empty() ? "/var/run/docker.sock" : st.cfg.socket_path;
   options.http.default_timeout = st.cfg.engine_timeout;
   st.docker = std::make_shared<docker::client>(options);
-  if (st.engine_down) set_ready(self);
-  else connect_engine(self);
+  if (st.engine_down)
+    set_ready(self);
+  else
+    connect_engine(self);
   self->delayed_send(self, st.cfg.prune_interval, prune_tick_atom_v);
 
   self->set_exit_handler([self](caf::exit_msg& msg) { shut_down(self, msg.reason); });
@@ -409,7 +429,8 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
           auto it = st.sandboxes.find(key);
           if (it == st.sandboxes.end()) {
             if (auto err = check_key(key)) return void(rp.deliver(err));
-            return void(rp.deliver(make_error(corral_errc::not_found, "no sandbox with key " + key)));
+            return void(
+                rp.deliver(make_error(corral_errc::not_found, "no sandbox with key " + key)));
           }
           if (it->second.handle) return void(rp.delegate(it->second.handle, lookup_atom_v));
           rp.deliver(it->second.info);
@@ -423,12 +444,14 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
           auto it = st.sandboxes.find(key);
           if (it == st.sandboxes.end()) {
             if (auto err = check_key(key)) return void(rp.deliver(err));
-            return void(rp.deliver(make_error(corral_errc::not_found, "no sandbox with key " + key)));
+            return void(
+                rp.deliver(make_error(corral_errc::not_found, "no sandbox with key " + key)));
           }
           if (!it->second.handle) {
-            return void(rp.deliver(make_error(corral_errc::sandbox_lost,
-                                              "sandbox " + key + " is " + to_string(it->second.info.status) +
-                                                  (it->second.info.detail.empty() ? "" : ": " + it->second.info.detail))));
+            return void(rp.deliver(make_error(
+                corral_errc::sandbox_lost,
+                "sandbox " + key + " is " + to_string(it->second.info.status) +
+                    (it->second.info.detail.empty() ? "" : ": " + it->second.info.detail))));
           }
           it->second.info.last_used_ms = now_ms();
           it->second.info.execs_in_flight++;  // until the container's next update says otherwise
@@ -444,7 +467,8 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
           auto it = st.sandboxes.find(key);
           if (it == st.sandboxes.end()) {
             if (auto err = check_key(key)) return void(rp.deliver(err));
-            return void(rp.deliver(make_error(corral_errc::not_found, "no sandbox with key " + key)));
+            return void(
+                rp.deliver(make_error(corral_errc::not_found, "no sandbox with key " + key)));
           }
           if (auto handle = it->second.handle) {
             ++st.client_releases;
@@ -485,7 +509,8 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
           auto pending = std::make_shared<std::size_t>(1);
           auto done = [rp, out, pending]() mutable {
             if (--*pending == 0) {
-              std::sort(out->begin(), out->end(), [](const auto& a, const auto& b) { return a.key < b.key; });
+              std::sort(out->begin(), out->end(),
+                        [](const auto& a, const auto& b) { return a.key < b.key; });
               rp.deliver(std::move(*out));
             }
           };
@@ -496,8 +521,15 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
             }
             ++*pending;
             self->request(e.handle, std::chrono::seconds(10), lookup_atom_v)
-                .then([out, done](sandbox_info& info) mutable { out->push_back(std::move(info)); done(); },
-                      [out, done, info = e.info](caf::error&) mutable { out->push_back(info); done(); });
+                .then(
+                    [out, done](sandbox_info& info) mutable {
+                      out->push_back(std::move(info));
+                      done();
+                    },
+                    [out, done, info = e.info](caf::error&) mutable {
+                      out->push_back(info);
+                      done();
+                    });
           }
           done();
         });
@@ -507,18 +539,23 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
         auto s = self->state.stats;
         s.live_sandboxes = live_count(self);
         s.execs_in_flight = 0;
-        for (const auto& [key, e] : self->state.sandboxes) s.execs_in_flight += e.info.execs_in_flight;
+        for (const auto& [key, e] : self->state.sandboxes)
+          s.execs_in_flight += e.info.execs_in_flight;
         return s;
       },
-      [self](prune_atom, caf::timespan idle, caf::timespan max_age) -> caf::result<std::vector<std::string>> {
+      [self](prune_atom, caf::timespan idle,
+             caf::timespan max_age) -> caf::result<std::vector<std::string>> {
         if (idle.count() < 0 || max_age.count() < 0) {
-          return make_error(corral_errc::invalid_request, "prune: idle and max-age must not be negative");
+          return make_error(corral_errc::invalid_request,
+                            "prune: idle and max-age must not be negative");
         }
         auto rp = self->make_response_promise<std::vector<std::string>>();
         when_ready(self, [self, rp, idle, max_age]() mutable {
           const int64_t now = now_ms();
-          const int64_t idle_ms = std::chrono::duration_cast<std::chrono::milliseconds>(idle).count();
-          const int64_t age_ms = std::chrono::duration_cast<std::chrono::milliseconds>(max_age).count();
+          const int64_t idle_ms =
+              std::chrono::duration_cast<std::chrono::milliseconds>(idle).count();
+          const int64_t age_ms =
+              std::chrono::duration_cast<std::chrono::milliseconds>(max_age).count();
           rp.deliver(prune_where(self, [&](const entry& e) {
             return (idle_ms > 0 && now - e.info.last_used_ms >= idle_ms) ||
                    (age_ms > 0 && now - e.info.created_ms >= age_ms);

@@ -12,7 +12,8 @@ namespace {
 std::optional<std::pair<double, std::string>> number_and_unit(std::string_view text) {
   std::size_t i = 0;
   bool dot = false, digits = false;
-  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || (text[i] == '.' && !dot))) {
+  while (i < text.size() &&
+         (std::isdigit(static_cast<unsigned char>(text[i])) || (text[i] == '.' && !dot))) {
     dot = dot || text[i] == '.';
     digits = digits || text[i] != '.';
     ++i;
@@ -20,7 +21,8 @@ std::optional<std::pair<double, std::string>> number_and_unit(std::string_view t
   if (!digits || i > 30) return std::nullopt;
   const double value = std::stod(std::string(text.substr(0, i)));
   std::string unit;
-  for (char c : text.substr(i)) unit += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (char c : text.substr(i))
+    unit += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return std::make_pair(value, unit);
 }
 
@@ -31,11 +33,16 @@ std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
   if (!parsed) return std::nullopt;
   const auto [value, unit] = *parsed;
   double ms = 0;
-  if (unit == "ms") ms = value;
-  else if (unit.empty() || unit == "s") ms = value * 1e3;
-  else if (unit == "m") ms = value * 60e3;
-  else if (unit == "h") ms = value * 3600e3;
-  else return std::nullopt;
+  if (unit == "ms")
+    ms = value;
+  else if (unit.empty() || unit == "s")
+    ms = value * 1e3;
+  else if (unit == "m")
+    ms = value * 60e3;
+  else if (unit == "h")
+    ms = value * 3600e3;
+  else
+    return std::nullopt;
   if (ms > 1e15) return std::nullopt;
   return std::chrono::milliseconds(static_cast<int64_t>(std::llround(ms)));
 }
@@ -45,11 +52,16 @@ std::optional<int64_t> parse_size(std::string_view text) {
   if (!parsed) return std::nullopt;
   const auto [value, unit] = *parsed;
   double factor = 0;
-  if (unit.empty() || unit == "b") factor = 1;
-  else if (unit == "k" || unit == "kb" || unit == "kib") factor = 1024.0;
-  else if (unit == "m" || unit == "mb" || unit == "mib") factor = 1024.0 * 1024;
-  else if (unit == "g" || unit == "gb" || unit == "gib") factor = 1024.0 * 1024 * 1024;
-  else return std::nullopt;
+  if (unit.empty() || unit == "b")
+    factor = 1;
+  else if (unit == "k" || unit == "kb" || unit == "kib")
+    factor = 1024.0;
+  else if (unit == "m" || unit == "mb" || unit == "mib")
+    factor = 1024.0 * 1024;
+  else if (unit == "g" || unit == "gb" || unit == "gib")
+    factor = 1024.0 * 1024 * 1024;
+  else
+    return std::nullopt;
   const double bytes = value * factor;
   if (bytes > 9e18) return std::nullopt;
   return static_cast<int64_t>(std::llround(bytes));

@@ -23,8 +23,8 @@
 #include "app/cli_values.hpp"
 #include "app/fake_engine.hpp"
 #include "app/node.hpp"
-#include "app/stress.hpp"
 #include "app/remote.hpp"
+#include "app/stress.hpp"
 #include "docker/json.hpp"
 #include "messages/errors.hpp"
 #include "messages/registration.hpp"
@@ -91,22 +91,28 @@ constexpr const char* exec_flags_help = R"(Exec flags:
 
 void print_help(const std::string& command) {
   if (command == "run") {
-    std::printf("Usage: corral run [flags] -- CMD...\n\nCreate a sandbox, run CMD in it with its output "
-                "streamed, remove it, exit with CMD's code.\n\n%s\n%s",
-                sandbox_flags_help, exec_flags_help);
+    std::printf(
+        "Usage: corral run [flags] -- CMD...\n\nCreate a sandbox, run CMD in it with its output "
+        "streamed, remove it, exit with CMD's code.\n\n%s\n%s",
+        sandbox_flags_help, exec_flags_help);
   } else if (command == "create") {
-    std::printf("Usage: corral create KEY [flags]\n\nCreate the sandbox KEY (or find it, if it exists) "
-                "and keep it for later `corral exec KEY`.\n  --json  print its info as JSON\n\n%s",
-                sandbox_flags_help);
+    std::printf(
+        "Usage: corral create KEY [flags]\n\nCreate the sandbox KEY (or find it, if it exists) "
+        "and keep it for later `corral exec KEY`.\n  --json  print its info as JSON\n\n%s",
+        sandbox_flags_help);
   } else if (command == "exec") {
-    std::printf("Usage: corral exec [flags] KEY -- CMD...\n\nRun CMD in the sandbox KEY.\n\n%s", exec_flags_help);
+    std::printf("Usage: corral exec [flags] KEY -- CMD...\n\nRun CMD in the sandbox KEY.\n\n%s",
+                exec_flags_help);
   } else if (command == "ls") {
     std::printf("Usage: corral ls [--json]\n\nList this runtime's sandboxes.\n");
   } else if (command == "rm") {
-    std::printf("Usage: corral rm KEY... | --all\n\nRelease sandboxes: stop (grace period), then remove.\n");
+    std::printf(
+        "Usage: corral rm KEY... | --all\n\nRelease sandboxes: stop (grace period), then "
+        "remove.\n");
   } else if (command == "prune") {
-    std::printf("Usage: corral prune [--idle D] [--max-age D]\n\nRelease sandboxes unused for D, or "
-                "older than D. Sandboxes with a command running are never pruned.\n");
+    std::printf(
+        "Usage: corral prune [--idle D] [--max-age D]\n\nRelease sandboxes unused for D, or "
+        "older than D. Sandboxes with a command running are never pruned.\n");
   } else if (command == "version") {
     std::printf("Usage: corral version\n");
   } else if (command == "stress") {
@@ -182,13 +188,15 @@ struct command_line {
 
 std::pair<std::string, std::string> split_env(const std::string& text, const std::string& flag) {
   const auto eq = text.find('=');
-  if (eq == std::string::npos || eq == 0) throw usage_error{flag + " wants KEY=VALUE, got '" + text + "'"};
+  if (eq == std::string::npos || eq == 0)
+    throw usage_error{flag + " wants KEY=VALUE, got '" + text + "'"};
   return {text.substr(0, eq), text.substr(eq + 1)};
 }
 
 command_line parse(int argc, char** argv) {
   command_line cl;
-  if (const char* runtime = std::getenv("CORRAL_RUNTIME"); runtime && *runtime) cl.runtime = runtime;
+  if (const char* runtime = std::getenv("CORRAL_RUNTIME"); runtime && *runtime)
+    cl.runtime = runtime;
   if (const char* node = std::getenv("CORRAL_NODE"); node && *node) cl.node = node;
   std::vector<std::string> args(argv + 1, argv + argc);
   std::size_t i = 0;
@@ -212,7 +220,8 @@ command_line parse(int argc, char** argv) {
     const auto text = value(flag);
     char* end = nullptr;
     const long long n = std::strtoll(text.c_str(), &end, 10);
-    if (text.empty() || *end != '\0') throw usage_error{flag + ": '" + text + "' is not a whole number"};
+    if (text.empty() || *end != '\0')
+      throw usage_error{flag + ": '" + text + "' is not a whole number"};
     return static_cast<int64_t>(n);
   };
   for (; i < args.size(); ++i) {
@@ -221,28 +230,36 @@ command_line parse(int argc, char** argv) {
       cl.argv.assign(args.begin() + static_cast<long>(i) + 1, args.end());
       break;
     }
-    if (a == "--help" || a == "-h") cl.help = true;
-    else if (a == "--runtime") cl.runtime = value(a);
-    else if (a == "--node") cl.node = value(a);
+    if (a == "--help" || a == "-h")
+      cl.help = true;
+    else if (a == "--runtime")
+      cl.runtime = value(a);
+    else if (a == "--node")
+      cl.node = value(a);
     else if (a == "--listen") {
       const auto text = value(a);
       auto where = app::parse_node_address(text, true);
       if (!where) throw usage_error{"--listen: " + describe(where.error())};
       cl.serve.listen = *where;
-    } else if (a == "--name") cl.serve.name = value(a);
+    } else if (a == "--name")
+      cl.serve.name = value(a);
     else if (a == "--capacity") {
       const auto n = number(a);
       if (n <= 0) throw usage_error{"--capacity must be positive"};
       cl.serve.capacity = static_cast<uint64_t>(n);
       cl.stress.capacity = static_cast<uint64_t>(n);
-    } else if (a == "--grace") cl.serve.grace = duration(a);
-    else if (a == "--keep-sandboxes") cl.serve.keep_sandboxes = true;
+    } else if (a == "--grace")
+      cl.serve.grace = duration(a);
+    else if (a == "--keep-sandboxes")
+      cl.serve.keep_sandboxes = true;
     else if (a == "--log-format") {
       cl.serve.log_format = value(a);
-      if (cl.serve.log_format != "text" && cl.serve.log_format != "json") throw usage_error{"--log-format is text or json"};
+      if (cl.serve.log_format != "text" && cl.serve.log_format != "json")
+        throw usage_error{"--log-format is text or json"};
     } else if (a == "--log-level") {
       cl.serve.log_level = value(a);
-      static const std::vector<std::string> levels = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+      static const std::vector<std::string> levels = {"trace", "debug",    "info", "warn",
+                                                      "error", "critical", "off"};
       if (std::find(levels.begin(), levels.end(), cl.serve.log_level) == levels.end()) {
         throw usage_error{"--log-level is one of trace, debug, info, warn, error"};
       }
@@ -254,38 +271,56 @@ command_line parse(int argc, char** argv) {
       const auto n = number(a);
       if (n <= 0 || n > 4096) throw usage_error{"--concurrency must be 1-4096"};
       cl.stress.concurrency = static_cast<uint64_t>(n);
-    } else if (a == "--duration") cl.stress.duration = duration(a);
+    } else if (a == "--duration")
+      cl.stress.duration = duration(a);
     else if (a == "--ops") {
       const auto n = number(a);
       if (n < 0) throw usage_error{"--ops must not be negative"};
       cl.stress.ops = static_cast<uint64_t>(n);
-    } else if (a == "--mix") cl.stress.mix = value(a);
-    else if (a == "--engine") cl.stress.engine = value(a);
-    else if (a == "--fake-latency-scale") cl.stress.fake_latency_scale = std::strtod(value(a).c_str(), nullptr);
+    } else if (a == "--mix")
+      cl.stress.mix = value(a);
+    else if (a == "--engine")
+      cl.stress.engine = value(a);
+    else if (a == "--fake-latency-scale")
+      cl.stress.fake_latency_scale = std::strtod(value(a).c_str(), nullptr);
     else if (a == "--fault-rate") {
       cl.stress.fake_fault_rate = std::strtod(value(a).c_str(), nullptr);
-      if (cl.stress.fake_fault_rate < 0 || cl.stress.fake_fault_rate > 1) throw usage_error{"--fault-rate is 0..1"};
-    } else if (a == "--soak") cl.stress.soak = true;
-    else if (a == "--csv") cl.stress.csv_path = value(a);
-    else if (a == "--plot") cl.stress.plot_path = value(a);
-    else if (a == "--tls-cert") cl.serve.tls.certificate = value(a);
-    else if (a == "--tls-key") cl.serve.tls.key = value(a);
-    else if (a == "--tls-ca") cl.serve.tls.ca = value(a);
-    else if (a == "--json") cl.json = true;
-    else if (a == "--all") cl.all = true;
-    else if (a == "--image") cl.spec.image = value(a);
-    else if (a == "--memory") cl.spec.memory_bytes = size(a);
+      if (cl.stress.fake_fault_rate < 0 || cl.stress.fake_fault_rate > 1)
+        throw usage_error{"--fault-rate is 0..1"};
+    } else if (a == "--soak")
+      cl.stress.soak = true;
+    else if (a == "--csv")
+      cl.stress.csv_path = value(a);
+    else if (a == "--plot")
+      cl.stress.plot_path = value(a);
+    else if (a == "--tls-cert")
+      cl.serve.tls.certificate = value(a);
+    else if (a == "--tls-key")
+      cl.serve.tls.key = value(a);
+    else if (a == "--tls-ca")
+      cl.serve.tls.ca = value(a);
+    else if (a == "--json")
+      cl.json = true;
+    else if (a == "--all")
+      cl.all = true;
+    else if (a == "--image")
+      cl.spec.image = value(a);
+    else if (a == "--memory")
+      cl.spec.memory_bytes = size(a);
     else if (a == "--cpus") {
       const auto text = value(a);
       auto cpus = app::parse_cpus(text);
       if (!cpus) throw usage_error{"--cpus: '" + text + "' is not a CPU count (like 0.5, 2)"};
       cl.spec.nano_cpus = *cpus;
-    } else if (a == "--pids") cl.spec.pids_limit = number(a);
-    else if (a == "--lifetime") cl.spec.lifetime = duration(a);
+    } else if (a == "--pids")
+      cl.spec.pids_limit = number(a);
+    else if (a == "--lifetime")
+      cl.spec.lifetime = duration(a);
     else if (a == "--idle") {
       cl.idle = duration(a);
       cl.spec.idle_limit = cl.idle;
-    } else if (a == "--max-age") cl.max_age = duration(a);
+    } else if (a == "--max-age")
+      cl.max_age = duration(a);
     else if (a == "--timeout") {
       cl.exec.timeout = duration(a);
       cl.spec.exec_timeout = cl.exec.timeout;
@@ -310,13 +345,20 @@ command_line parse(int argc, char** argv) {
     } else if (a == "--workdir" || a == "-w") {
       cl.spec.workdir = value(a);
       cl.exec.workdir = cl.spec.workdir;
-    } else if (a == "--user" || a == "-u") cl.spec.user = value(a);
-    else if (a == "--network") cl.spec.network_mode = value(a);
-    else if (a == "--writable-root") cl.spec.writable_root = true;
-    else if (a == "--stdin" || a == "-i") cl.use_stdin = true;
-    else if (!a.empty() && a[0] == '-') throw usage_error{"unknown flag " + a};
-    else if (cl.command.empty()) cl.command = a;
-    else cl.keys.push_back(a);
+    } else if (a == "--user" || a == "-u")
+      cl.spec.user = value(a);
+    else if (a == "--network")
+      cl.spec.network_mode = value(a);
+    else if (a == "--writable-root")
+      cl.spec.writable_root = true;
+    else if (a == "--stdin" || a == "-i")
+      cl.use_stdin = true;
+    else if (!a.empty() && a[0] == '-')
+      throw usage_error{"unknown flag " + a};
+    else if (cl.command.empty())
+      cl.command = a;
+    else
+      cl.keys.push_back(a);
   }
   return cl;
 }
@@ -353,22 +395,31 @@ void print_warnings(const std::vector<std::string>& warnings) {
 
 int fail(const caf::error& err) {
   std::string hint;
-  if (err == corral_errc::engine_unavailable) hint = " (is the Docker engine running? see app/setup.sh)";
-  else if (err == corral_errc::policy_violation) hint = " (see `corral run --help` for what may be loosened)";
-  else if (err == corral_errc::not_found) hint = " (see `corral ls`)";
-  else if (err == corral_errc::node_unavailable) hint = " (is `corral node` running there?)";
-  else if (err == caf::sec::request_timeout) hint = " (the runtime did not answer in time)";
+  if (err == corral_errc::engine_unavailable)
+    hint = " (is the Docker engine running? see app/setup.sh)";
+  else if (err == corral_errc::policy_violation)
+    hint = " (see `corral run --help` for what may be loosened)";
+  else if (err == corral_errc::not_found)
+    hint = " (see `corral ls`)";
+  else if (err == corral_errc::node_unavailable)
+    hint = " (is `corral node` running there?)";
+  else if (err == caf::sec::request_timeout)
+    hint = " (the runtime did not answer in time)";
   std::fprintf(stderr, "corral: %s%s\n", describe(err).c_str(), hint.c_str());
   return exit_error;
 }
 
 int exit_code_of(const exec_result& r) {
   switch (r.end) {
-    case exec_end::timed_out: return 124;
+    case exec_end::timed_out:
+      return 124;
     case exec_end::killed:
-    case exec_end::oom_killed: return 137;
-    case exec_end::sandbox_lost: return exit_error;
-    case exec_end::exited: break;
+    case exec_end::oom_killed:
+      return 137;
+    case exec_end::sandbox_lost:
+      return exit_error;
+    case exec_end::exited:
+      break;
   }
   return r.exit_code < 0 || r.exit_code > 255 ? exit_error : r.exit_code;
 }
@@ -414,12 +465,13 @@ caf::behavior node_request(caf::event_based_actor* self, supervisor_actor node, 
                            caf::timespan timeout, std::tuple<Ts...> args) {
   return {
       [=](caf::get_atom) mutable -> caf::result<T> {
-        auto rp = std::make_shared<caf::typed_response_promise<T>>(self->make_response_promise<T>());
+        auto rp =
+            std::make_shared<caf::typed_response_promise<T>>(self->make_response_promise<T>());
         self->monitor(node);
         self->set_down_handler([self, rp, where](caf::down_msg& msg) {
-          rp->deliver(make_error(corral_errc::node_unavailable, "lost corral node " + where +
-                                                                    " while waiting for its answer (" +
-                                                                    caf::to_string(msg.reason) + ")"));
+          rp->deliver(make_error(corral_errc::node_unavailable,
+                                 "lost corral node " + where + " while waiting for its answer (" +
+                                     caf::to_string(msg.reason) + ")"));
           self->quit();
         });
         std::apply(
@@ -452,7 +504,8 @@ caf::expected<T> ask(session& s, caf::timespan timeout, Ts&&... xs) {
   }
   auto helper = s.self->spawn(node_request<T, std::decay_t<Ts>...>, s.sup, s.node, timeout,
                               std::make_tuple(std::forward<Ts>(xs)...));
-  s.self->request(helper, timeout + caf::timespan{10s}, caf::get_atom_v).receive(on_value, on_error);
+  s.self->request(helper, timeout + caf::timespan{10s}, caf::get_atom_v)
+      .receive(on_value, on_error);
   return out;
 }
 
@@ -468,10 +521,13 @@ int run_exec(session& s, const std::string& key, std::vector<std::string> argv) 
     writer = s.self->spawn(terminal_writer);
     req.subscriber = writer;
   }
-  const auto timeout = (req.timeout.count() > 0 ? req.timeout : caf::timespan{std::chrono::hours(24)}) + caf::timespan{2min};
+  const auto timeout =
+      (req.timeout.count() > 0 ? req.timeout : caf::timespan{std::chrono::hours(24)}) +
+      caf::timespan{2min};
   auto result = ask<exec_result>(s, timeout, exec_atom_v, key, req);
   if (writer) {
-    s.self->request(writer, 30s, caf::flush_atom_v).receive([](caf::flush_atom) {}, [](caf::error&) {});
+    s.self->request(writer, 30s, caf::flush_atom_v)
+        .receive([](caf::flush_atom) {}, [](caf::error&) {});
     s.self->send_exit(writer, caf::exit_reason::user_shutdown);
   }
   if (!result) return fail(result.error());
@@ -481,23 +537,31 @@ int run_exec(session& s, const std::string& key, std::vector<std::string> argv) 
     w.begin_object();
     w.field("exit_code", result->exit_code).field("end", to_string(result->end));
     w.field("stdout", result->stdout_data).field("stderr", result->stderr_data);
-    w.field("stdout_truncated", result->stdout_truncated).field("stderr_truncated", result->stderr_truncated);
+    w.field("stdout_truncated", result->stdout_truncated)
+        .field("stderr_truncated", result->stderr_truncated);
     w.field("stdout_bytes", result->stdout_bytes).field("stderr_bytes", result->stderr_bytes);
-    w.field("duration_ms", static_cast<int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(result->duration).count()));
+    w.field("duration_ms",
+            static_cast<int64_t>(
+                std::chrono::duration_cast<std::chrono::milliseconds>(result->duration).count()));
     w.end_object();
     std::printf("%s\n", w.str().c_str());
   } else {
     if (result->stdout_truncated) {
-      std::fprintf(stderr, "corral: note: stdout truncated: kept %zu of %llu bytes\n", result->stdout_data.size(),
+      std::fprintf(stderr, "corral: note: stdout truncated: kept %zu of %llu bytes\n",
+                   result->stdout_data.size(),
                    static_cast<unsigned long long>(result->stdout_bytes));
     }
     if (result->stderr_truncated) {
-      std::fprintf(stderr, "corral: note: stderr truncated: kept %zu of %llu bytes\n", result->stderr_data.size(),
+      std::fprintf(stderr, "corral: note: stderr truncated: kept %zu of %llu bytes\n",
+                   result->stderr_data.size(),
                    static_cast<unsigned long long>(result->stderr_bytes));
     }
-    if (result->end == exec_end::timed_out) std::fprintf(stderr, "corral: command timed out and was killed\n");
-    if (result->end == exec_end::oom_killed) std::fprintf(stderr, "corral: command was killed: out of memory\n");
-    if (result->end == exec_end::sandbox_lost) std::fprintf(stderr, "corral: the sandbox was lost while the command ran\n");
+    if (result->end == exec_end::timed_out)
+      std::fprintf(stderr, "corral: command timed out and was killed\n");
+    if (result->end == exec_end::oom_killed)
+      std::fprintf(stderr, "corral: command was killed: out of memory\n");
+    if (result->end == exec_end::sandbox_lost)
+      std::fprintf(stderr, "corral: the sandbox was lost while the command ran\n");
   }
   return exit_code_of(*result);
 }
@@ -508,12 +572,14 @@ int cmd_run(session& s, command_line cl) {
   session one{s.self, s.sup, cl, s.node};
   std::mt19937_64 random{std::random_device{}()};
   char key[40];
-  std::snprintf(key, sizeof key, "run-%d-%08x", static_cast<int>(::getpid()), static_cast<unsigned>(random() & 0xffffffff));
+  std::snprintf(key, sizeof key, "run-%d-%08x", static_cast<int>(::getpid()),
+                static_cast<unsigned>(random() & 0xffffffff));
   auto info = ask<sandbox_info>(s, caf::timespan{3min}, acquire_atom_v, std::string(key), cl.spec);
   if (!info) return fail(info.error());
   print_warnings(info->warnings);
   const int code = run_exec(one, key, cl.argv);
-  auto released = ask<sandbox_info>(s, caf::timespan{2min}, release_atom_v, std::string(key), release_mode::cancel_execs);
+  auto released = ask<sandbox_info>(s, caf::timespan{2min}, release_atom_v, std::string(key),
+                                    release_mode::cancel_execs);
   if (!released) {
     fail(released.error());
     return exit_error;
@@ -537,7 +603,8 @@ int cmd_create(session& s) {
 }
 
 int cmd_exec(session& s) {
-  if (s.cl.keys.size() != 1) throw usage_error{"exec: give exactly one KEY (corral exec KEY -- CMD...)"};
+  if (s.cl.keys.size() != 1)
+    throw usage_error{"exec: give exactly one KEY (corral exec KEY -- CMD...)"};
   if (s.cl.argv.empty()) throw usage_error{"exec: no command given (corral exec KEY -- CMD...)"};
   return run_exec(s, s.cl.keys[0], s.cl.argv);
 }
@@ -553,11 +620,13 @@ int cmd_ls(session& s) {
     std::printf("%s\n", w.str().c_str());
     return 0;
   }
-  std::printf("%-24s %-10s %-12s %-26s %-6s %-6s %s\n", "KEY", "STATUS", "CONTAINER", "IMAGE", "AGE", "IDLE", "EXECS");
+  std::printf("%-24s %-10s %-12s %-26s %-6s %-6s %s\n", "KEY", "STATUS", "CONTAINER", "IMAGE",
+              "AGE", "IDLE", "EXECS");
   for (const auto& info : *list) {
-    std::printf("%-24s %-10s %-12s %-26s %-6s %-6s %llu\n", info.key.c_str(), to_string(info.status),
-                info.container_id.substr(0, 12).c_str(), info.image.c_str(), age(info.created_ms).c_str(),
-                age(info.last_used_ms).c_str(), static_cast<unsigned long long>(info.execs_run));
+    std::printf("%-24s %-10s %-12s %-26s %-6s %-6s %llu\n", info.key.c_str(),
+                to_string(info.status), info.container_id.substr(0, 12).c_str(), info.image.c_str(),
+                age(info.created_ms).c_str(), age(info.last_used_ms).c_str(),
+                static_cast<unsigned long long>(info.execs_run));
   }
   return 0;
 }
@@ -572,16 +641,21 @@ int cmd_rm(session& s) {
   }
   int code = 0;
   for (const auto& key : s.cl.keys) {
-    auto info = ask<sandbox_info>(s, caf::timespan{2min}, release_atom_v, key, release_mode::cancel_execs);
-    if (!info) code = fail(info.error());
-    else std::printf("%s %s\n", key.c_str(), to_string(info->status));
+    auto info =
+        ask<sandbox_info>(s, caf::timespan{2min}, release_atom_v, key, release_mode::cancel_execs);
+    if (!info)
+      code = fail(info.error());
+    else
+      std::printf("%s %s\n", key.c_str(), to_string(info->status));
   }
   return code;
 }
 
 int cmd_prune(session& s) {
-  if (s.cl.idle.count() == 0 && s.cl.max_age.count() == 0) throw usage_error{"prune: give --idle D and/or --max-age D"};
-  auto keys = ask<std::vector<std::string>>(s, caf::timespan{5min}, prune_atom_v, caf::timespan{s.cl.idle}, caf::timespan{s.cl.max_age});
+  if (s.cl.idle.count() == 0 && s.cl.max_age.count() == 0)
+    throw usage_error{"prune: give --idle D and/or --max-age D"};
+  auto keys = ask<std::vector<std::string>>(s, caf::timespan{5min}, prune_atom_v,
+                                            caf::timespan{s.cl.idle}, caf::timespan{s.cl.max_age});
   if (!keys) return fail(keys.error());
   for (const auto& k : *keys) std::printf("%s\n", k.c_str());
   std::fprintf(stderr, "pruned %zu sandboxes\n", keys->size());
@@ -591,7 +665,8 @@ int cmd_prune(session& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc > 1 && std::string(argv[1]) == "fake-engine") return app::fake_engine_main(argc - 1, argv + 1);
+  if (argc > 1 && std::string(argv[1]) == "fake-engine")
+    return app::fake_engine_main(argc - 1, argv + 1);
   command_line cl;
   try {
     cl = parse(argc, argv);
@@ -603,8 +678,8 @@ int main(int argc, char** argv) {
     print_help(cl.command);
     return cl.command.empty() && !cl.help ? exit_error : 0;
   }
-  static const std::vector<std::string> commands = {"run",     "create", "exec", "ls",         "rm",
-                                                    "prune",   "version", "node", "stress", "fake-engine"};
+  static const std::vector<std::string> commands = {
+      "run", "create", "exec", "ls", "rm", "prune", "version", "node", "stress", "fake-engine"};
   if (std::find(commands.begin(), commands.end(), cl.command) == commands.end()) {
     std::fprintf(stderr, "corral: unknown command '%s' (see corral --help)\n", cl.command.c_str());
     return exit_error;
@@ -678,14 +753,21 @@ int main(int argc, char** argv) {
     }
     session s{self, sup, cl, nodes.size() == 1 ? cl.node : std::string()};
     try {
-      if (cl.command == "run") code = cmd_run(s, cl);
-      else if (cl.command == "create") code = cmd_create(s);
-      else if (cl.command == "exec") code = cmd_exec(s);
-      else if (cl.command == "ls") code = cmd_ls(s);
-      else if (cl.command == "rm") code = cmd_rm(s);
-      else if (cl.command == "prune") code = cmd_prune(s);
+      if (cl.command == "run")
+        code = cmd_run(s, cl);
+      else if (cl.command == "create")
+        code = cmd_create(s);
+      else if (cl.command == "exec")
+        code = cmd_exec(s);
+      else if (cl.command == "ls")
+        code = cmd_ls(s);
+      else if (cl.command == "rm")
+        code = cmd_rm(s);
+      else if (cl.command == "prune")
+        code = cmd_prune(s);
     } catch (const usage_error& e) {
-      std::fprintf(stderr, "corral: %s (see corral %s --help)\n", e.message.c_str(), cl.command.c_str());
+      std::fprintf(stderr, "corral: %s (see corral %s --help)\n", e.message.c_str(),
+                   cl.command.c_str());
       code = exit_error;
     }
     if (nodes.size() != 1) {  // our own supervisor or router; never a node's

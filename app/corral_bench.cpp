@@ -39,7 +39,6 @@ using clock_type = std::chrono::steady_clock;
 
 namespace {
 
-
 struct samples {
   std::vector<double> ms;
   double percentile(double p) const {
@@ -87,8 +86,7 @@ struct raw_reply {
 };
 
 raw_reply raw_http(const std::string& socket_path, const std::string& method,
-                   const std::string& target, const std::string& body = {},
-                   bool upgrade = false) {
+                   const std::string& target, const std::string& body = {}, bool upgrade = false) {
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   check(fd >= 0, "socket()");
   sockaddr_un addr{};
@@ -101,7 +99,8 @@ raw_reply raw_http(const std::string& socket_path, const std::string& method,
   std::string request = method + " " + target + " HTTP/1.1\r\nHost: docker\r\n";
   request += upgrade ? "Connection: Upgrade\r\nUpgrade: tcp\r\n" : "Connection: close\r\n";
   if (!body.empty()) {
-    request += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
+    request +=
+        "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
   }
   request += "\r\n" + body;
   for (std::size_t sent = 0; sent < request.size();) {
@@ -133,7 +132,9 @@ std::string json_id(const std::string& body) {
 
 // -- the docker CLI ------------------------------------------------------------------------
 
-int shell(const std::string& command) { return std::system((command + " >/dev/null 2>&1").c_str()); }
+int shell(const std::string& command) {
+  return std::system((command + " >/dev/null 2>&1").c_str());
+}
 
 // -- the operations ------------------------------------------------------------------------
 
@@ -176,7 +177,8 @@ struct corral_runtime {
     std::optional<T> out;
     std::string failure;
     self->request(sup, std::chrono::minutes(2), std::forward<Ts>(xs)...)
-        .receive([&](T& v) { out = std::move(v); }, [&](caf::error& e) { failure = msg::describe(e); });
+        .receive([&](T& v) { out = std::move(v); },
+                 [&](caf::error& e) { failure = msg::describe(e); });
     if (!out) throw std::runtime_error("corral: " + failure);
     return std::move(*out);
   }
@@ -195,14 +197,19 @@ struct row {
 };
 
 void print_latency_table(const std::vector<row>& rows) {
-  std::printf("\n| operation | corral p50 | corral p95 | adapter p50 | raw p50 | raw p95 | docker CLI p50 | docker CLI p95 | corral / raw | CLI / corral |\n");
+  std::printf(
+      "\n| operation | corral p50 | corral p95 | adapter p50 | raw p50 | raw p95 | docker CLI p50 "
+      "| docker CLI p95 | corral / raw | CLI / corral |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : rows) {
-    const double c50 = r.corral.percentile(0.5), w50 = r.raw.percentile(0.5), d50 = r.cli.percentile(0.5);
-    std::printf("| %s | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %.2fx | %.2fx |\n",
-                r.operation.c_str(), c50, r.corral.percentile(0.95), r.adapter.percentile(0.5), w50,
-                r.raw.percentile(0.95), d50, r.cli.percentile(0.95), w50 > 0 ? c50 / w50 : 0.0,
-                c50 > 0 ? d50 / c50 : 0.0);
+    const double c50 = r.corral.percentile(0.5), w50 = r.raw.percentile(0.5),
+                 d50 = r.cli.percentile(0.5);
+    std::printf(
+        "| %s | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %.2fx | "
+        "%.2fx |\n",
+        r.operation.c_str(), c50, r.corral.percentile(0.95), r.adapter.percentile(0.5), w50,
+        r.raw.percentile(0.95), d50, r.cli.percentile(0.95), w50 > 0 ? c50 / w50 : 0.0,
+        c50 > 0 ? d50 / c50 : 0.0);
   }
 }
 
@@ -243,12 +250,18 @@ int main(int argc, char** argv) {
   std::string image = "corral/sandbox:busybox";
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg == "--iterations" && i + 1 < argc) iterations = std::max(3, std::atoi(argv[++i]));
-    else if (arg == "--throughput-execs" && i + 1 < argc) throughput_execs = std::max(16, std::atoi(argv[++i]));
-    else if (arg == "--image" && i + 1 < argc) image = argv[++i];
-    else if (arg == "--scheduler" && i + 1 < argc) scheduler = argv[++i];
+    if (arg == "--iterations" && i + 1 < argc)
+      iterations = std::max(3, std::atoi(argv[++i]));
+    else if (arg == "--throughput-execs" && i + 1 < argc)
+      throughput_execs = std::max(16, std::atoi(argv[++i]));
+    else if (arg == "--image" && i + 1 < argc)
+      image = argv[++i];
+    else if (arg == "--scheduler" && i + 1 < argc)
+      scheduler = argv[++i];
     else {
-      std::fprintf(stderr, "usage: corral_bench [--iterations N] [--throughput-execs N] [--image IMAGE] [--scheduler sharing|stealing]\n");
+      std::fprintf(stderr,
+                   "usage: corral_bench [--iterations N] [--throughput-execs N] [--image IMAGE] "
+                   "[--scheduler sharing|stealing]\n");
       return 2;
     }
   }
@@ -264,8 +277,10 @@ int main(int argc, char** argv) {
   caf::actor_system_config cfg;
   msg::add_message_types(cfg);
   cfg.set("logger.verbosity", caf::atom("quiet"));
-  if (scheduler == "stealing") cfg.set("scheduler.policy", caf::atom("stealing"));
-  else cfg.set("scheduler.policy", caf::atom("sharing"));
+  if (scheduler == "stealing")
+    cfg.set("scheduler.policy", caf::atom("stealing"));
+  else
+    cfg.set("scheduler.policy", caf::atom("sharing"));
   caf::actor_system sys{cfg};
   corral::actors::runtime_config rc;
   rc.name = "bench-" + std::to_string(getpid());
@@ -281,41 +296,56 @@ int main(int argc, char** argv) {
     try {
       must(blocking<version_response>([&](auto done) { docker.negotiate(done); }), "negotiate");
       const std::string api = "/v" + docker.api_version();
-      std::printf("corral_bench: %d iterations per operation and client, image %s, API %s, %u cores\n", iterations,
-                  image.c_str(), docker.api_version().c_str(), std::thread::hardware_concurrency());
+      std::printf(
+          "corral_bench: %d iterations per operation and client, image %s, API %s, %u cores\n",
+          iterations, image.c_str(), docker.api_version().c_str(),
+          std::thread::hardware_concurrency());
 
       // Long-lived sandboxes for the exec measurements: 8, as agents hold several at once.
       std::vector<std::string> keys, peer_ids;
       for (int i = 0; i < 8; ++i) {
         keys.push_back("bench-" + std::to_string(i));
         corral.ask<msg::sandbox_info>(self, msg::acquire_atom_v, keys.back(), msg::sandbox_spec{});
-        auto c = must(blocking<container_create_response>([&](auto done) { docker.container_create(hardened(image), done); }), "create");
+        auto c = must(blocking<container_create_response>(
+                          [&](auto done) { docker.container_create(hardened(image), done); }),
+                      "create");
         made.push_back(c.id);
         peer_ids.push_back(c.id);
-        must(blocking<change_outcome>([&](auto done) { docker.container_start(c.id, done); }), "start");
+        must(blocking<change_outcome>([&](auto done) { docker.container_start(c.id, done); }),
+             "start");
       }
       const std::string& target = peer_ids.front();
 
       auto adapter_exec = [&](const std::string& id) {
         exec_create_request e;
         e.cmd = {"echo", "hello"};
-        auto created = must(blocking<exec_create_response>([&](auto done) { docker.exec_create(id, e, done); }), "exec create");
-        auto out = must(blocking<exec_output>([&](auto done) { docker.exec_start(created.id, {}, done); }), "exec start");
+        auto created = must(
+            blocking<exec_create_response>([&](auto done) { docker.exec_create(id, e, done); }),
+            "exec create");
+        auto out =
+            must(blocking<exec_output>([&](auto done) { docker.exec_start(created.id, {}, done); }),
+                 "exec start");
         check(out.stdout_data.data == "hello\n", "exec output: " + out.stdout_data.data);
-        auto inspected = must(blocking<exec_inspect_response>([&](auto done) { docker.exec_inspect(created.id, done); }), "exec inspect");
+        auto inspected = must(blocking<exec_inspect_response>(
+                                  [&](auto done) { docker.exec_inspect(created.id, done); }),
+                              "exec inspect");
         check(inspected.exit_code == 0, "exec exit code");
       };
       auto raw_exec = [&](const std::string& id) {
-        auto created = raw_http(*socket, "POST", api + "/containers/" + id + "/exec",
-                                R"({"AttachStdout":true,"AttachStderr":true,"Cmd":["echo","hello"]})");
+        auto created =
+            raw_http(*socket, "POST", api + "/containers/" + id + "/exec",
+                     R"({"AttachStdout":true,"AttachStderr":true,"Cmd":["echo","hello"]})");
         check(created.status == 201, "raw exec create");
         const auto exec_id = json_id(created.body);
-        auto started = raw_http(*socket, "POST", api + "/exec/" + exec_id + "/start", R"({"Detach":false,"Tty":false})", true);
+        auto started = raw_http(*socket, "POST", api + "/exec/" + exec_id + "/start",
+                                R"({"Detach":false,"Tty":false})", true);
         check(started.body.find("hello") != std::string::npos, "raw exec output");
         auto inspected = raw_http(*socket, "GET", api + "/exec/" + exec_id + "/json");
         check(inspected.body.find("\"ExitCode\":0") != std::string::npos, "raw exec exit code");
       };
-      auto cli_exec = [&](const std::string& id) { check(shell("docker exec " + id + " echo hello") == 0, "docker exec"); };
+      auto cli_exec = [&](const std::string& id) {
+        check(shell("docker exec " + id + " echo hello") == 0, "docker exec");
+      };
 
       row exec_row{"exec round trip (`echo hello`)", {}, {}, {}, {}};
       row create_row{"create + start (hardened)", {}, {}, {}, {}};
@@ -341,34 +371,55 @@ int main(int argc, char** argv) {
 
       for (int i = 0; i < iterations; ++i) {
         const std::string key = "bench-life-" + std::to_string(i);
-        create_row.corral.ms.push_back(time_ms([&] { corral.ask<msg::sandbox_info>(self, msg::acquire_atom_v, key, msg::sandbox_spec{}); }));
-        remove_row.corral.ms.push_back(time_ms([&] { corral.ask<msg::sandbox_info>(self, msg::release_atom_v, key, msg::release_mode::cancel_execs); }));
+        create_row.corral.ms.push_back(time_ms([&] {
+          corral.ask<msg::sandbox_info>(self, msg::acquire_atom_v, key, msg::sandbox_spec{});
+        }));
+        remove_row.corral.ms.push_back(time_ms([&] {
+          corral.ask<msg::sandbox_info>(self, msg::release_atom_v, key,
+                                        msg::release_mode::cancel_execs);
+        }));
 
         std::string id;
         create_row.adapter.ms.push_back(time_ms([&] {
-          id = must(blocking<container_create_response>([&](auto done) { docker.container_create(hardened(image), done); }), "create").id;
+          id = must(blocking<container_create_response>(
+                        [&](auto done) { docker.container_create(hardened(image), done); }),
+                    "create")
+                   .id;
           made.push_back(id);
-          must(blocking<change_outcome>([&](auto done) { docker.container_start(id, done); }), "start");
+          must(blocking<change_outcome>([&](auto done) { docker.container_start(id, done); }),
+               "start");
         }));
-        remove_row.adapter.ms.push_back(time_ms([&] { must(blocking<void>([&](auto done) { docker.container_remove(id, true, done); }), "remove"); }));
+        remove_row.adapter.ms.push_back(time_ms([&] {
+          must(blocking<void>([&](auto done) { docker.container_remove(id, true, done); }),
+               "remove");
+        }));
         made.pop_back();
 
         create_row.raw.ms.push_back(time_ms([&] {
-          auto created = raw_http(*socket, "POST", api + "/containers/create", hardened_raw_body(image));
+          auto created =
+              raw_http(*socket, "POST", api + "/containers/create", hardened_raw_body(image));
           check(created.status == 201, "raw create: " + created.body);
           id = json_id(created.body);
           made.push_back(id);
-          check(raw_http(*socket, "POST", api + "/containers/" + id + "/start").status == 204, "raw start");
+          check(raw_http(*socket, "POST", api + "/containers/" + id + "/start").status == 204,
+                "raw start");
         }));
-        remove_row.raw.ms.push_back(time_ms([&] { check(raw_http(*socket, "DELETE", api + "/containers/" + id + "?force=1").status == 204, "raw remove"); }));
+        remove_row.raw.ms.push_back(time_ms([&] {
+          check(raw_http(*socket, "DELETE", api + "/containers/" + id + "?force=1").status == 204,
+                "raw remove");
+        }));
         made.pop_back();
 
-        const std::string name = "corral-bench-cli-" + std::to_string(getpid()) + "-" + std::to_string(i);
+        const std::string name =
+            "corral-bench-cli-" + std::to_string(getpid()) + "-" + std::to_string(i);
         create_row.cli.ms.push_back(time_ms([&] {
-          check(shell("docker run -d --name " + name + " " + hardened_cli_flags + " " + image + " sleep 3600") == 0, "docker run");
+          check(shell("docker run -d --name " + name + " " + hardened_cli_flags + " " + image +
+                      " sleep 3600") == 0,
+                "docker run");
         }));
         made.push_back(name);
-        remove_row.cli.ms.push_back(time_ms([&] { check(shell("docker rm -f " + name) == 0, "docker rm"); }));
+        remove_row.cli.ms.push_back(
+            time_ms([&] { check(shell("docker rm -f " + name) == 0, "docker rm"); }));
         made.pop_back();
 
         // One-shot: what `corral run` does, against the peers' cheapest equivalent.
@@ -376,46 +427,71 @@ int main(int argc, char** argv) {
         oneshot_row.corral.ms.push_back(time_ms([&] {
           corral.ask<msg::sandbox_info>(self, msg::acquire_atom_v, shot, msg::sandbox_spec{});
           corral.exec_echo(self, shot);
-          corral.ask<msg::sandbox_info>(self, msg::release_atom_v, shot, msg::release_mode::cancel_execs);
+          corral.ask<msg::sandbox_info>(self, msg::release_atom_v, shot,
+                                        msg::release_mode::cancel_execs);
         }));
         oneshot_row.adapter.ms.push_back(time_ms([&] {
-          id = must(blocking<container_create_response>([&](auto done) { docker.container_create(hardened(image), done); }), "create").id;
+          id = must(blocking<container_create_response>(
+                        [&](auto done) { docker.container_create(hardened(image), done); }),
+                    "create")
+                   .id;
           made.push_back(id);
-          must(blocking<change_outcome>([&](auto done) { docker.container_start(id, done); }), "start");
+          must(blocking<change_outcome>([&](auto done) { docker.container_start(id, done); }),
+               "start");
           adapter_exec(id);
-          must(blocking<void>([&](auto done) { docker.container_remove(id, true, done); }), "remove");
+          must(blocking<void>([&](auto done) { docker.container_remove(id, true, done); }),
+               "remove");
           made.pop_back();
         }));
         oneshot_row.raw.ms.push_back(time_ms([&] {
-          auto created = raw_http(*socket, "POST", api + "/containers/create", hardened_raw_body(image));
+          auto created =
+              raw_http(*socket, "POST", api + "/containers/create", hardened_raw_body(image));
           id = json_id(created.body);
           made.push_back(id);
-          check(raw_http(*socket, "POST", api + "/containers/" + id + "/start").status == 204, "raw start");
+          check(raw_http(*socket, "POST", api + "/containers/" + id + "/start").status == 204,
+                "raw start");
           raw_exec(id);
-          check(raw_http(*socket, "DELETE", api + "/containers/" + id + "?force=1").status == 204, "raw remove");
+          check(raw_http(*socket, "DELETE", api + "/containers/" + id + "?force=1").status == 204,
+                "raw remove");
           made.pop_back();
         }));
         oneshot_row.cli.ms.push_back(time_ms([&] {
-          check(shell(std::string("docker run --rm ") + hardened_cli_flags + " " + image + " echo hello") == 0, "docker run --rm");
+          check(shell(std::string("docker run --rm ") + hardened_cli_flags + " " + image +
+                      " echo hello") == 0,
+                "docker run --rm");
         }));
       }
       print_latency_table({exec_row, create_row, remove_row, oneshot_row});
-      std::printf("\nteardown: corral releases (stop with grace, then remove); the peers remove with force.\n");
-      std::printf("one-shot: corral = acquire + exec + release; adapter/raw = create + start + exec + remove; CLI = docker run --rm.\n");
-      std::printf("corral CPU per exec round trip: %.3f ms (user+sys of this whole process, %d execs)\n",
-                  corral_cpu / iterations, iterations);
+      std::printf(
+          "\nteardown: corral releases (stop with grace, then remove); the peers remove with "
+          "force.\n");
+      std::printf(
+          "one-shot: corral = acquire + exec + release; adapter/raw = create + start + exec + "
+          "remove; CLI = docker run --rm.\n");
+      std::printf(
+          "corral CPU per exec round trip: %.3f ms (user+sys of this whole process, %d execs)\n",
+          corral_cpu / iterations, iterations);
 
-      std::printf("\n| exec throughput (`echo hello`, 8 sandboxes) | corral | adapter | raw | docker CLI | corral / raw |\n|---|---|---|---|---|---|\n");
+      std::printf(
+          "\n| exec throughput (`echo hello`, 8 sandboxes) | corral | adapter | raw | docker CLI | "
+          "corral / raw |\n|---|---|---|---|---|---|\n");
       for (int lanes : {8, 32}) {
         std::vector<std::unique_ptr<caf::scoped_actor>> selves;
         for (int l = 0; l < lanes; ++l) selves.push_back(std::make_unique<caf::scoped_actor>(sys));
-        const double c = throughput(lanes, throughput_execs, [&](int lane) { corral.exec_echo(*selves[lane], keys[lane % 8]); });
+        const double c = throughput(lanes, throughput_execs, [&](int lane) {
+          corral.exec_echo(*selves[lane], keys[lane % 8]);
+        });
         selves.clear();
-        const double a = throughput(lanes, throughput_execs, [&](int lane) { adapter_exec(peer_ids[lane % 8]); });
-        const double w = throughput(lanes, throughput_execs, [&](int lane) { raw_exec(peer_ids[lane % 8]); });
-        const double d = throughput(lanes, throughput_execs, [&](int lane) { cli_exec(peer_ids[lane % 8]); });
-        std::printf("| %d concurrent | %.1f execs/s | %.1f execs/s | %.1f execs/s | %.1f execs/s | %.2fx |\n", lanes, c, a, w, d,
-                    w > 0 ? c / w : 0.0);
+        const double a = throughput(lanes, throughput_execs,
+                                    [&](int lane) { adapter_exec(peer_ids[lane % 8]); });
+        const double w =
+            throughput(lanes, throughput_execs, [&](int lane) { raw_exec(peer_ids[lane % 8]); });
+        const double d =
+            throughput(lanes, throughput_execs, [&](int lane) { cli_exec(peer_ids[lane % 8]); });
+        std::printf(
+            "| %d concurrent | %.1f execs/s | %.1f execs/s | %.1f execs/s | %.1f execs/s | %.2fx "
+            "|\n",
+            lanes, c, a, w, d, w > 0 ? c / w : 0.0);
       }
       corral.ask<uint64_t>(self, msg::release_all_atom_v, msg::release_mode::cancel_execs);
     } catch (const std::exception& e) {
@@ -427,7 +503,9 @@ int main(int argc, char** argv) {
   }
   for (const auto& id : made) {
     auto removed = blocking<void>([&](auto done) { docker.container_remove(id, true, done); });
-    if (!removed) std::fprintf(stderr, "corral_bench: removing %s: %s\n", id.c_str(), removed.err().describe().c_str());
+    if (!removed)
+      std::fprintf(stderr, "corral_bench: removing %s: %s\n", id.c_str(),
+                   removed.err().describe().c_str());
   }
   return status;
 }

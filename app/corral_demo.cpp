@@ -78,7 +78,8 @@ int main(int argc, char** argv) {
   exec_create_request exec;
   exec.cmd = cmd;
   exec.user = "1000:1000";
-  auto exec_id = blocking<exec_create_response>([&](auto done) { docker.exec_create(id, exec, done); });
+  auto exec_id =
+      blocking<exec_create_response>([&](auto done) { docker.exec_create(id, exec, done); });
   if (!exec_id) {
     code = fail("creating the exec", exec_id.err());
     remove();
@@ -86,7 +87,8 @@ int main(int argc, char** argv) {
   }
   exec_start_options start;
   start.timeout = std::chrono::seconds(60);
-  auto output = blocking<exec_output>([&](auto done) { docker.exec_start(exec_id->id, start, done); });
+  auto output =
+      blocking<exec_output>([&](auto done) { docker.exec_start(exec_id->id, start, done); });
   if (!output) {
     code = fail("running the command", output.err());
     remove();
@@ -94,7 +96,8 @@ int main(int argc, char** argv) {
   }
   std::fwrite(output->stdout_data.data.data(), 1, output->stdout_data.data.size(), stdout);
   std::fwrite(output->stderr_data.data.data(), 1, output->stderr_data.data.size(), stderr);
-  auto inspected = blocking<exec_inspect_response>([&](auto done) { docker.exec_inspect(exec_id->id, done); });
+  auto inspected =
+      blocking<exec_inspect_response>([&](auto done) { docker.exec_inspect(exec_id->id, done); });
   if (!inspected) {
     code = fail("reading the exit code", inspected.err());
   } else {

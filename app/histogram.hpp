@@ -48,7 +48,9 @@ class latency_histogram {
   uint64_t count() const { return count_; }
   uint64_t max() const { return max_; }
   uint64_t min() const { return min_; }
-  double mean() const { return count_ == 0 ? 0.0 : static_cast<double>(sum_) / static_cast<double>(count_); }
+  double mean() const {
+    return count_ == 0 ? 0.0 : static_cast<double>(sum_) / static_cast<double>(count_);
+  }
 
   // For plotting: bucket i covers (upper_bound(i-1), upper_bound(i)].
   uint64_t bucket(std::size_t i) const { return buckets_[i]; }
@@ -59,7 +61,8 @@ class latency_histogram {
  private:
   static std::size_t index(uint64_t micros) {
     if (micros <= 1) return 0;
-    const auto i = static_cast<std::size_t>(std::ceil(std::log(static_cast<double>(micros)) / std::log(growth)));
+    const auto i = static_cast<std::size_t>(
+        std::ceil(std::log(static_cast<double>(micros)) / std::log(growth)));
     return std::min(i, bucket_count - 1);
   }
 

@@ -11,11 +11,11 @@
 #include <thread>
 #include <utility>
 
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 #include <caf/openssl/all.hpp>
-#include <spdlog/sinks/stdout_sinks.h>
-#include <spdlog/spdlog.h>
 
 #include "actors/supervisor.hpp"
 #include "docker/json.hpp"
@@ -32,8 +32,10 @@ class node_log {
   node_log(const std::string& format, const std::string& level) : json_(format == "json") {
     logger_ = spdlog::stderr_logger_mt("corral-node-" + std::to_string(::getpid()));
     logger_->set_level(spdlog::level::from_str(level));
-    if (json_) logger_->set_pattern(R"({"time":"%Y-%m-%dT%H:%M:%S.%e%z","level":"%l",%v})");
-    else logger_->set_pattern("%Y-%m-%d %H:%M:%S.%e %l %v");
+    if (json_)
+      logger_->set_pattern(R"({"time":"%Y-%m-%dT%H:%M:%S.%e%z","level":"%l",%v})");
+    else
+      logger_->set_pattern("%Y-%m-%d %H:%M:%S.%e %l %v");
   }
 
   void info(const std::string& msg) { logger_->info(format(msg)); }
@@ -126,18 +128,19 @@ int run_node(const node_options& options) {
   runtime.shutdown_grace = options.grace;
   auto sup = actors::spawn_supervisor(sys, runtime);
 
-  auto published = options.tls.enabled()
-                       ? caf::openssl::publish(sup, options.listen.port, options.listen.host.c_str(), true)
-                       : sys.middleman().publish(sup, options.listen.port, options.listen.host.c_str(), true);
+  auto published =
+      options.tls.enabled()
+          ? caf::openssl::publish(sup, options.listen.port, options.listen.host.c_str(), true)
+          : sys.middleman().publish(sup, options.listen.port, options.listen.host.c_str(), true);
   if (!published) {
-    log.error("cannot listen on " + options.listen.host + ":" + std::to_string(options.listen.port) + ": " +
-              sys.render(published.error()));
+    log.error("cannot listen on " + options.listen.host + ":" +
+              std::to_string(options.listen.port) + ": " + sys.render(published.error()));
     caf::anon_send_exit(sup, caf::exit_reason::kill);
     return 125;
   }
   log.info("corral node " + runtime.name + " (corral " + actors::corral_version + ", protocol " +
-           std::to_string(messages::protocol_version) + ") listening on " + options.listen.host + ":" +
-           std::to_string(*published) + (options.tls.enabled() ? " with TLS" : ""));
+           std::to_string(messages::protocol_version) + ") listening on " + options.listen.host +
+           ":" + std::to_string(*published) + (options.tls.enabled() ? " with TLS" : ""));
   // Scripts and tests read the port (useful with --listen HOST:0) from this line.
   std::printf("listening %s:%u\n", options.listen.host.c_str(), static_cast<unsigned>(*published));
   std::fflush(stdout);
@@ -146,7 +149,8 @@ int run_node(const node_options& options) {
   sigwait(&signals, &received);
   log.info(std::string("received ") + (received == SIGTERM ? "SIGTERM" : "SIGINT") +
            ": no new connections; running commands get " + std::to_string(options.grace.count()) +
-           " ms, then sandboxes are " + (options.keep_sandboxes ? "kept for the next start" : "released"));
+           " ms, then sandboxes are " +
+           (options.keep_sandboxes ? "kept for the next start" : "released"));
   // A second signal means now.
   std::thread([signals] {
     int again = 0;

@@ -26,14 +26,16 @@ caf::expected<node_address> parse_node_address(const std::string& text, bool all
   char* end = nullptr;
   const long value = std::strtol(port.c_str(), &end, 10);
   if (port.empty() || *end != '\0' || value < (allow_any_port ? 0 : 1) || value > 65535) {
-    return make_error(corral_errc::invalid_request, "node address '" + text + "': port must be 1-65535");
+    return make_error(corral_errc::invalid_request,
+                      "node address '" + text + "': port must be 1-65535");
   }
   out.port = static_cast<uint16_t>(value);
   return out;
 }
 
-caf::expected<messages::supervisor_actor> connect_node(caf::scoped_actor& self, const node_address& where,
-                                                        std::chrono::milliseconds timeout) {
+caf::expected<messages::supervisor_actor> connect_node(caf::scoped_actor& self,
+                                                       const node_address& where,
+                                                       std::chrono::milliseconds timeout) {
   const std::string place = where.host + ":" + std::to_string(where.port);
   caf::expected<caf::strong_actor_ptr> found{caf::error{}};
   std::set<std::string> interface;
@@ -48,8 +50,8 @@ caf::expected<messages::supervisor_actor> connect_node(caf::scoped_actor& self, 
           },
           [&](caf::error& err) { found = std::move(err); });
   if (!found) {
-    return make_error(corral_errc::node_unavailable,
-                      "cannot reach corral node " + place + ": " + self->system().render(found.error()));
+    return make_error(corral_errc::node_unavailable, "cannot reach corral node " + place + ": " +
+                                                         self->system().render(found.error()));
   }
   if (!*found) return make_error(corral_errc::not_found, "nothing is published at " + place);
 
@@ -70,14 +72,16 @@ caf::expected<messages::supervisor_actor> connect_node(caf::scoped_actor& self, 
     return make_error(corral_errc::version_mismatch,
                       "the service at " + place + " does not speak corral's protocol (" +
                           self->system().render(failure) + "); this client is corral " +
-                          actors::corral_version + ", protocol " + std::to_string(messages::protocol_version));
+                          actors::corral_version + ", protocol " +
+                          std::to_string(messages::protocol_version));
   }
   const auto expected_ifs = self->system().message_types<messages::supervisor_actor>();
   if (node_protocol != messages::protocol_version || interface != expected_ifs) {
-    return make_error(corral_errc::version_mismatch,
-                      "incompatible versions: this client is corral " + std::string(actors::corral_version) +
-                          " (protocol " + std::to_string(messages::protocol_version) + "), node " + place +
-                          " is corral " + node_version + " (protocol " + std::to_string(node_protocol) + ")");
+    return make_error(
+        corral_errc::version_mismatch,
+        "incompatible versions: this client is corral " + std::string(actors::corral_version) +
+            " (protocol " + std::to_string(messages::protocol_version) + "), node " + place +
+            " is corral " + node_version + " (protocol " + std::to_string(node_protocol) + ")");
   }
   return caf::actor_cast<messages::supervisor_actor>(*found);
 }

@@ -19,12 +19,14 @@ struct node_address {
 
 // "HOST:PORT" (or "[v6]:PORT"); an error names what is wrong. Port 0 ("any") only when
 // listening.
-caf::expected<node_address> parse_node_address(const std::string& text, bool allow_any_port = false);
+caf::expected<node_address> parse_node_address(const std::string& text,
+                                               bool allow_any_port = false);
 
 // Connects through the middleman actor with a deadline (CAF's blocking remote_actor has
 // none), checks the node's typed interface, and shakes hands on the protocol version: a
 // mismatch is an error naming both versions.
-caf::expected<messages::supervisor_actor> connect_node(caf::scoped_actor& self, const node_address& where,
-                                                        std::chrono::milliseconds timeout);
+caf::expected<messages::supervisor_actor> connect_node(caf::scoped_actor& self,
+                                                       const node_address& where,
+                                                       std::chrono::milliseconds timeout);
 
 }  // namespace corral::app

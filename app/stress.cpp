@@ -93,10 +93,12 @@ std::vector<std::pair<op_kind, double>> parse_mix(const std::string& mix) {
     const std::string item = mix.substr(start, end - start);
     const auto eq = item.find('=');
     const std::string name = item.substr(0, eq);
-    const double weight = eq == std::string::npos ? 1.0 : std::strtod(item.c_str() + eq + 1, nullptr);
+    const double weight =
+        eq == std::string::npos ? 1.0 : std::strtod(item.c_str() + eq + 1, nullptr);
     std::size_t i = 0;
     while (i < op_count && name != op_names[i]) ++i;
-    if (i == op_count || weight < 0) throw std::runtime_error("--mix: unknown operation or weight '" + item + "'");
+    if (i == op_count || weight < 0)
+      throw std::runtime_error("--mix: unknown operation or weight '" + item + "'");
     if (weight > 0) out.emplace_back(static_cast<op_kind>(i), weight);
     start = end + 1;
   }
@@ -124,8 +126,9 @@ struct driver_state {
   uint64_t timeline_stride = 1;
 };
 
-caf::behavior driver(caf::stateful_actor<driver_state>* self, supervisor_actor sup, stress_options options,
-                     std::shared_ptr<docker::client> docker, std::shared_ptr<report> out) {
+caf::behavior driver(caf::stateful_actor<driver_state>* self, supervisor_actor sup,
+                     stress_options options, std::shared_ptr<docker::client> docker,
+                     std::shared_ptr<report> out) {
   auto& st = self->state;
   st.sup = sup;
   st.options = options;
@@ -156,9 +159,11 @@ caf::behavior driver(caf::stateful_actor<driver_state>* self, supervisor_actor s
     }
   };
   // Records one finished operation and starts the lane's next one.
-  auto record = [self, finish_if_drained](op_kind kind, steady::time_point began, const caf::error& err) {
+  auto record = [self, finish_if_drained](op_kind kind, steady::time_point began,
+                                          const caf::error& err) {
     auto& st = self->state;
-    const auto micros = std::chrono::duration_cast<std::chrono::microseconds>(steady::now() - began).count();
+    const auto micros =
+        std::chrono::duration_cast<std::chrono::microseconds>(steady::now() - began).count();
     auto& o = st.out->ops[static_cast<std::size_t>(kind)];
     o.latency.record(static_cast<uint64_t>(micros));
     if (err) {
@@ -170,7 +175,8 @@ caf::behavior driver(caf::stateful_actor<driver_state>* self, supervisor_actor s
     ++st.out->total;
     if (st.out->total % st.timeline_stride == 0 && st.out->timeline.size() < 200000) {
       st.out->timeline.push_back({std::chrono::duration<double>(began - st.started).count(),
-                                  static_cast<double>(micros) / 1000.0, static_cast<std::size_t>(kind)});
+                                  static_cast<double>(micros) / 1000.0,
+                                  static_cast<std::size_t>(kind)});
     }
     --st.in_flight;
     if (st.out->timeline.size() >= 100000) st.timeline_stride = 4;
@@ -227,9 +233,12 @@ caf::behavior driver(caf::stateful_actor<driver_state>* self, supervisor_actor s
                           [record, kind, began](const exec_result& r) {
                             caf::error err;
                             if (kind == op_kind::timeout_exec && r.end != exec_end::timed_out) {
-                              err = make_error(corral_errc::timeout, "expected a timeout, got " + std::string(to_string(r.end)));
+                              err = make_error(
+                                  corral_errc::timeout,
+                                  "expected a timeout, got " + std::string(to_string(r.end)));
                             } else if (kind != op_kind::timeout_exec && r.end != exec_end::exited) {
-                              err = make_error(corral_errc::sandbox_lost, std::string("exec ended ") + to_string(r.end));
+                              err = make_error(corral_errc::sandbox_lost,
+                                               std::string("exec ended ") + to_string(r.end));
                             }
                             record(kind, began, err);
                           },
@@ -281,38 +290,48 @@ caf::behavior driver(caf::stateful_actor<driver_state>* self, supervisor_actor s
         const steady::time_point began{steady::duration{began_ticks}};
         // A container that is already gone is not the harness's failure.
         record(op_kind::kill, began,
-               failure.empty() || failure.find("not_found") != std::string::npos || failure.find("conflict") != std::string::npos
+               failure.empty() || failure.find("not_found") != std::string::npos ||
+                       failure.find("conflict") != std::string::npos
                    ? caf::error{}
                    : make_error(corral_errc::engine_error, failure));
       },
-      [self](caf::get_atom) -> std::pair<uint64_t, uint64_t> { return {self->state.out->total, self->state.in_flight}; },
+      [self](caf::get_atom) -> std::pair<uint64_t, uint64_t> {
+        return {self->state.out->total, self->state.in_flight};
+      },
       [self](halt_atom) { self->state.stopping = true; },
   };
 }
 
 void print_report(const report& r, const stress_options& o) {
-  std::printf("\ncorral stress: %llu operations in %.1f s (%.1f ops/s), %llu keys, concurrency %llu, engine %s\n\n",
-              static_cast<unsigned long long>(r.total), r.seconds, r.seconds > 0 ? static_cast<double>(r.total) / r.seconds : 0.0,
-              static_cast<unsigned long long>(o.keys), static_cast<unsigned long long>(o.concurrency), o.engine.c_str());
+  std::printf(
+      "\ncorral stress: %llu operations in %.1f s (%.1f ops/s), %llu keys, concurrency %llu, "
+      "engine %s\n\n",
+      static_cast<unsigned long long>(r.total), r.seconds,
+      r.seconds > 0 ? static_cast<double>(r.total) / r.seconds : 0.0,
+      static_cast<unsigned long long>(o.keys), static_cast<unsigned long long>(o.concurrency),
+      o.engine.c_str());
   std::printf("| operation | count | errors | ops/s | p50 ms | p90 ms | p99 ms | max ms |\n");
   std::printf("|---|---|---|---|---|---|---|---|\n");
   for (std::size_t i = 0; i < op_count; ++i) {
     const auto& s = r.ops[i];
     if (s.latency.count() == 0) continue;
     std::printf("| %s | %llu | %llu | %.1f | %.1f | %.1f | %.1f | %.1f |\n", op_names[i],
-                static_cast<unsigned long long>(s.latency.count()), static_cast<unsigned long long>(s.errors),
-                r.seconds > 0 ? static_cast<double>(s.latency.count()) / r.seconds : 0.0, s.latency.quantile(0.5) / 1e3,
-                s.latency.quantile(0.9) / 1e3, s.latency.quantile(0.99) / 1e3, s.latency.max() / 1e3);
+                static_cast<unsigned long long>(s.latency.count()),
+                static_cast<unsigned long long>(s.errors),
+                r.seconds > 0 ? static_cast<double>(s.latency.count()) / r.seconds : 0.0,
+                s.latency.quantile(0.5) / 1e3, s.latency.quantile(0.9) / 1e3,
+                s.latency.quantile(0.99) / 1e3, s.latency.max() / 1e3);
   }
   if (!r.errors.empty()) {
     std::printf("\nerrors by kind:");
-    for (const auto& [kind, n] : r.errors) std::printf(" %s=%llu", kind.c_str(), static_cast<unsigned long long>(n));
+    for (const auto& [kind, n] : r.errors)
+      std::printf(" %s=%llu", kind.c_str(), static_cast<unsigned long long>(n));
     std::printf("\n");
   }
 }
 
-std::string report_json(const report& r, const stress_options& o, const std::vector<sample>& samples,
-                        const std::vector<std::string>& leaks) {
+std::string report_json(const report& r, const stress_options& o,
+                        const std::vector<sample>& samples, const std::vector<std::string>& leaks) {
   docker::json_writer w;
   w.begin_object();
   w.field("operations", r.total).field("seconds", static_cast<int64_t>(r.seconds * 1000) / 1000);
@@ -333,7 +352,9 @@ std::string report_json(const report& r, const stress_options& o, const std::vec
   w.end_object();
   w.key("samples").begin_array();
   for (const auto& s : samples) {
-    w.begin_object().field("t_s", static_cast<int64_t>(s.t_s)).field("rss_kib", static_cast<int64_t>(s.rss_kib));
+    w.begin_object()
+        .field("t_s", static_cast<int64_t>(s.t_s))
+        .field("rss_kib", static_cast<int64_t>(s.rss_kib));
     w.field("fds", static_cast<int64_t>(s.fds)).end_object();
   }
   w.end_array();
@@ -350,8 +371,9 @@ void write_csv(const report& r, const std::string& path) {
   for (std::size_t i = 0; i < op_count; ++i) {
     const auto& s = r.ops[i];
     if (s.latency.count() == 0) continue;
-    out << op_names[i] << ',' << s.latency.count() << ',' << s.errors << ',' << s.latency.quantile(0.5) << ','
-        << s.latency.quantile(0.9) << ',' << s.latency.quantile(0.99) << ',' << s.latency.max() << '\n';
+    out << op_names[i] << ',' << s.latency.count() << ',' << s.errors << ','
+        << s.latency.quantile(0.5) << ',' << s.latency.quantile(0.9) << ','
+        << s.latency.quantile(0.99) << ',' << s.latency.max() << '\n';
   }
 }
 
@@ -370,20 +392,30 @@ bool write_plot(const report& r, const std::string& png) {
     // Twelve 2% buckets make one of ~27%: about ten bars a decade, readable in a plot.
     for (std::size_t b = 0; b < latency_histogram::bucket_count; b += 12) {
       uint64_t n = 0;
-      for (std::size_t j = b; j < std::min(b + 12, latency_histogram::bucket_count); ++j) n += r.ops[i].latency.bucket(j);
-      if (n > 0) h << latency_histogram::upper_bound(std::min(b + 11, latency_histogram::bucket_count - 1)) / 1000.0 << ' ' << n << '\n';
+      for (std::size_t j = b; j < std::min(b + 12, latency_histogram::bucket_count); ++j)
+        n += r.ops[i].latency.bucket(j);
+      if (n > 0)
+        h << latency_histogram::upper_bound(std::min(b + 11, latency_histogram::bucket_count - 1)) /
+                 1000.0
+          << ' ' << n << '\n';
     }
     if (any) series.push_back(op_names[i]);
   }
   if (series.empty()) return false;
-  std::string script = "set terminal png size 1200,1000\nset output '" + png + "'\nset multiplot layout 2,1\n";
-  script += "set title 'latency over time'\nset xlabel 'seconds'\nset ylabel 'ms'\nset logscale y\nplot ";
+  std::string script =
+      "set terminal png size 1200,1000\nset output '" + png + "'\nset multiplot layout 2,1\n";
+  script +=
+      "set title 'latency over time'\nset xlabel 'seconds'\nset ylabel 'ms'\nset logscale y\nplot ";
   for (std::size_t i = 0; i < series.size(); ++i) {
-    script += (i ? ", " : "") + std::string("'") + base + "." + series[i] + ".time' with points pt 7 ps 0.3 title '" + series[i] + "'";
+    script += (i ? ", " : "") + std::string("'") + base + "." + series[i] +
+              ".time' with points pt 7 ps 0.3 title '" + series[i] + "'";
   }
-  script += "\nset title 'latency histogram'\nset xlabel 'ms'\nset ylabel 'count'\nset logscale x\nunset logscale y\nplot ";
+  script +=
+      "\nset title 'latency histogram'\nset xlabel 'ms'\nset ylabel 'count'\nset logscale x\nunset "
+      "logscale y\nplot ";
   for (std::size_t i = 0; i < series.size(); ++i) {
-    script += (i ? ", " : "") + std::string("'") + base + "." + series[i] + ".hist' with histeps lw 2 title '" + series[i] + "'";
+    script += (i ? ", " : "") + std::string("'") + base + "." + series[i] +
+              ".hist' with histeps lw 2 title '" + series[i] + "'";
   }
   script += "\nunset multiplot\n";
   FILE* gp = ::popen("gnuplot 2>&1", "w");
@@ -479,7 +511,8 @@ int run_stress(const stress_options& options_in) {
     docker::client_options copt;
     copt.http.socket_path = socket_path;
     auto docker_client = std::make_shared<docker::client>(copt);
-    (void) docker::blocking<docker::version_response>([&](auto done) { docker_client->negotiate(done); });
+    (void)docker::blocking<docker::version_response>(
+        [&](auto done) { docker_client->negotiate(done); });
 
     auto drv = sys.spawn(driver, sup, o, docker_client, out);
     const bool tty = ::isatty(1) != 0;
@@ -489,38 +522,46 @@ int run_stress(const stress_options& options_in) {
     // Progress and samples until the driver reports done (it quits then).
     self->monitor(drv);
     while (!finished) {
-      self->receive([&](caf::down_msg&) { finished = true; },
-                    caf::after(o.sample_every) >> [&] {
-                      const double t = std::chrono::duration<double>(steady::now() - started).count();
-                      samples.push_back({t, rss_kib(), count_fds()});
-                      std::pair<uint64_t, uint64_t> progress{0, 0};
-                      self->request(drv, std::chrono::seconds(5), caf::get_atom_v)
-                          .receive([&](std::pair<uint64_t, uint64_t>& p) { progress = p; }, [](caf::error&) {});
-                      const double total_s = std::chrono::duration<double>(o.duration).count();
-                      const double frac = o.ops > 0 ? static_cast<double>(progress.first) / static_cast<double>(o.ops)
-                                                    : t / total_s;
-                      const int width = 30, filled = static_cast<int>(std::min(1.0, frac) * width);
-                      if (tty) {
-                        std::printf("\r[%s%s] %3.0f%% %llu ops, %.1f/s, %llu in flight   ",
-                                    std::string(static_cast<std::size_t>(filled), '=').c_str(),
-                                    std::string(static_cast<std::size_t>(width - filled), ' ').c_str(),
-                                    std::min(1.0, frac) * 100, static_cast<unsigned long long>(progress.first),
-                                    t > 0 ? static_cast<double>(progress.first) / t : 0.0,
-                                    static_cast<unsigned long long>(progress.second));
-                      } else {
-                        std::printf("progress: %.0f s, %llu ops, %.1f ops/s, %llu in flight, rss %ld KiB, fds %ld\n", t,
-                                    static_cast<unsigned long long>(progress.first),
-                                    t > 0 ? static_cast<double>(progress.first) / t : 0.0,
-                                    static_cast<unsigned long long>(progress.second), rss_kib(), count_fds());
-                      }
-                      std::fflush(stdout);
-                    });
+      self->receive(
+          [&](caf::down_msg&) { finished = true; },
+          caf::after(o.sample_every) >>
+              [&] {
+                const double t = std::chrono::duration<double>(steady::now() - started).count();
+                samples.push_back({t, rss_kib(), count_fds()});
+                std::pair<uint64_t, uint64_t> progress{0, 0};
+                self->request(drv, std::chrono::seconds(5), caf::get_atom_v)
+                    .receive([&](std::pair<uint64_t, uint64_t>& p) { progress = p; },
+                             [](caf::error&) {});
+                const double total_s = std::chrono::duration<double>(o.duration).count();
+                const double frac =
+                    o.ops > 0 ? static_cast<double>(progress.first) / static_cast<double>(o.ops)
+                              : t / total_s;
+                const int width = 30, filled = static_cast<int>(std::min(1.0, frac) * width);
+                if (tty) {
+                  std::printf("\r[%s%s] %3.0f%% %llu ops, %.1f/s, %llu in flight   ",
+                              std::string(static_cast<std::size_t>(filled), '=').c_str(),
+                              std::string(static_cast<std::size_t>(width - filled), ' ').c_str(),
+                              std::min(1.0, frac) * 100,
+                              static_cast<unsigned long long>(progress.first),
+                              t > 0 ? static_cast<double>(progress.first) / t : 0.0,
+                              static_cast<unsigned long long>(progress.second));
+                } else {
+                  std::printf(
+                      "progress: %.0f s, %llu ops, %.1f ops/s, %llu in flight, rss %ld KiB, fds "
+                      "%ld\n",
+                      t, static_cast<unsigned long long>(progress.first),
+                      t > 0 ? static_cast<double>(progress.first) / t : 0.0,
+                      static_cast<unsigned long long>(progress.second), rss_kib(), count_fds());
+                }
+                std::fflush(stdout);
+              });
     }
     if (tty) std::printf("\n");
 
     // Cleanup through the runtime, then the leak checks.
     self->request(sup, std::chrono::minutes(5), release_all_atom_v, release_mode::cancel_execs)
-        .receive([](uint64_t) {}, [&](caf::error& e) { leaks.push_back("release_all failed: " + describe(e)); });
+        .receive([](uint64_t) {},
+                 [&](caf::error& e) { leaks.push_back("release_all failed: " + describe(e)); });
     if (own_supervisor) {
       self->send_exit(sup, caf::exit_reason::user_shutdown);
       self->wait_for(sup);
@@ -529,10 +570,13 @@ int run_stress(const stress_options& options_in) {
     lo.filters["label"] = {std::string("corral.runtime=") + o.runtime};
     auto left = docker::blocking<std::vector<docker::container_summary>>(
         [&](auto done) { docker_client->container_list(lo, done); });
-    if (!left) leaks.push_back("could not list containers: " + left.err().describe());
+    if (!left)
+      leaks.push_back("could not list containers: " + left.err().describe());
     else if (!left->empty()) {
-      leaks.push_back(std::to_string(left->size()) + " containers of runtime " + o.runtime + " left on the engine");
-      for (const auto& c : *left) docker_client->container_remove(c.id, true, [](docker::result<void>) {});
+      leaks.push_back(std::to_string(left->size()) + " containers of runtime " + o.runtime +
+                      " left on the engine");
+      for (const auto& c : *left)
+        docker_client->container_remove(c.id, true, [](docker::result<void>) {});
     }
     docker_client->shutdown();
     // Container and monitor actors go shortly after their supervisor.
@@ -540,18 +584,21 @@ int run_stress(const stress_options& options_in) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     if (sys.registry().running() > baseline_actors) {
-      leaks.push_back(std::to_string(sys.registry().running() - baseline_actors) + " actors still running");
+      leaks.push_back(std::to_string(sys.registry().running() - baseline_actors) +
+                      " actors still running");
     }
   }
   if (fake) fake->stop();
   const long fds_after = count_fds();
   const long rss_after = rss_kib();
   if (fds_after > fds_before) {
-    leaks.push_back(std::to_string(fds_after - fds_before) + " file descriptors more than before the run");
+    leaks.push_back(std::to_string(fds_after - fds_before) +
+                    " file descriptors more than before the run");
   }
   // Memory: the allocator keeps some (more after many sandboxes); growth past this is a leak.
   if (rss_after - rss_before > 128 * 1024 + static_cast<long>(o.keys) * 16) {
-    leaks.push_back("resident memory grew by " + std::to_string((rss_after - rss_before) / 1024) + " MiB");
+    leaks.push_back("resident memory grew by " + std::to_string((rss_after - rss_before) / 1024) +
+                    " MiB");
   }
 
   // Soak: flat over time, the last eighth of the run against the second (after warm-up). Only
@@ -569,10 +616,13 @@ int run_stress(const stress_options& options_in) {
     const long fds_late = median_of(n - n / 8, n, [](const sample& s) { return s.fds; });
     const long rss_early = median_of(n / 8, n / 4, [](const sample& s) { return s.rss_kib; });
     const long rss_late = median_of(n - n / 8, n, [](const sample& s) { return s.rss_kib; });
-    std::printf("\nover the run: fds %ld -> %ld, rss %ld -> %ld KiB (medians of the second and last eighths)\n",
-                fds_early, fds_late, rss_early, rss_late);
+    std::printf(
+        "\nover the run: fds %ld -> %ld, rss %ld -> %ld KiB (medians of the second and last "
+        "eighths)\n",
+        fds_early, fds_late, rss_early, rss_late);
     if (fds_late > fds_early + 4) {
-      leaks.push_back("open file descriptors rose from " + std::to_string(fds_early) + " to " + std::to_string(fds_late));
+      leaks.push_back("open file descriptors rose from " + std::to_string(fds_early) + " to " +
+                      std::to_string(fds_late));
     }
     if (rss_late - rss_early > 64 * 1024) {
       leaks.push_back("resident memory rose from " + std::to_string(rss_early / 1024) + " to " +
@@ -580,12 +630,13 @@ int run_stress(const stress_options& options_in) {
     }
   }
   print_report(*out, o);
-  std::printf("\nmemory: %ld KiB before, %ld KiB after; fds: %ld before, %ld after\n", rss_before, rss_after, fds_before,
-              fds_after);
+  std::printf("\nmemory: %ld KiB before, %ld KiB after; fds: %ld before, %ld after\n", rss_before,
+              rss_after, fds_before, fds_after);
   if (o.json) std::printf("%s\n", report_json(*out, o, samples, leaks).c_str());
   if (!o.csv_path.empty()) write_csv(*out, o.csv_path);
   if (!o.plot_path.empty() && !write_plot(*out, o.plot_path)) {
-    std::fprintf(stderr, "corral stress: could not draw %s (is gnuplot installed?)\n", o.plot_path.c_str());
+    std::fprintf(stderr, "corral stress: could not draw %s (is gnuplot installed?)\n",
+                 o.plot_path.c_str());
   }
   if (!leaks.empty()) {
     for (const auto& l : leaks) std::fprintf(stderr, "corral stress: LEAK: %s\n", l.c_str());

@@ -18,8 +18,8 @@ struct stress_options {
   std::string engine = "real";  // real | fake
   double fake_latency_scale = 1.0;
   double fake_fault_rate = 0.0;
-  std::string node;  // HOST:PORT: drive a node instead of an embedded runtime
-  std::string runtime;  // runtime name; empty: "stress-<pid>"
+  std::string node;       // HOST:PORT: drive a node instead of an embedded runtime
+  std::string runtime;    // runtime name; empty: "stress-<pid>"
   uint64_t capacity = 0;  // 0: keys + 16
   bool json = false;
   std::string csv_path;

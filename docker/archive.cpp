@@ -8,8 +8,8 @@ namespace corral::docker {
 
 using namespace detail;
 
-void client::put_archive(const std::string& container_id, const std::string& path,
-                         std::string tar, callback<void> done) {
+void client::put_archive(const std::string& container_id, const std::string& path, std::string tar,
+                         callback<void> done) {
   auto r = make_request(http_method::put, versioned("/containers/" + url_encode(container_id) +
                                                     "/archive?path=" + url_encode(path)));
   r.body = std::move(tar);

@@ -101,8 +101,8 @@ class client {
   // -- archive ------------------------------------------------------------------------
   void put_archive(const std::string& container_id, const std::string& path, std::string tar,
                    callback<void> done);
-  void get_archive(const std::string& container_id, const std::string& path,
-                   std::size_t max_bytes, callback<std::string> done);
+  void get_archive(const std::string& container_id, const std::string& path, std::size_t max_bytes,
+                   callback<std::string> done);
 
   // -- events -------------------------------------------------------------------------
   // Delivers events one by one until cancelled (then done gets errc::cancelled) or the

@@ -153,16 +153,14 @@ void client::container_stop(const std::string& id, std::chrono::seconds grace,
   http_.send(std::move(r), change_reply(std::move(done)));
 }
 
-void client::container_kill(const std::string& id, const std::string& signal,
-                            callback<void> done) {
+void client::container_kill(const std::string& id, const std::string& signal, callback<void> done) {
   std::string tail = "/kill";
   if (!signal.empty()) tail += "?signal=" + url_encode(signal);
   http_.send(make_request(http_method::post, versioned(container_path(id, tail))),
              ignore_body(std::move(done)));
 }
 
-unix_http_client::request_id client::container_wait(const std::string& id,
-                                                    wait_condition condition,
+unix_http_client::request_id client::container_wait(const std::string& id, wait_condition condition,
                                                     std::chrono::milliseconds timeout,
                                                     callback<container_wait_response> done) {
   const char* name = condition == wait_condition::next_exit ? "next-exit"
@@ -274,8 +272,10 @@ void client::container_logs(const std::string& id, const container_logs_options&
   output->stdout_data.cap = options.max_stdout;
   output->stderr_data.cap = options.max_stderr;
   auto demux = std::make_shared<stream_demuxer>([output](stream_kind kind, std::string_view bytes) {
-    if (kind == stream_kind::stderr_stream) output->stderr_data.append(bytes);
-    else output->stdout_data.append(bytes);
+    if (kind == stream_kind::stderr_stream)
+      output->stderr_data.append(bytes);
+    else
+      output->stdout_data.append(bytes);
   });
   http_.stream(
       make_request(http_method::get, versioned(container_path(id, tail))),
@@ -299,8 +299,7 @@ void client::container_unpause(const std::string& id, callback<void> done) {
 
 void client::container_stats(const std::string& id, callback<docker::container_stats> done) {
   http_.send(
-      make_request(http_method::get,
-                   versioned(container_path(id, "/stats?stream=0&one-shot=1"))),
+      make_request(http_method::get, versioned(container_path(id, "/stats?stream=0&one-shot=1"))),
       parse_reply<docker::container_stats>(
           "GET /containers/{id}/stats", std::move(done), [](const http_response& r) {
             simdjson::ondemand::parser parser;

@@ -10,19 +10,19 @@ namespace corral::docker {
 
 // The HostConfig fields corral sets. Zero / empty means "not set": the engine's default.
 struct host_config {
-  std::vector<std::string> binds;               // "host:container[:ro]"
-  std::map<std::string, std::string> tmpfs;     // path -> mount options ("size=64m,uid=1000")
-  int64_t memory = 0;                           // bytes
-  int64_t memory_swap = 0;                      // bytes; equal to memory: no swap
-  int64_t nano_cpus = 0;                        // 1e9 = one CPU
+  std::vector<std::string> binds;            // "host:container[:ro]"
+  std::map<std::string, std::string> tmpfs;  // path -> mount options ("size=64m,uid=1000")
+  int64_t memory = 0;                        // bytes
+  int64_t memory_swap = 0;                   // bytes; equal to memory: no swap
+  int64_t nano_cpus = 0;                     // 1e9 = one CPU
   int64_t cpu_shares = 0;
   int64_t pids_limit = 0;
   std::vector<std::string> cap_drop;
   std::vector<std::string> cap_add;
-  std::vector<std::string> security_opt;        // "no-new-privileges"
+  std::vector<std::string> security_opt;  // "no-new-privileges"
   bool readonly_rootfs = false;
-  std::string network_mode;                     // "none"
-  bool init = false;                            // run docker-init as PID 1
+  std::string network_mode;  // "none"
+  bool init = false;         // run docker-init as PID 1
   bool auto_remove = false;
 };
 

@@ -41,7 +41,7 @@ template <class T>
 class [[nodiscard]] result {
  public:
   result(T value) : v_(std::in_place_index<0>, std::move(value)) {}  // NOLINT: implicit by design
-  result(error err) : v_(std::in_place_index<1>, std::move(err)) {}   // NOLINT
+  result(error err) : v_(std::in_place_index<1>, std::move(err)) {}  // NOLINT
 
   bool ok() const noexcept { return v_.index() == 0; }
   explicit operator bool() const noexcept { return ok(); }

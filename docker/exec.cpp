@@ -34,27 +34,28 @@ void client::exec_create(const std::string& container_id, const exec_create_requ
   if (!request.user.empty()) w.field("User", request.user);
   if (!request.working_dir.empty()) w.field("WorkingDir", request.working_dir);
   w.end_object();
-  http_.send(make_json_request(http_method::post,
-                               versioned("/containers/" + url_encode(container_id) + "/exec"),
-                               w.take()),
-             parse_reply<exec_create_response>(
-                 "POST /containers/{id}/exec", std::move(done), [](const http_response& r) {
-                   simdjson::ondemand::parser parser;
-                   auto padded = pad(r.body);
-                   simdjson::ondemand::document doc = parser.iterate(padded);
-                   simdjson::ondemand::object obj = doc.get_object();
-                   exec_create_response out;
-                   out.id = get_string(obj, "Id");
-                   if (out.id.empty()) throw std::runtime_error("no Id");
-                   return out;
-                 }));
+  http_.send(
+      make_json_request(http_method::post,
+                        versioned("/containers/" + url_encode(container_id) + "/exec"), w.take()),
+      parse_reply<exec_create_response>("POST /containers/{id}/exec", std::move(done),
+                                        [](const http_response& r) {
+                                          simdjson::ondemand::parser parser;
+                                          auto padded = pad(r.body);
+                                          simdjson::ondemand::document doc = parser.iterate(padded);
+                                          simdjson::ondemand::object obj = doc.get_object();
+                                          exec_create_response out;
+                                          out.id = get_string(obj, "Id");
+                                          if (out.id.empty()) throw std::runtime_error("no Id");
+                                          return out;
+                                        }));
 }
 
 unix_http_client::request_id client::exec_start(const std::string& exec_id,
                                                 exec_start_options options,
                                                 callback<exec_output> done) {
-  auto r = make_json_request(http_method::post, versioned("/exec/" + url_encode(exec_id) + "/start"),
-                             R"({"Detach":false,"Tty":false})");
+  auto r =
+      make_json_request(http_method::post, versioned("/exec/" + url_encode(exec_id) + "/start"),
+                        R"({"Detach":false,"Tty":false})");
   r.upgrade = true;
   r.timeout = options.timeout;
   if (options.stdin_data) r.upload = std::move(options.stdin_data);
@@ -92,7 +93,8 @@ void client::exec_inspect(const std::string& exec_id, callback<exec_inspect_resp
                    out.id = get_string(obj, "ID");
                    out.running = get_bool(obj, "Running");
                    int64_t code = 0;
-                   if (obj["ExitCode"].get_int64().get(code) == simdjson::SUCCESS) out.exit_code = code;
+                   if (obj["ExitCode"].get_int64().get(code) == simdjson::SUCCESS)
+                     out.exit_code = code;
                    out.pid = get_int(obj, "Pid");
                    out.container_id = get_string(obj, "ContainerID");
                    return out;

@@ -32,7 +32,7 @@ struct exec_start_options {
   std::optional<std::string> stdin_data;  // written, then stdin is closed (needs attach_stdin)
   std::size_t max_stdout = 1 << 20;       // bytes kept per stream; the rest is read and dropped
   std::size_t max_stderr = 1 << 20;
-  std::chrono::milliseconds timeout{0};   // zero: the client's default
+  std::chrono::milliseconds timeout{0};  // zero: the client's default
   // Sees every piece of output as it arrives, before the cap applies: for live streaming.
   std::function<void(stream_kind, std::string_view)> on_output;
 };

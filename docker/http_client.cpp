@@ -25,11 +25,16 @@ namespace {
 
 http::verb to_verb(http_method m) {
   switch (m) {
-    case http_method::get: return http::verb::get;
-    case http_method::head: return http::verb::head;
-    case http_method::post: return http::verb::post;
-    case http_method::put: return http::verb::put;
-    case http_method::delete_: return http::verb::delete_;
+    case http_method::get:
+      return http::verb::get;
+    case http_method::head:
+      return http::verb::head;
+    case http_method::post:
+      return http::verb::post;
+    case http_method::put:
+      return http::verb::put;
+    case http_method::delete_:
+      return http::verb::delete_;
   }
   return http::verb::get;
 }
@@ -138,10 +143,10 @@ class operation : public std::enable_shared_from_this<operation> {
     deadline_.expires_after(timeout);
     deadline_.async_wait([self = shared_from_this(), timeout](beast::error_code ec) {
       if (ec) return;  // cancelled: the operation ended first
-      self->abort(error{errc::timeout,
-                        "no complete answer from the engine within " +
-                            std::to_string(timeout.count()) + " ms",
-                        0});
+      self->abort(error{
+          errc::timeout,
+          "no complete answer from the engine within " + std::to_string(timeout.count()) + " ms",
+          0});
     });
   }
 
@@ -158,9 +163,8 @@ class operation : public std::enable_shared_from_this<operation> {
     } catch (const boost::system::system_error& e) {
       return fail_transport(e.code(), "cannot use the socket path " + owner_.options.socket_path);
     }
-    conn_->socket.async_connect(endpoint, [self = shared_from_this()](beast::error_code ec) {
-      self->on_connect(ec);
-    });
+    conn_->socket.async_connect(
+        endpoint, [self = shared_from_this()](beast::error_code ec) { self->on_connect(ec); });
   }
 
   // Timeout, cancel or shutdown. Queued operations end at once; running ones when their
@@ -179,8 +183,8 @@ class operation : public std::enable_shared_from_this<operation> {
  private:
   void on_connect(beast::error_code ec) {
     if (ec) {
-      return fail_transport(ec, "cannot connect to the Docker engine at " +
-                                    owner_.options.socket_path);
+      return fail_transport(ec,
+                            "cannot connect to the Docker engine at " + owner_.options.socket_path);
     }
     write_request();
   }
@@ -189,17 +193,17 @@ class operation : public std::enable_shared_from_this<operation> {
     message_ = http::request<http::string_body>{to_verb(request_.method), request_.target, 11};
     message_.set(http::field::host, "docker");
     message_.set(http::field::user_agent, "corral");
-    if (!request_.content_type.empty()) message_.set(http::field::content_type, request_.content_type);
+    if (!request_.content_type.empty())
+      message_.set(http::field::content_type, request_.content_type);
     if (request_.upgrade) {
       message_.set(http::field::connection, "Upgrade");
       message_.set(http::field::upgrade, "tcp");
     }
     message_.body() = request_.body;
     message_.prepare_payload();
-    http::async_write(conn_->socket, message_,
-                      [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                        self->on_write(ec);
-                      });
+    http::async_write(
+        conn_->socket, message_,
+        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_write(ec); });
   }
 
   void on_write(beast::error_code ec) {
@@ -210,17 +214,17 @@ class operation : public std::enable_shared_from_this<operation> {
     // Content-Length against the optional itself, and any length is "greater" than none.
     parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
     if (request_.method == http_method::head) parser_->skip(true);
-    http::async_read_header(conn_->socket, conn_->buffer, *parser_,
-                            [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                              self->on_header(ec);
-                            });
+    http::async_read_header(
+        conn_->socket, conn_->buffer, *parser_,
+        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_header(ec); });
   }
 
   void on_header(beast::error_code ec) {
     if (ec) return fail_transport(ec, "reading the engine's response head failed");
     auto& msg = parser_->get();
     head_.status = static_cast<int>(msg.result_int());
-    for (const auto& field : msg) head_.headers[lower(field.name_string())] = std::string(field.value());
+    for (const auto& field : msg)
+      head_.headers[lower(field.name_string())] = std::string(field.value());
     if (on_head_) on_head_(head_);
 
     if (head_.status >= 400) {
@@ -250,10 +254,9 @@ class operation : public std::enable_shared_from_this<operation> {
     auto& body = parser_->get().body();
     body.data = chunk_;
     body.size = sizeof(chunk_);
-    http::async_read_some(conn_->socket, conn_->buffer, *parser_,
-                          [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                            self->on_body(ec);
-                          });
+    http::async_read_some(
+        conn_->socket, conn_->buffer, *parser_,
+        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_body(ec); });
   }
 
   void on_body(beast::error_code ec) {
@@ -271,7 +274,8 @@ class operation : public std::enable_shared_from_this<operation> {
   bool deliver(std::string_view bytes) {
     if (error_status_) {
       // Keep only the head of an error body; the rest is read and dropped.
-      const std::size_t room = owner_.options.max_error_body - std::min(owner_.options.max_error_body, error_body_.size());
+      const std::size_t room = owner_.options.max_error_body -
+                               std::min(owner_.options.max_error_body, error_body_.size());
       error_body_.append(bytes.substr(0, std::min(room, bytes.size())));
       return true;
     }
@@ -295,10 +299,9 @@ class operation : public std::enable_shared_from_this<operation> {
     }
     if (request_.upload) {
       writing_ = true;
-      asio::async_write(conn_->socket, asio::buffer(*request_.upload),
-                        [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                          self->on_upload(ec);
-                        });
+      asio::async_write(
+          conn_->socket, asio::buffer(*request_.upload),
+          [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_upload(ec); });
     }
     read_raw();
   }
@@ -315,10 +318,9 @@ class operation : public std::enable_shared_from_this<operation> {
   }
 
   void read_raw() {
-    conn_->socket.async_read_some(asio::buffer(chunk_),
-                                  [self = shared_from_this()](beast::error_code ec, std::size_t n) {
-                                    self->on_raw(ec, n);
-                                  });
+    conn_->socket.async_read_some(
+        asio::buffer(chunk_),
+        [self = shared_from_this()](beast::error_code ec, std::size_t n) { self->on_raw(ec, n); });
   }
 
   void on_raw(beast::error_code ec, std::size_t n) {
@@ -329,7 +331,8 @@ class operation : public std::enable_shared_from_this<operation> {
     const bool upload_unread = ec == asio::error::connection_reset && request_.upload;
     if (ec == asio::error::eof || upload_unread) {
       raw_eof_ = true;
-      if (!writing_) finish_ok();
+      if (!writing_)
+        finish_ok();
       else {
         // The engine closed the stream: the upload can never complete usefully. Close, not
         // cancel: cancel stops only the write pending now, and the next piece of a large
@@ -369,7 +372,8 @@ class operation : public std::enable_shared_from_this<operation> {
         code = errc::protocol;
         if (ec == http::error::partial_message) message = what + ": connection closed mid-response";
         if (ec == http::error::header_limit)
-          message = what + ": response head over " + std::to_string(owner_.options.max_header_bytes) + " bytes";
+          message = what + ": response head over " +
+                    std::to_string(owner_.options.max_header_bytes) + " bytes";
       }
     }
     finish(error{code, std::move(message), head_.status});
@@ -492,7 +496,8 @@ void unix_http_client::impl::close_all() {
   std::vector<std::shared_ptr<operation>> running;
   running.reserve(active.size());
   for (auto& [id, op] : active) running.push_back(op);
-  for (auto& op : running) op->abort(error{errc::cancelled, "the Docker client is shutting down", 0});
+  for (auto& op : running)
+    op->abort(error{errc::cancelled, "the Docker client is shutting down", 0});
   drop_idle();
   update_stats();
 }
@@ -504,7 +509,9 @@ unix_http_client::unix_http_client(http_client_options options)
   impl_->start_thread();
 }
 
-unix_http_client::~unix_http_client() { shutdown(); }
+unix_http_client::~unix_http_client() {
+  shutdown();
+}
 
 request_id unix_http_client::impl::submit(http_request request, body_sink sink,
                                           stream_completion done, head_handler on_head,
@@ -526,12 +533,14 @@ request_id unix_http_client::impl::submit(http_request request, body_sink sink,
 }
 
 unix_http_client::request_id unix_http_client::stream(http_request request, body_sink sink,
-                                                      stream_completion done, head_handler on_head) {
+                                                      stream_completion done,
+                                                      head_handler on_head) {
   return impl_->submit(std::move(request), std::move(sink), std::move(done), std::move(on_head),
                        std::nullopt);
 }
 
-unix_http_client::request_id unix_http_client::send(http_request request, response_completion done) {
+unix_http_client::request_id unix_http_client::send(http_request request,
+                                                    response_completion done) {
   auto body = std::make_shared<std::string>();
   const std::size_t cap = options_.max_buffered_body;
   auto sink = [body, cap](std::string_view chunk) -> std::optional<error> {

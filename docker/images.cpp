@@ -95,7 +95,8 @@ unix_http_client::request_id client::image_pull(
       [failure, on_progress = std::move(on_progress)](std::string_view line) {
         auto progress = parse_pull_progress(line);
         if (!progress) return;
-        if (!progress->error_message.empty() && failure->empty()) *failure = progress->error_message;
+        if (!progress->error_message.empty() && failure->empty())
+          *failure = progress->error_message;
         if (on_progress) on_progress(*progress);
       });
   return http_.stream(
@@ -105,7 +106,7 @@ unix_http_client::request_id client::image_pull(
         if (auto err = lines->finish()) return done(std::move(*err));
         if (!failure->empty()) {
           errc code = failure->find("not found") != std::string::npos ? errc::not_found
-                                                                       : errc::engine_error;
+                                                                      : errc::engine_error;
           return done(error{code, "pulling " + from_image + ": " + *failure, 200});
         }
         done(result<void>{});

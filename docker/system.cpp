@@ -34,7 +34,9 @@ int version_number(std::string_view v) {
 
 client::client(client_options options) : http_(std::move(options.http)) {}
 
-client::~client() { http_.shutdown(); }
+client::~client() {
+  http_.shutdown();
+}
 
 std::string client::api_version() const {
   std::lock_guard<std::mutex> guard(version_mutex_);
@@ -62,22 +64,23 @@ void client::ping(callback<ping_response> done) {
 
 void client::version(callback<version_response> done) {
   // Unversioned on purpose: an engine of any age answers it.
-  http_.send(make_request(http_method::get, "/version"),
-             parse_reply<version_response>("GET /version", std::move(done), [](const http_response& r) {
-               simdjson::ondemand::parser parser;
-               auto padded = pad(r.body);
-               simdjson::ondemand::document doc = parser.iterate(padded);
-               simdjson::ondemand::object obj = doc.get_object();
-               version_response v;
-               v.version = get_string(obj, "Version");
-               v.api_version = get_string(obj, "ApiVersion");
-               v.min_api_version = get_string(obj, "MinAPIVersion");
-               v.os = get_string(obj, "Os");
-               v.arch = get_string(obj, "Arch");
-               v.kernel_version = get_string(obj, "KernelVersion");
-               if (v.api_version.empty()) throw std::runtime_error("no ApiVersion");
-               return v;
-             }));
+  http_.send(
+      make_request(http_method::get, "/version"),
+      parse_reply<version_response>("GET /version", std::move(done), [](const http_response& r) {
+        simdjson::ondemand::parser parser;
+        auto padded = pad(r.body);
+        simdjson::ondemand::document doc = parser.iterate(padded);
+        simdjson::ondemand::object obj = doc.get_object();
+        version_response v;
+        v.version = get_string(obj, "Version");
+        v.api_version = get_string(obj, "ApiVersion");
+        v.min_api_version = get_string(obj, "MinAPIVersion");
+        v.os = get_string(obj, "Os");
+        v.arch = get_string(obj, "Arch");
+        v.kernel_version = get_string(obj, "KernelVersion");
+        if (v.api_version.empty()) throw std::runtime_error("no ApiVersion");
+        return v;
+      }));
 }
 
 void client::negotiate(callback<version_response> done) {
@@ -85,18 +88,20 @@ void client::negotiate(callback<version_response> done) {
     if (!v) return done(std::move(v).err());
     const int engine = version_number(v->api_version);
     if (engine < 0) {
-      return done(error{errc::protocol, "the engine reports API version '" + v->api_version + "'", 0});
+      return done(
+          error{errc::protocol, "the engine reports API version '" + v->api_version + "'", 0});
     }
     if (engine < version_number(min_api_version)) {
       return done(error{errc::api_too_old,
-                        "the engine speaks Engine API " + v->api_version + " (engine " + v->version +
-                            "); corral needs " + std::string(min_api_version) + " or newer",
+                        "the engine speaks Engine API " + v->api_version + " (engine " +
+                            v->version + "); corral needs " + std::string(min_api_version) +
+                            " or newer",
                         0});
     }
     {
       std::lock_guard<std::mutex> guard(version_mutex_);
-      api_version_ = engine > version_number(max_api_version) ? std::string(max_api_version)
-                                                              : v->api_version;
+      api_version_ =
+          engine > version_number(max_api_version) ? std::string(max_api_version) : v->api_version;
     }
     done(std::move(v));
   });

@@ -19,7 +19,7 @@ const char* to_string(exec_end x) noexcept;
 const char* to_string(output_stream x) noexcept;
 
 struct exec_request {
-  std::vector<std::string> argv;  // run as is: no shell unless argv asks for one
+  std::vector<std::string> argv;           // run as is: no shell unless argv asks for one
   std::map<std::string, std::string> env;  // this call only (credentials live here)
   std::string workdir;
   caf::timespan timeout{0};  // zero: the sandbox's default
@@ -52,8 +52,8 @@ struct exec_result {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, exec_request& x) {
-  return f(caf::meta::type_name("exec_request"), x.argv, x.env, x.workdir, x.timeout,
-           x.max_stdout, x.max_stderr, x.has_stdin, x.stdin_data, x.subscriber);
+  return f(caf::meta::type_name("exec_request"), x.argv, x.env, x.workdir, x.timeout, x.max_stdout,
+           x.max_stderr, x.has_stdin, x.stdin_data, x.subscriber);
 }
 
 template <class Inspector>

@@ -35,24 +35,25 @@ const char* to_string(release_mode x) noexcept;
 
 // The runtime's front door: keyed sandboxes.
 using supervisor_actor = caf::typed_actor<
-  // Get-or-create: concurrent acquires of one key make exactly one container.
-  caf::replies_to<acquire_atom, std::string, sandbox_spec>::with<sandbox_info>,
-  caf::replies_to<lookup_atom, std::string>::with<sandbox_info>,
-  caf::replies_to<exec_atom, std::string, exec_request>::with<exec_result>,
-  caf::replies_to<release_atom, std::string, release_mode>::with<sandbox_info>,
-  caf::replies_to<release_all_atom, release_mode>::with<uint64_t>,
-  caf::replies_to<list_atom>::with<std::vector<sandbox_info>>,
-  caf::replies_to<stats_atom>::with<runtime_stats>,
-  // Prune now: idle longer than the first span or older than the second (zero: no limit).
-  caf::replies_to<prune_atom, caf::timespan, caf::timespan>::with<std::vector<std::string>>,
-  // Version handshake: the caller's protocol version; the reply is the node's.
-  caf::replies_to<hello_atom, int32_t>::with<int32_t, std::string>>;
+    // Get-or-create: concurrent acquires of one key make exactly one container.
+    caf::replies_to<acquire_atom, std::string, sandbox_spec>::with<sandbox_info>,
+    caf::replies_to<lookup_atom, std::string>::with<sandbox_info>,
+    caf::replies_to<exec_atom, std::string, exec_request>::with<exec_result>,
+    caf::replies_to<release_atom, std::string, release_mode>::with<sandbox_info>,
+    caf::replies_to<release_all_atom, release_mode>::with<uint64_t>,
+    caf::replies_to<list_atom>::with<std::vector<sandbox_info>>,
+    caf::replies_to<stats_atom>::with<runtime_stats>,
+    // Prune now: idle longer than the first span or older than the second (zero: no limit).
+    caf::replies_to<prune_atom, caf::timespan, caf::timespan>::with<std::vector<std::string>>,
+    // Version handshake: the caller's protocol version; the reply is the node's.
+    caf::replies_to<hello_atom, int32_t>::with<int32_t, std::string>>;
 
 // One container, owned for its whole life.
-using container_actor = caf::typed_actor<
-  caf::replies_to<acquire_atom>::with<sandbox_info>,  // resolves once the sandbox is ready
-  caf::replies_to<lookup_atom>::with<sandbox_info>,
-  caf::replies_to<exec_atom, exec_request>::with<exec_result>,
-  caf::replies_to<release_atom, release_mode>::with<sandbox_info>>;
+using container_actor =
+    caf::typed_actor<caf::replies_to<acquire_atom>::with<sandbox_info>,  // resolves once the
+                                                                         // sandbox is ready
+                     caf::replies_to<lookup_atom>::with<sandbox_info>,
+                     caf::replies_to<exec_atom, exec_request>::with<exec_result>,
+                     caf::replies_to<release_atom, release_mode>::with<sandbox_info>>;
 
 }  // namespace corral::messages

@@ -11,37 +11,56 @@ namespace corral::messages {
 
 const char* to_string(access_mode x) noexcept {
   switch (x) {
-    case access_mode::none: return "none";
-    case access_mode::ro: return "ro";
-    case access_mode::rw: return "rw";
+    case access_mode::none:
+      return "none";
+    case access_mode::ro:
+      return "ro";
+    case access_mode::rw:
+      return "rw";
   }
   return "?";
 }
 
 const char* to_string(sandbox_status x) noexcept {
   switch (x) {
-    case sandbox_status::creating: return "creating";
-    case sandbox_status::starting: return "starting";
-    case sandbox_status::ready: return "ready";
-    case sandbox_status::stopping: return "stopping";
-    case sandbox_status::removed: return "removed";
-    case sandbox_status::exited: return "exited";
-    case sandbox_status::failed: return "failed";
-    case sandbox_status::timed_out: return "timed_out";
-    case sandbox_status::oom_killed: return "oom_killed";
-    case sandbox_status::killed: return "killed";
-    case sandbox_status::lost: return "lost";
+    case sandbox_status::creating:
+      return "creating";
+    case sandbox_status::starting:
+      return "starting";
+    case sandbox_status::ready:
+      return "ready";
+    case sandbox_status::stopping:
+      return "stopping";
+    case sandbox_status::removed:
+      return "removed";
+    case sandbox_status::exited:
+      return "exited";
+    case sandbox_status::failed:
+      return "failed";
+    case sandbox_status::timed_out:
+      return "timed_out";
+    case sandbox_status::oom_killed:
+      return "oom_killed";
+    case sandbox_status::killed:
+      return "killed";
+    case sandbox_status::lost:
+      return "lost";
   }
   return "?";
 }
 
 const char* to_string(exec_end x) noexcept {
   switch (x) {
-    case exec_end::exited: return "exited";
-    case exec_end::timed_out: return "timed_out";
-    case exec_end::killed: return "killed";
-    case exec_end::oom_killed: return "oom_killed";
-    case exec_end::sandbox_lost: return "sandbox_lost";
+    case exec_end::exited:
+      return "exited";
+    case exec_end::timed_out:
+      return "timed_out";
+    case exec_end::killed:
+      return "killed";
+    case exec_end::oom_killed:
+      return "oom_killed";
+    case exec_end::sandbox_lost:
+      return "sandbox_lost";
   }
   return "?";
 }
@@ -56,17 +75,28 @@ const char* to_string(release_mode x) noexcept {
 
 const char* to_string(corral_errc x) noexcept {
   switch (x) {
-    case corral_errc::policy_violation: return "policy_violation";
-    case corral_errc::invalid_request: return "invalid_request";
-    case corral_errc::not_found: return "not_found";
-    case corral_errc::capacity: return "capacity";
-    case corral_errc::timeout: return "timeout";
-    case corral_errc::sandbox_lost: return "sandbox_lost";
-    case corral_errc::shutting_down: return "shutting_down";
-    case corral_errc::engine_unavailable: return "engine_unavailable";
-    case corral_errc::engine_error: return "engine_error";
-    case corral_errc::version_mismatch: return "version_mismatch";
-    case corral_errc::node_unavailable: return "node_unavailable";
+    case corral_errc::policy_violation:
+      return "policy_violation";
+    case corral_errc::invalid_request:
+      return "invalid_request";
+    case corral_errc::not_found:
+      return "not_found";
+    case corral_errc::capacity:
+      return "capacity";
+    case corral_errc::timeout:
+      return "timeout";
+    case corral_errc::sandbox_lost:
+      return "sandbox_lost";
+    case corral_errc::shutting_down:
+      return "shutting_down";
+    case corral_errc::engine_unavailable:
+      return "engine_unavailable";
+    case corral_errc::engine_error:
+      return "engine_error";
+    case corral_errc::version_mismatch:
+      return "version_mismatch";
+    case corral_errc::node_unavailable:
+      return "node_unavailable";
   }
   return "?";
 }
@@ -114,7 +144,8 @@ bool operator==(const exec_result& a, const exec_result& b) {
   return a.exit_code == b.exit_code && a.stdout_data == b.stdout_data &&
          a.stderr_data == b.stderr_data && a.stdout_truncated == b.stdout_truncated &&
          a.stderr_truncated == b.stderr_truncated && a.stdout_bytes == b.stdout_bytes &&
-         a.stderr_bytes == b.stderr_bytes && a.duration == b.duration && a.end == b.end && a.warnings == b.warnings;
+         a.stderr_bytes == b.stderr_bytes && a.duration == b.duration && a.end == b.end &&
+         a.warnings == b.warnings;
 }
 
 bool operator==(const runtime_stats& a, const runtime_stats& b) {

@@ -81,7 +81,7 @@ struct sandbox_info {
   int64_t memory_bytes = 0;
   int64_t nano_cpus = 0;
   int64_t pids_limit = 0;
-  std::string detail;  // why it failed or was lost, when it did
+  std::string detail;                 // why it failed or was lost, when it did
   std::vector<std::string> warnings;  // what policy changed, e.g. reserved env keys stripped
 };
 

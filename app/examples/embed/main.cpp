@@ -23,7 +23,7 @@ typename Inspector::result_type inspect(Inspector& f, job& x) {
 }  // namespace host
 
 CAF_BEGIN_TYPE_ID_BLOCK(host, caf::first_custom_type_id)
-  CAF_ADD_TYPE_ID(host, (host::job))
+CAF_ADD_TYPE_ID(host, (host::job))
 CAF_END_TYPE_ID_BLOCK(host)
 
 int main() {
@@ -42,7 +42,8 @@ int main() {
   auto fail = [&](const caf::error& err) {
     std::fprintf(stderr, "embed_example: %s\n", describe(err).c_str());
   };
-  self->request(supervisor, std::chrono::minutes(2), acquire_atom_v, std::string("host-job-1"), sandbox_spec{})
+  self->request(supervisor, std::chrono::minutes(2), acquire_atom_v, std::string("host-job-1"),
+                sandbox_spec{})
       .receive(
           [&](const sandbox_info& info) {
             std::printf("sandbox %s is %s\n", info.key.c_str(), to_string(info.status));
