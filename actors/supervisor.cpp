@@ -229,6 +229,12 @@ void connect_engine(self_ptr self) {
 
 // -- requests ------------------------------------------------------------------------------
 
+// The answer for a key the runtime does not hold: malformed, or simply unknown.
+caf::error unknown_key(const std::string& key) {
+  if (auto err = check_key(key)) return err;
+  return make_error(corral_errc::not_found, "no sandbox with key " + key);
+}
+
 void do_acquire(self_ptr self, caf::typed_response_promise<sandbox_info> rp, const std::string& key,
                 const sandbox_spec& spec) {
   auto& st = self->state;
@@ -427,11 +433,7 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
         when_ready(self, [self, rp, key = std::move(key)]() mutable {
           auto& st = self->state;
           auto it = st.sandboxes.find(key);
-          if (it == st.sandboxes.end()) {
-            if (auto err = check_key(key)) return void(rp.deliver(err));
-            return void(
-                rp.deliver(make_error(corral_errc::not_found, "no sandbox with key " + key)));
-          }
+          if (it == st.sandboxes.end()) return void(rp.deliver(unknown_key(key)));
           if (it->second.handle) return void(rp.delegate(it->second.handle, lookup_atom_v));
           rp.deliver(it->second.info);
         });
@@ -442,11 +444,7 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
         when_ready(self, [self, rp, key = std::move(key), request = std::move(request)]() mutable {
           auto& st = self->state;
           auto it = st.sandboxes.find(key);
-          if (it == st.sandboxes.end()) {
-            if (auto err = check_key(key)) return void(rp.deliver(err));
-            return void(
-                rp.deliver(make_error(corral_errc::not_found, "no sandbox with key " + key)));
-          }
+          if (it == st.sandboxes.end()) return void(rp.deliver(unknown_key(key)));
           if (!it->second.handle) {
             return void(rp.deliver(make_error(
                 corral_errc::sandbox_lost,
@@ -465,11 +463,7 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
         when_ready(self, [self, rp, key = std::move(key), mode]() mutable {
           auto& st = self->state;
           auto it = st.sandboxes.find(key);
-          if (it == st.sandboxes.end()) {
-            if (auto err = check_key(key)) return void(rp.deliver(err));
-            return void(
-                rp.deliver(make_error(corral_errc::not_found, "no sandbox with key " + key)));
-          }
+          if (it == st.sandboxes.end()) return void(rp.deliver(unknown_key(key)));
           if (auto handle = it->second.handle) {
             ++st.client_releases;
             self->request(handle, caf::infinite, release_atom_v, mode)
