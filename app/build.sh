@@ -10,6 +10,10 @@ bash "${ROOT}/app/setup.sh"
 
 export CCACHE_DIR="${CCACHE_DIR:-/var/cache/corral-ccache}"
 mkdir -p "${CCACHE_DIR}"
+# Paths below the checkout hash as relative ones: a fresh clone elsewhere (CI, a worktree)
+# reuses the cache.
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-${ROOT}}"
+export CCACHE_NOHASHDIR="${CCACHE_NOHASHDIR:-1}"
 
 cd "${ROOT}"
 if [[ ! -f build/build.ninja ]]; then
