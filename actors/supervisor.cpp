@@ -13,6 +13,7 @@
 #include "actors/engine_bridge.hpp"
 #include "actors/engine_errors.hpp"
 #include "actors/policy.hpp"
+#include "actors/supervisor_seams.hpp"
 #include "docker/client.hpp"
 #include "messages/errors.hpp"
 
@@ -38,6 +39,7 @@ struct supervisor_state {
   static inline const char* name = "corral.supervisor";
   supervisor_state() = default;  // not an aggregate: CAF must not build it from the self pointer
   runtime_config cfg;
+  container_factory make_container;
   std::shared_ptr<docker::client> docker;
   std::map<std::string, entry> sandboxes;
   std::unordered_map<std::string, std::string> key_by_container;
@@ -152,7 +154,7 @@ void spawn_entry(self_ptr self, const std::string& key, sandbox_plan plan, std::
   e.info.status = sandbox_status::creating;
   e.info.created_ms = now_ms();
   e.info.last_used_ms = e.info.created_ms;
-  e.handle = spawn_container(self->system(), std::move(args));
+  e.handle = st.make_container(self->system(), std::move(args));
   self->monitor(e.handle);
   ++st.live;
   st.key_by_actor[e.handle.address()] = key;
@@ -369,9 +371,11 @@ void shut_down(self_ptr self, caf::error reason) {
       self, release_mode::wait_for_execs, [finish](uint64_t) { finish(); }, st.cfg.shutdown_grace);
 }
 
-supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_config cfg) {
+supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_config cfg,
+                                                     container_factory make) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
+  st.make_container = std::move(make);
   st.stats.runtime_name = st.cfg.name;
   st.stats.capacity = st.cfg.capacity;
   if (st.cfg.socket_path.empty()) {
@@ -598,7 +602,12 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
 }  // namespace
 
 messages::supervisor_actor spawn_supervisor(caf::actor_system& sys, runtime_config cfg) {
-  return sys.spawn(supervisor_impl, std::move(cfg));
+  return spawn_supervisor_with(sys, std::move(cfg), spawn_container);
+}
+
+messages::supervisor_actor spawn_supervisor_with(caf::actor_system& sys, runtime_config cfg,
+                                                 container_factory make) {
+  return sys.spawn(supervisor_impl, std::move(cfg), std::move(make));
 }
 
 }  // namespace corral::actors

@@ -21,6 +21,7 @@
 
 #include "actors/runtime_config.hpp"
 #include "actors/supervisor.hpp"
+#include "actors/supervisor_seams.hpp"
 #include "app/fake_engine.hpp"
 #include "docker/blocking.hpp"
 #include "docker/client.hpp"
@@ -112,9 +113,10 @@ inline std::optional<corral_errc> corral_code(const caf::error& err) {
 
 class runtime_harness {
  public:
-  explicit runtime_harness(actors::runtime_config cfg)
+  explicit runtime_harness(actors::runtime_config cfg,
+                           actors::container_factory make = actors::spawn_container)
       : sys_(cfg_), self(sys_), cfg_rt_(std::move(cfg)) {
-    sup = actors::spawn_supervisor(sys_, cfg_rt_);
+    sup = actors::spawn_supervisor_with(sys_, cfg_rt_, std::move(make));
   }
 
   ~runtime_harness() { stop(); }
