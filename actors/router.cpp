@@ -9,7 +9,9 @@
 #include <caf/io/all.hpp>
 #include <caf/openssl/all.hpp>
 
+#include "actors/actor_errors.hpp"
 #include "actors/internal_messages.hpp"
+#include "actors/pending_calls.hpp"
 #include "actors/supervisor.hpp"
 #include "messages/errors.hpp"
 
@@ -28,10 +30,6 @@ struct node_link {
   bool connecting = false;
   uint64_t live = 0;
   uint64_t capacity = 1;
-  // Requests sent to `handle` and not answered yet, by call id: their error handlers. A node
-  // that goes down fails them at once (its proxy would never answer: CAF 0.17 only times out).
-  uint64_t last_call = 0;
-  std::map<uint64_t, std::function<void(caf::error)>> in_flight;
 };
 
 struct router_state {
@@ -43,6 +41,9 @@ struct router_state {
   std::size_t pending_connects = 0;
   bool ready = false;
   std::vector<std::function<void()>> deferred;
+  // Requests sent to nodes and not answered yet. A node that goes down fails them at once
+  // (its proxy would never answer: CAF 0.17 only times out).
+  pending_calls calls;
 };
 
 using self_ptr = router_impl_actor::stateful_pointer<router_state>;
@@ -68,21 +69,25 @@ caf::error node_down(const node_link& n, const std::string& key) {
 }
 
 // Sends a request to node `index`; exactly one of `on_value` and `on_error` runs: with the
-// node's answer, or with sandbox_lost as soon as the node goes down.
+// node's answer, or with a corral error: the node's own, `timeout` when it did not answer in
+// time, sandbox_lost as soon as the node goes down.
 template <class T, class OnValue, class OnError, class... Ts>
 void call(self_ptr self, std::size_t index, caf::timespan timeout, OnValue on_value,
           OnError on_error, Ts&&... xs) {
   auto& n = self->state.nodes[index];
-  const auto id = ++n.last_call;
   auto fail = std::make_shared<OnError>(std::move(on_error));
-  n.in_flight.emplace(id, [fail](caf::error err) { (*fail)(err); });
+  auto typed = [fail, doing = "asking node " + n.name](const caf::error& err) {
+    (*fail)(from_actor(err, corral_errc::sandbox_lost, doing));
+  };
+  const auto peer = n.handle.address();
+  const auto id = self->state.calls.add(peer, typed);
   self->request(n.handle, timeout, std::forward<Ts>(xs)...)
       .then(
-          [self, index, id, on_value](T& value) mutable {
-            if (self->state.nodes[index].in_flight.erase(id) > 0) on_value(value);
+          [self, peer, id, on_value](T& value) mutable {
+            if (self->state.calls.take(peer, id)) on_value(value);
           },
-          [self, index, id, fail](caf::error& err) {
-            if (self->state.nodes[index].in_flight.erase(id) > 0) (*fail)(err);
+          [self, peer, id, typed](caf::error& err) {
+            if (self->state.calls.take(peer, id)) typed(err);
           });
 }
 
@@ -189,11 +194,9 @@ router_impl_actor::behavior_type router_impl(self_ptr self, router_options optio
         n.handle = nullptr;
         n.live = 0;
         // What it was asked and did not answer fails now, not when each request times out.
-        auto in_flight = std::move(n.in_flight);
-        n.in_flight.clear();
-        const auto lost = make_error(corral_errc::sandbox_lost,
-                                     "node " + n.name + " went down before it answered");
-        for (auto& [id, fail] : in_flight) fail(lost);
+        self->state.calls.fail_all(msg.source,
+                                   make_error(corral_errc::sandbox_lost,
+                                              "node " + n.name + " went down before it answered"));
       }
     }
   });

@@ -9,9 +9,11 @@
 
 #include <caf/all.hpp>
 
+#include "actors/actor_errors.hpp"
 #include "actors/container.hpp"
 #include "actors/engine_bridge.hpp"
 #include "actors/engine_errors.hpp"
+#include "actors/pending_calls.hpp"
 #include "actors/policy.hpp"
 #include "actors/supervisor_seams.hpp"
 #include "docker/client.hpp"
@@ -58,6 +60,10 @@ struct supervisor_state {
   // before it quits, also during a shutdown.
   std::size_t client_releases = 0;
   std::optional<caf::error> quit_reason;  // set when only those answers keep it alive
+  // Requests to container actors not answered yet: a container actor that goes down fails
+  // them at once. The supervisor answers every caller itself and never delegates, so no
+  // caller ever sees CAF's own errors (or a container actor's handle).
+  pending_calls calls;
 };
 
 using self_ptr = supervisor_impl_actor::stateful_pointer<supervisor_state>;
@@ -102,6 +108,79 @@ void when_ready(self_ptr self, F f) {
     f();
   else
     self->state.deferred.emplace_back(std::move(f));
+}
+
+void container_gone(self_ptr self, const caf::actor_addr& source, const caf::error& reason);
+
+// Asks a container actor; exactly one of on_value and on_error runs. on_error(err, gone)
+// always gets a corral error: the container's own answer (gone false), or sandbox_lost when
+// the actor is gone (gone true), whether the request bounced off its closed mailbox or the
+// actor died holding it.
+template <class T, class OnValue, class OnError, class... Ts>
+void ask(self_ptr self, const container_actor& handle, std::string doing, OnValue on_value,
+         OnError on_error, Ts&&... xs) {
+  auto finish = [on_error, doing](const caf::error& err, bool gone) mutable {
+    on_error(from_actor(err, corral_errc::sandbox_lost, doing), gone);
+  };
+  const auto peer = handle.address();
+  const auto id =
+      self->state.calls.add(peer, [finish](const caf::error& lost) mutable { finish(lost, true); });
+  self->request(handle, caf::infinite, std::forward<Ts>(xs)...)
+      .then(
+          [self, peer, id, on_value](T& value) mutable {
+            if (self->state.calls.take(peer, id)) on_value(value);
+          },
+          [self, peer, id, finish](caf::error& err) mutable {
+            if (!self->state.calls.take(peer, id)) return;
+            // CAF's own error (request_receiver_down): the actor's mailbox is closed. Its
+            // down message may still be on its way; the supervisor forgets it now.
+            const bool gone = err.category() != caf::atom(error_category_name);
+            if (gone) container_gone(self, peer, err);
+            finish(err, gone);
+          });
+}
+
+// The container actor at `source` is gone (its down message, or a request that bounced off
+// it before the down message came): its entry becomes a tombstone, its container is removed
+// unless it said it was done, and what it was asked fails.
+void container_gone(self_ptr self, const caf::actor_addr& source, const caf::error& reason) {
+  auto& st = self->state;
+  const auto why = reason ? ": " + describe(reason) : std::string();
+  auto owner = st.key_by_actor.find(source);
+  if (owner == st.key_by_actor.end()) {
+    // Retired already (or not a container actor): nothing of it should still be open.
+    st.calls.fail_all(source, make_error(corral_errc::sandbox_lost,
+                                         "the sandbox's container actor stopped" + why));
+    return;
+  }
+  auto it = st.sandboxes.find(owner->second);
+  if (it == st.sandboxes.end()) {
+    const auto key = owner->second;
+    st.key_by_actor.erase(owner);
+    st.calls.fail_all(source,
+                      make_error(corral_errc::sandbox_lost, "sandbox " + key + " is gone" + why));
+    return;
+  }
+  auto& e = it->second;
+  drop_handle(self, e);
+  if (!is_terminal(e.info.status)) {
+    // The actor died without saying why: its container is ours to clean up.
+    if (!e.info.container_id.empty() && !st.cfg.keep_sandboxes_on_shutdown) {
+      st.docker->container_remove(e.info.container_id, true, [](docker::result<void>) {});
+    }
+    e.info.status = sandbox_status::lost;
+    e.info.detail = "its container actor stopped" + why;
+    st.stats.lost_total++;
+  }
+  st.key_by_container.erase(e.info.container_id);
+  const auto lost = make_error(corral_errc::sandbox_lost,
+                               "sandbox " + e.info.key + " is " + to_string(e.info.status) +
+                                   (e.info.detail.empty() ? "" : ": " + e.info.detail));
+  if (e.info.status == sandbox_status::removed) {
+    st.stats.released_total++;
+    st.sandboxes.erase(it);
+  }
+  st.calls.fail_all(source, lost);
 }
 
 // -- engine events: one subscription for the whole runtime ---------------------------------
@@ -237,8 +316,30 @@ caf::error unknown_key(const std::string& key) {
   return make_error(corral_errc::not_found, "no sandbox with key " + key);
 }
 
+// At most this many tries of one acquire: a container actor that was gone when asked is
+// retried on a fresh sandbox, once.
+constexpr int acquire_attempts = 2;
+
 void do_acquire(self_ptr self, caf::typed_response_promise<sandbox_info> rp, const std::string& key,
-                const sandbox_spec& spec) {
+                const sandbox_spec& spec, int attempt = 1);
+
+// The container actor of `key` answers the acquire when its sandbox is ready (or failed).
+void acquire_from(self_ptr self, caf::typed_response_promise<sandbox_info> rp,
+                  const std::string& key, const sandbox_spec& spec, int attempt) {
+  const auto handle = self->state.sandboxes[key].handle;
+  ask<sandbox_info>(
+      self, handle, "acquiring sandbox " + key,
+      [rp](sandbox_info& info) mutable { rp.deliver(std::move(info)); },
+      [self, rp, key, spec, attempt](caf::error err, bool gone) mutable {
+        // Gone before it could answer: forget it, and try once more on a fresh sandbox.
+        if (gone && attempt < acquire_attempts) return do_acquire(self, rp, key, spec, attempt + 1);
+        rp.deliver(std::move(err));
+      },
+      acquire_atom_v);
+}
+
+void do_acquire(self_ptr self, caf::typed_response_promise<sandbox_info> rp, const std::string& key,
+                const sandbox_spec& spec, int attempt) {
   auto& st = self->state;
   if (st.shutting_down)
     return void(rp.deliver(make_error(corral_errc::shutting_down, "the runtime is stopping")));
@@ -248,8 +349,7 @@ void do_acquire(self_ptr self, caf::typed_response_promise<sandbox_info> rp, con
     if (it->second.handle && !is_terminal(it->second.info.status) &&
         it->second.info.status != sandbox_status::stopping) {
       it->second.info.last_used_ms = now_ms();
-      rp.delegate(it->second.handle, acquire_atom_v);
-      return;
+      return acquire_from(self, rp, key, spec, attempt);
     }
     if (!it->second.handle)
       st.sandboxes.erase(it);  // a tombstone: start afresh
@@ -266,7 +366,7 @@ void do_acquire(self_ptr self, caf::typed_response_promise<sandbox_info> rp, con
   if (!plan) return void(rp.deliver(plan.error()));
   spawn_entry(self, key, std::move(*plan), {});
   st.stats.created_total++;
-  rp.delegate(st.sandboxes[key].handle, acquire_atom_v);
+  acquire_from(self, rp, key, spec, attempt);
 }
 
 // A container actor answered its release: the sandbox is done with. Forget it now, not when
@@ -397,32 +497,8 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
   self->delayed_send(self, st.cfg.prune_interval, prune_tick_atom_v);
 
   self->set_exit_handler([self](caf::exit_msg& msg) { shut_down(self, msg.reason); });
-  self->set_down_handler([self](caf::down_msg& msg) {
-    auto& st = self->state;
-    auto owner = st.key_by_actor.find(msg.source);
-    if (owner == st.key_by_actor.end()) return;  // retired already, or not a container actor
-    auto it = st.sandboxes.find(owner->second);
-    if (it == st.sandboxes.end()) {
-      st.key_by_actor.erase(owner);
-      return;
-    }
-    auto& e = it->second;
-    drop_handle(self, e);
-    if (!is_terminal(e.info.status)) {
-      // The actor died without saying why: its container is ours to clean up.
-      if (!e.info.container_id.empty() && !st.cfg.keep_sandboxes_on_shutdown) {
-        st.docker->container_remove(e.info.container_id, true, [](docker::result<void>) {});
-      }
-      e.info.status = sandbox_status::lost;
-      e.info.detail = "its container actor stopped: " + caf::to_string(msg.reason);
-      st.stats.lost_total++;
-    }
-    st.key_by_container.erase(e.info.container_id);
-    if (e.info.status == sandbox_status::removed) {
-      st.stats.released_total++;
-      st.sandboxes.erase(it);
-    }
-  });
+  self->set_down_handler(
+      [self](caf::down_msg& msg) { container_gone(self, msg.source, msg.reason); });
 
   return {
       [self](acquire_atom, std::string& key, sandbox_spec& spec) -> caf::result<sandbox_info> {
@@ -438,8 +514,11 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
           auto& st = self->state;
           auto it = st.sandboxes.find(key);
           if (it == st.sandboxes.end()) return void(rp.deliver(unknown_key(key)));
-          if (it->second.handle) return void(rp.delegate(it->second.handle, lookup_atom_v));
-          rp.deliver(it->second.info);
+          if (!it->second.handle) return void(rp.deliver(it->second.info));
+          ask<sandbox_info>(
+              self, it->second.handle, "looking up sandbox " + key,
+              [rp](sandbox_info& info) mutable { rp.deliver(std::move(info)); },
+              [rp](caf::error err, bool) mutable { rp.deliver(std::move(err)); }, lookup_atom_v);
         });
         return rp;
       },
@@ -458,7 +537,11 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
           it->second.info.last_used_ms = now_ms();
           it->second.info.execs_in_flight++;  // until the container's next update says otherwise
           st.stats.execs_total++;
-          rp.delegate(it->second.handle, exec_atom_v, std::move(request));
+          ask<exec_result>(
+              self, it->second.handle, "running a command in sandbox " + key,
+              [rp](exec_result& result) mutable { rp.deliver(std::move(result)); },
+              [rp](caf::error err, bool) mutable { rp.deliver(std::move(err)); }, exec_atom_v,
+              std::move(request));
         });
         return rp;
       },
@@ -470,19 +553,28 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
           if (it == st.sandboxes.end()) return void(rp.deliver(unknown_key(key)));
           if (auto handle = it->second.handle) {
             ++st.client_releases;
-            self->request(handle, caf::infinite, release_atom_v, mode)
-                .then(
-                    [self, rp, key, source = handle.address()](sandbox_info& info) mutable {
-                      retire(self, key, source, info);
-                      rp.deliver(std::move(info));
-                      --self->state.client_releases;
-                      quit_when_answered(self);
-                    },
-                    [self, rp](caf::error& err) mutable {
-                      rp.deliver(std::move(err));
-                      --self->state.client_releases;
-                      quit_when_answered(self);
-                    });
+            ask<sandbox_info>(
+                self, handle, "releasing sandbox " + key,
+                [self, rp, key, source = handle.address()](sandbox_info& info) mutable {
+                  retire(self, key, source, info);
+                  rp.deliver(std::move(info));
+                  --self->state.client_releases;
+                  quit_when_answered(self);
+                },
+                [self, rp, key](caf::error err, bool gone) mutable {
+                  // Gone: the sandbox is released all the same; say what became of it.
+                  auto& st = self->state;
+                  auto it = st.sandboxes.find(key);
+                  if (gone && it != st.sandboxes.end() && !it->second.handle) {
+                    rp.deliver(it->second.info);
+                    st.sandboxes.erase(it);
+                  } else {
+                    rp.deliver(std::move(err));
+                  }
+                  --st.client_releases;
+                  quit_when_answered(self);
+                },
+                release_atom_v, mode);
             return;
           }
           auto info = it->second.info;
