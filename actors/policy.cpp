@@ -433,22 +433,22 @@ bool valid_utf8(std::string_view s) {
 }
 
 caf::error check_text(std::string_view field, std::string_view s, text_kind kind) {
+  // Multi-line values (argv elements, env and label values) are not echoed: credentials live
+  // there. Paths, keys and names are, escaped.
+  const std::string named =
+      std::string(field) + (kind == text_kind::single_line ? " " + shown(s) : std::string());
   if (!valid_utf8(s)) {
-    return make_error(corral_errc::invalid_request,
-                      std::string(field) + " " + shown(s) + " is not valid UTF-8");
+    return make_error(corral_errc::invalid_request, named + " is not valid UTF-8");
   }
   for (unsigned char c : s) {
     if (c >= 0x20 && c != 0x7f) continue;
     if (kind == text_kind::multi_line && (c == '\t' || c == '\n' || c == '\r')) continue;
-    if (c == 0) {
-      return make_error(corral_errc::invalid_request,
-                        std::string(field) + " " + shown(s) + " contains a NUL byte");
-    }
+    if (c == 0) return make_error(corral_errc::invalid_request, named + " contains a NUL byte");
     static constexpr char hex[] = "0123456789abcdef";
     const std::string code = {'\\', 'x', hex[c >> 4], hex[c & 0xF]};
     return make_error(
         corral_errc::invalid_request,
-        std::string(field) + " " + shown(s) + " contains the control character " + code +
+        named + " contains the control character " + code +
             (kind == text_kind::multi_line ? " (only tab, LF and CR are allowed)" : ""));
   }
   return {};

@@ -76,7 +76,8 @@ enum class text_kind : uint8_t {
 };
 
 // invalid_request naming `field` unless `s` is valid UTF-8 of the given kind. Every request
-// string is checked with this before anything (the JSON writer) could rewrite it.
+// string is checked with this before anything (the JSON writer) could rewrite it. The error
+// shows single-line values (escaped), never multi-line ones (they may hold credentials).
 caf::error check_text(std::string_view field, std::string_view s, text_kind kind);
 
 // -- users -----------------------------------------------------------------------------------

@@ -1051,6 +1051,18 @@ TEST_CASE("policy: every request string is valid UTF-8 without stray control cha
     CHECK_REFUSED(plan(with_workspace(odd.string(), msg::access_mode::rw)), invalid_request,
                   "not valid UTF-8");
   }
+  SECTION("values that may hold credentials are named, never echoed") {
+    msg::sandbox_spec spec;
+    spec.env = {{"TOKEN", "s3cret\x1b"}};
+    CHECK_REFUSED(plan(spec), invalid_request, "env value of TOKEN");
+    CHECK_THAT(msg::describe(error_of(plan(spec))), !Catch::Contains("s3cret"));
+    spec.env = {{"TOKEN", "s3cret\xff"}};
+    CHECK_THAT(msg::describe(error_of(plan(spec))), !Catch::Contains("s3cret"));
+    spec.env = {};
+    spec.command = {"curl", "-H", "Authorization: s3cret\x01"};
+    CHECK_REFUSED(plan(spec), invalid_request, "command[2]");
+    CHECK_THAT(msg::describe(error_of(plan(spec))), !Catch::Contains("s3cret"));
+  }
   SECTION("multi-line scripts and UTF-8 text pass") {
     msg::sandbox_spec spec;
     spec.command = {"sh", "-c", "echo caf\xc3\xa9\n\techo two\r\n"};
