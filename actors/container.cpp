@@ -251,6 +251,26 @@ void run_setup(self_ptr self) {
           }));
 }
 
+// The engine resolved the workspace path again at start: make sure it mounted the directory
+// the policy checked (a path swapped for a link or another directory in between would not be),
+// before the setup command or any exec runs. Anything else removes the sandbox.
+void verify_workspace(self_ptr self) {
+  auto& st = self->state;
+  if (st.args.plan.workspace.container_path.empty()) return run_setup(self);
+  engine(self).container_inspect(
+      st.info.container_id,
+      back_to<docker::container_inspect_response>(
+          self, [self](docker::result<docker::container_inspect_response> r) {
+            if (!r)
+              return fail_startup(self, from_engine(r.err(), "inspecting the started sandbox"));
+            if (self->state.releasing) return begin_removal(self, sandbox_status::removed, {});
+            // A quick stat of /proc/<pid>/root/...: fine in a handler.
+            if (auto err = verify_workspace_mount(self->state.args.plan.workspace, r->state.pid))
+              return fail_startup(self, err);
+            run_setup(self);
+          }));
+}
+
 void start_container(self_ptr self) {
   auto& st = self->state;
   if (st.releasing) return begin_removal(self, sandbox_status::removed, {});
@@ -261,7 +281,7 @@ void start_container(self_ptr self) {
       back_to<docker::change_outcome>(self, [self](docker::result<docker::change_outcome> r) {
         if (!r) return fail_startup(self, from_engine(r.err(), "starting the sandbox"));
         if (self->state.releasing) return begin_removal(self, sandbox_status::removed, {});
-        run_setup(self);
+        verify_workspace(self);
       }));
 }
 
@@ -274,6 +294,7 @@ void create_container(self_ptr self) {
   request.name = "corral-" + st.args.cfg.name + "-" + st.args.key + "-" + suffix;
   if (request.name.size() > 200) request.name = "corral-" + std::string(suffix);
   st.container_name = request.name;
+  if (st.args.cfg.before_create_for_tests) st.args.cfg.before_create_for_tests(st.args.plan);
   engine(self).container_create(
       request, back_to<docker::container_create_response>(
                    self, [self](docker::result<docker::container_create_response> r) {

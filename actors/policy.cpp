@@ -1,8 +1,14 @@
 #include "actors/policy.hpp"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
 #include <filesystem>
 #include <type_traits>
 
@@ -25,14 +31,12 @@ std::string upper(std::string_view s) {
   return out;
 }
 
-bool has_control_or_nul(std::string_view s) {
-  return std::any_of(s.begin(), s.end(), [](unsigned char c) { return c == 0; });
-}
-
 std::string shown(std::string_view s) {
+  // Invalid UTF-8 is shown escaped: an error text never carries the bytes it refuses.
+  const bool escape_high = !valid_utf8(s);
   std::string out = "'";
   for (unsigned char c : s.substr(0, 80)) {
-    if (c < 0x20 || c == 0x7f) {
+    if (c < 0x20 || c == 0x7f || (escape_high && c >= 0x80)) {
       static constexpr char hex[] = "0123456789abcdef";
       out += "\\x";
       out += hex[c >> 4];
@@ -77,9 +81,6 @@ caf::error filter_env(const runtime_config& cfg, const std::map<std::string, std
           corral_errc::invalid_request,
           "env key " + shown(k) +
               " is invalid: use letters, digits, '_', '.' and '-', not starting with a digit");
-    }
-    if (has_control_or_nul(v)) {
-      return make_error(corral_errc::invalid_request, "env value of " + k + " contains a NUL byte");
     }
     if (is_reserved_env_key(k)) {
       warnings.push_back("env " + k + " is reserved and was stripped");
@@ -133,20 +134,6 @@ caf::error check_output_cap(std::string_view what, uint64_t v, uint64_t max) {
   return {};
 }
 
-// uid and gid for the tmpfs owner: the sandbox user's numbers, or 1000 when it is a name.
-std::pair<std::string, std::string> owner_ids(const std::string& user) {
-  auto numeric = [](std::string_view s) {
-    return !s.empty() &&
-           std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
-  };
-  const auto colon = user.find(':');
-  std::string uid = user.substr(0, colon);
-  std::string gid = colon == std::string::npos ? uid : user.substr(colon + 1);
-  if (!numeric(uid)) uid = "1000";
-  if (!numeric(gid)) gid = uid;
-  return {uid, gid};
-}
-
 caf::error check_container_path(std::string_view what, const std::string& path) {
   const fs::path p(path);
   if (!p.is_absolute() || p == "/" || p.lexically_normal() != p ||
@@ -189,81 +176,221 @@ caf::error check_tmpfs_options(const messages::tmpfs_mount& t) {
   return {};
 }
 
+// `inner` is `outer` or below it, component by component.
+bool within(const fs::path& inner, const fs::path& outer) {
+  auto o = outer.begin(), i = inner.begin();
+  for (; o != outer.end(); ++o, ++i) {
+    if (o->empty()) continue;  // a trailing separator
+    if (i == inner.end() || *o != *i) return false;
+  }
+  return true;
+}
+
+// Host trees that are never a workspace, nor anything inside them (canonical paths: /bin,
+// /sbin and /lib* are links into /usr on a merged-/usr system and resolve there).
+constexpr std::array<std::string_view, 15> system_trees = {
+    "/etc",  "/usr", "/bin",  "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+    "/boot", "/dev", "/proc", "/sys",  "/run", "/var",   "/root"};
+// Below a system tree, yet fine: temporary space (still subject to the ownership rules).
+constexpr std::array<std::string_view, 1> system_tree_exceptions = {"/var/tmp"};
+// Never a workspace themselves: they hold everyone's directories (what is below is fine).
+constexpr std::array<std::string_view, 3> shared_roots = {"/home", "/opt", "/srv"};
+
 // Host directories that are never a workspace: the system's own, and the engine's state.
-caf::error check_system_directory(const fs::path& real, const std::string& asked) {
-  static const std::array<std::string_view, 9> subtree = {"/proc",
-                                                          "/sys",
-                                                          "/dev",
-                                                          "/boot",
-                                                          "/etc",
-                                                          "/var/lib/docker",
-                                                          "/var/lib/containerd",
-                                                          "/run/containerd",
-                                                          "/run/docker"};
-  static const std::array<std::string_view, 11> exact = {
-      "/usr", "/bin", "/sbin", "/lib", "/lib64", "/var", "/home", "/root", "/run", "/opt", "/srv"};
-  const std::string p = real.string();
-  for (auto dir : subtree) {
-    if (p == dir ||
-        (p.size() > dir.size() && p.compare(0, dir.size(), dir) == 0 && p[dir.size()] == '/')) {
-      return make_error(corral_errc::policy_violation,
-                        "workspace " + shown(asked) + " is inside the host's " + std::string(dir));
+caf::error check_system_directory(const runtime_config& cfg, const fs::path& real,
+                                  const std::string& asked) {
+  auto refuse = [&](const std::string& why) {
+    return make_error(corral_errc::policy_violation, "workspace " + shown(asked) + " " + why);
+  };
+  // The engine's and containerd's state: neither inside nor any directory above it.
+  std::error_code ec;
+  std::vector<fs::path> engine_state = {"/var/lib/containerd", "/run/containerd",
+                                        "/var/lib/docker"};
+  if (!cfg.engine_data_root.empty()) {
+    auto root = fs::weakly_canonical(cfg.engine_data_root, ec);
+    engine_state.push_back(ec ? fs::path(cfg.engine_data_root) : root);
+  }
+  for (const auto& dir : engine_state) {
+    if (within(real, dir) || within(dir, real)) {
+      return refuse("would expose the engine's state in " + dir.string() +
+                    " (engine data root and containerd directories are never workspaces)");
     }
   }
-  for (auto dir : exact) {
-    if (p == dir)
-      return make_error(corral_errc::policy_violation,
-                        "workspace " + shown(asked) + " is a host system directory");
+  for (auto dir : system_trees) {
+    if (!within(real, fs::path(dir))) continue;
+    const bool excepted =
+        std::any_of(system_tree_exceptions.begin(), system_tree_exceptions.end(),
+                    [&](std::string_view ok) { return within(real, fs::path(ok)); });
+    if (excepted) continue;
+    return refuse("is inside the host's " + std::string(dir) + " (resolved to " + real.string() +
+                  "; system directories are never workspaces)");
+  }
+  for (auto dir : shared_roots) {
+    if (real == fs::path(dir))
+      return refuse("is a host system directory (" + std::string(dir) + ")");
   }
   return {};
 }
 
-caf::error check_workspace(const messages::workspace_mount& ws, const std::string& engine_socket) {
+// Walks the path as given, one component at a time, without following links: none may be a
+// link (it could be swapped between this check and the engine's mount), and none may be
+// writable by anyone but root or its owner, except a sticky directory (/tmp) whose next
+// component belongs to us, root or the sticky directory's owner (nobody else may rename it).
+caf::expected<workspace_identity> walk_workspace(const std::string& asked) {
+  auto refuse = [&](corral_errc code, const std::string& why) {
+    return make_error(code, "workspace " + shown(asked) + ": " + why);
+  };
+  std::vector<std::string> prefixes = {"/"};
+  std::size_t start = 0;
+  while (start < asked.size()) {
+    auto end = asked.find('/', start);
+    if (end == std::string::npos) end = asked.size();
+    const std::string_view part = std::string_view(asked).substr(start, end - start);
+    if (part == "." || part == "..") {
+      return refuse(corral_errc::invalid_request, "give the path without '.' or '..' components");
+    }
+    if (!part.empty()) prefixes.push_back(asked.substr(0, end));
+    start = end + 1;
+  }
+  std::vector<struct stat> info(prefixes.size());
+  for (std::size_t i = 0; i < prefixes.size(); ++i) {
+    if (::lstat(prefixes[i].c_str(), &info[i]) != 0) {
+      return refuse(corral_errc::invalid_request,
+                    "cannot inspect " + shown(prefixes[i]) + ": " + std::strerror(errno));
+    }
+    if (S_ISLNK(info[i].st_mode)) {
+      return refuse(corral_errc::policy_violation,
+                    "component " + shown(prefixes[i]) +
+                        " is a symbolic link (it could be swapped before the mount; give the "
+                        "real path)");
+    }
+  }
+  const uid_t caller = ::geteuid();
+  for (std::size_t i = 0; i < prefixes.size(); ++i) {
+    const auto& st = info[i];
+    if ((st.st_mode & (S_IWGRP | S_IWOTH)) == 0) continue;
+    const bool last = i + 1 == prefixes.size();
+    const bool sticky_above_ours = (st.st_mode & S_ISVTX) != 0 && !last &&
+                                   (info[i + 1].st_uid == caller || info[i + 1].st_uid == 0 ||
+                                    info[i + 1].st_uid == st.st_uid);
+    if (sticky_above_ours) continue;
+    return refuse(corral_errc::policy_violation,
+                  "component " + shown(prefixes[i]) +
+                      " is writable by its group or others (only root or its owner may be able "
+                      "to change a workspace path)");
+  }
+  const auto& dir = info.back();
+  if (!S_ISDIR(dir.st_mode)) return refuse(corral_errc::invalid_request, "is not a directory");
+  workspace_identity id;
+  id.device = static_cast<uint64_t>(dir.st_dev);
+  id.inode = static_cast<uint64_t>(dir.st_ino);
+  return id;
+}
+
+caf::expected<workspace_identity> check_workspace(const runtime_config& cfg,
+                                                  const messages::workspace_mount& ws,
+                                                  const std::string& engine_socket) {
   if (ws.host_path.empty() || !fs::path(ws.host_path).is_absolute()) {
     return make_error(corral_errc::invalid_request,
                       "workspace " + shown(ws.host_path) + " must be an absolute host path");
   }
+  if (ws.host_path.find(':') != std::string::npos ||
+      ws.container_path.find(':') != std::string::npos) {
+    return make_error(corral_errc::invalid_request, "workspace paths must not contain ':'");
+  }
+  // What the path names once every link is followed: the deny rules apply to that, even when
+  // it does not exist (a missing /root/.ssh is still refused as /root).
   std::error_code ec;
-  const fs::path real = fs::canonical(ws.host_path, ec);
+  const fs::path real = fs::weakly_canonical(ws.host_path, ec);
   if (ec) {
     return make_error(corral_errc::invalid_request,
-                      "workspace " + shown(ws.host_path) + " does not exist: " + ec.message());
-  }
-  if (!fs::is_directory(real, ec)) {
-    return make_error(corral_errc::invalid_request,
-                      "workspace " + shown(ws.host_path) + " is not a directory");
+                      "workspace " + shown(ws.host_path) + " cannot be resolved: " + ec.message());
   }
   if (real == "/") {
     return make_error(corral_errc::policy_violation,
                       "workspace must not be the host's root directory");
   }
-  if (real.string().find(':') != std::string::npos ||
-      ws.container_path.find(':') != std::string::npos) {
-    return make_error(corral_errc::invalid_request, "workspace paths must not contain ':'");
-  }
-  // Neither the engine's socket nor anything that contains it may be mounted: that would hand
-  // the sandbox the engine.
+  // Neither the engine's socket, nor anything that contains it, nor anything beside it in its
+  // directory may be mounted: that would hand the sandbox the engine.
   for (const std::string& socket :
        {engine_socket, std::string("/var/run/docker.sock"), std::string("/run/docker.sock")}) {
     if (socket.empty()) continue;
     const fs::path socket_path = fs::weakly_canonical(socket, ec);
     if (ec) continue;
-    const fs::path socket_dir = socket_path.parent_path();
-    auto contains = [](const fs::path& outer, const fs::path& inner) {
-      auto o = outer.begin(), i = inner.begin();
-      for (; o != outer.end(); ++o, ++i) {
-        if (i == inner.end() || *o != *i) return false;
-      }
-      return true;
-    };
-    if (contains(real, socket_path) || real == socket_dir) {
+    if (within(socket_path, real) || within(real, socket_path.parent_path())) {
       return make_error(corral_errc::policy_violation, "workspace " + shown(ws.host_path) +
                                                            " would expose the Docker socket " +
                                                            socket_path.string());
     }
   }
-  if (auto err = check_system_directory(real, ws.host_path)) return err;
-  return check_container_path("workspace container path", ws.container_path);
+  if (auto err = check_system_directory(cfg, real, ws.host_path)) return err;
+  if (!fs::exists(real, ec)) {
+    return make_error(corral_errc::invalid_request,
+                      "workspace " + shown(ws.host_path) + " does not exist");
+  }
+  if (!fs::is_directory(real, ec)) {
+    return make_error(corral_errc::invalid_request,
+                      "workspace " + shown(ws.host_path) + " is not a directory");
+  }
+  auto id = walk_workspace(ws.host_path);
+  if (!id) return id;
+  if (auto err = check_container_path("workspace container path", ws.container_path)) return err;
+  id->host_path = real.string();
+  id->container_path = ws.container_path;
+  return id;
+}
+
+template <class Strings>
+caf::error check_argv_text(std::string_view what, const Strings& argv,
+                           text_kind kind = text_kind::multi_line) {
+  for (std::size_t i = 0; i < argv.size(); ++i) {
+    if (auto err = check_text(std::string(what) + "[" + std::to_string(i) + "]", argv[i], kind))
+      return err;
+  }
+  return {};
+}
+
+caf::error check_env_text(std::string_view what, const std::map<std::string, std::string>& env) {
+  for (const auto& [k, v] : env) {
+    if (auto err = check_text(std::string(what) + " key", k, text_kind::single_line)) return err;
+    if (auto err = check_text(std::string(what) + " value of " + k, v, text_kind::multi_line))
+      return err;
+  }
+  return {};
+}
+
+// Every string of a sandbox request: valid UTF-8, and control characters only where a
+// multi-line script needs them.
+caf::error check_spec_text(const std::string& key, const messages::sandbox_spec& spec) {
+  using enum text_kind;
+  if (auto err = check_text("sandbox key", key, single_line)) return err;
+  if (auto err = check_text("image", spec.image, single_line)) return err;
+  if (auto err = check_text("workspace", spec.workspace.host_path, single_line)) return err;
+  if (auto err = check_text("workspace container path", spec.workspace.container_path, single_line))
+    return err;
+  if (auto err = check_text("workdir", spec.workdir, single_line)) return err;
+  if (auto err = check_text("user", spec.user, single_line)) return err;
+  if (auto err = check_text("network mode", spec.network_mode, single_line)) return err;
+  if (auto err = check_argv_text("command", spec.command)) return err;
+  if (auto err = check_argv_text("setup command", spec.setup_command)) return err;
+  if (auto err = check_env_text("env", spec.env)) return err;
+  for (const auto& [k, v] : spec.labels) {
+    if (auto err = check_text("label key", k, single_line)) return err;
+    if (auto err = check_text("label value of " + k, v, multi_line)) return err;
+  }
+  if (auto err = check_argv_text("capability", spec.cap_add, single_line)) return err;
+  for (std::size_t i = 0; i < spec.tmpfs.size(); ++i) {
+    const auto n = "[" + std::to_string(i) + "]";
+    if (auto err = check_text("tmpfs path" + n, spec.tmpfs[i].path, single_line)) return err;
+    if (auto err = check_text("tmpfs options" + n, spec.tmpfs[i].options, single_line)) return err;
+  }
+  return {};
+}
+
+caf::error check_exec_text(const messages::exec_request& request) {
+  if (auto err = check_argv_text("exec argv", request.argv)) return err;
+  if (auto err = check_env_text("exec env", request.env)) return err;
+  return check_text("exec workdir", request.workdir, text_kind::single_line);
 }
 
 constexpr std::array<std::string_view, 14> forbidden_caps = {
@@ -272,6 +399,128 @@ constexpr std::array<std::string_view, 14> forbidden_caps = {
     "PERFMON",      "ALL"};
 
 }  // namespace
+
+bool valid_utf8(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    std::size_t n = 0;
+    uint32_t cp = 0;
+    uint32_t lowest = 0;
+    if ((c & 0xE0) == 0xC0) {
+      n = 1, cp = c & 0x1F, lowest = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+      n = 2, cp = c & 0x0F, lowest = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+      n = 3, cp = c & 0x07, lowest = 0x10000;
+    } else {
+      return false;  // a continuation byte first, or 0xF8..0xFF
+    }
+    if (s.size() - i <= n) return false;  // truncated sequence
+    for (std::size_t k = 1; k <= n; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    if (cp < lowest || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += n + 1;
+  }
+  return true;
+}
+
+caf::error check_text(std::string_view field, std::string_view s, text_kind kind) {
+  // Multi-line values (argv elements, env and label values) are not echoed: credentials live
+  // there. Paths, keys and names are, escaped.
+  const std::string named =
+      std::string(field) + (kind == text_kind::single_line ? " " + shown(s) : std::string());
+  if (!valid_utf8(s)) {
+    return make_error(corral_errc::invalid_request, named + " is not valid UTF-8");
+  }
+  for (unsigned char c : s) {
+    if (c >= 0x20 && c != 0x7f) continue;
+    if (kind == text_kind::multi_line && (c == '\t' || c == '\n' || c == '\r')) continue;
+    if (c == 0) return make_error(corral_errc::invalid_request, named + " contains a NUL byte");
+    static constexpr char hex[] = "0123456789abcdef";
+    const std::string code = {'\\', 'x', hex[c >> 4], hex[c & 0xF]};
+    return make_error(
+        corral_errc::invalid_request,
+        named + " contains the control character " + code +
+            (kind == text_kind::multi_line ? " (only tab, LF and CR are allowed)" : ""));
+  }
+  return {};
+}
+
+caf::expected<std::string> check_user(const user_policy& users, std::string_view user) {
+  auto invalid = [&] {
+    return make_error(corral_errc::invalid_request,
+                      "user " + shown(user) +
+                          " is invalid: use a numeric uid[:gid] (a name could resolve to root "
+                          "in the image)");
+  };
+  const auto colon = user.find(':');
+  const std::string_view uid_text = user.substr(0, colon);
+  const std::string_view gid_text =
+      colon == std::string_view::npos ? uid_text : user.substr(colon + 1);
+  auto number = [](std::string_view text, uint32_t& out) {
+    if (text.empty() || text.size() > 10) return false;
+    if (!std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isdigit(c); }))
+      return false;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+    return ec == std::errc{} && end == text.data() + text.size();
+  };
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  if (!number(uid_text, uid) || !number(gid_text, gid)) return invalid();
+  const std::string normal = std::to_string(uid) + ":" + std::to_string(gid);
+  auto check = [&](const char* what, uint32_t id, const id_range& range,
+                   const char* setting) -> caf::error {
+    if (id == 0) {
+      if (users.allow_root) return {};
+      return make_error(corral_errc::policy_violation,
+                        "user " + shown(user) + ": " + what + " 0 (root" +
+                            (std::string_view(what) == "gid" ? "'s group" : "") +
+                            ") is refused by the users policy; the runtime setting "
+                            "users.allow_root would allow it");
+    }
+    if (id < range.min || id > range.max) {
+      return make_error(corral_errc::policy_violation,
+                        "user " + shown(user) + ": " + what + " " + std::to_string(id) +
+                            " is outside the allowed range " + std::to_string(range.min) + "-" +
+                            std::to_string(range.max) + " (runtime setting " + setting + ")");
+    }
+    return {};
+  };
+  if (auto err = check("uid", uid, users.uids, "users.uids")) return err;
+  if (auto err = check("gid", gid, users.gids, "users.gids")) return err;
+  return normal;
+}
+
+caf::error verify_workspace_mount(const workspace_identity& checked, int64_t pid) {
+  auto refuse = [&](const std::string& why) {
+    return make_error(corral_errc::policy_violation, "workspace " + checked.host_path +
+                                                         " could not be verified at " +
+                                                         checked.container_path + ": " + why);
+  };
+  if (pid <= 0) return refuse("the engine reports no process for the sandbox");
+  const std::string seen = "/proc/" + std::to_string(pid) + "/root" + checked.container_path;
+  struct stat st {};
+  if (::stat(seen.c_str(), &st) != 0) return refuse("stat " + seen + ": " + std::strerror(errno));
+  if (static_cast<uint64_t>(st.st_dev) != checked.device ||
+      static_cast<uint64_t>(st.st_ino) != checked.inode) {
+    return make_error(corral_errc::policy_violation,
+                      "workspace " + checked.host_path +
+                          " changed between the check and the start: the engine mounted "
+                          "another directory (device " +
+                          std::to_string(st.st_dev) + ", inode " + std::to_string(st.st_ino) +
+                          ", checked device " + std::to_string(checked.device) + ", inode " +
+                          std::to_string(checked.inode) + ")");
+  }
+  return {};
+}
 
 caf::error check_key(std::string_view key) {
   const bool ok = !key.empty() && key.size() <= 128 &&
@@ -390,6 +639,8 @@ bool is_reserved_env_key(std::string_view key) {
 caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::string& key,
                                          const messages::sandbox_spec& spec,
                                          const std::string& engine_socket, int64_t now_ms) {
+  // First of all: nothing below (nor the JSON writer) may see or rewrite a bad string.
+  if (auto err = check_spec_text(key, spec)) return err;
   if (auto err = check_key(key)) return err;
   sandbox_plan plan;
   auto& c = plan.create;
@@ -485,22 +736,15 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
   h.security_opt = {"no-new-privileges"};
   h.init = true;  // docker-init reaps zombies and forwards signals
 
-  plan.user = spec.user.empty() ? default_user : spec.user;
-  if (!std::all_of(plan.user.begin(), plan.user.end(),
-                   [](unsigned char ch) {
-                     return std::isalnum(ch) || ch == '_' || ch == '.' || ch == '-' || ch == ':';
-                   }) ||
-      plan.user.front() == ':' || plan.user.back() == ':') {
-    return make_error(corral_errc::invalid_request,
-                      "user " + shown(plan.user) + " is invalid: use uid[:gid] or a name");
-  }
-  const std::string uid_part = plan.user.substr(0, plan.user.find(':'));
-  const bool all_zero = !uid_part.empty() && uid_part.find_first_not_of('0') == std::string::npos;
-  if (all_zero || uid_part == "root") {
-    plan.warnings.push_back("runs as root (loosened)");
+  auto user = check_user(cfg.users, spec.user.empty() ? default_user : spec.user);
+  if (!user) return std::move(user.error());
+  plan.user = std::move(*user);
+  if (plan.user.rfind("0:", 0) == 0 || plan.user.substr(plan.user.find(':')) == ":0") {
+    plan.warnings.push_back("runs as root or root's group (loosened)");
   }
   c.user = plan.user;
-  const auto [uid, gid] = owner_ids(plan.user);
+  const std::string uid = plan.user.substr(0, plan.user.find(':'));
+  const std::string gid = plan.user.substr(plan.user.find(':') + 1);
 
   // /tmp (and any other tmpfs) writable by the sandbox user, never executable.
   std::vector<messages::tmpfs_mount> tmpfs = spec.tmpfs;
@@ -520,10 +764,10 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
   }
 
   if (spec.workspace.access != messages::access_mode::none) {
-    if (auto err = check_workspace(spec.workspace, engine_socket)) return err;
-    std::error_code ec;
-    const auto real = fs::canonical(spec.workspace.host_path, ec).string();
-    h.binds.push_back(real + ":" + spec.workspace.container_path +
+    auto checked = check_workspace(cfg, spec.workspace, engine_socket);
+    if (!checked) return std::move(checked.error());
+    plan.workspace = std::move(*checked);
+    h.binds.push_back(plan.workspace.host_path + ":" + plan.workspace.container_path +
                       (spec.workspace.access == messages::access_mode::ro ? ":ro" : ":rw"));
   }
   if (!spec.workdir.empty()) {
@@ -539,10 +783,6 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
   if (auto err = check_total("labels", spec.labels, cfg.max_env_bytes)) return err;
   if (auto err = filter_env(cfg, spec.env, c.env, plan.warnings)) return err;
 
-  for (const auto& arg : spec.command) {
-    if (has_control_or_nul(arg))
-      return make_error(corral_errc::invalid_request, "command argument contains a NUL byte");
-  }
   // The keep-alive: docker-init (PID 1) forwards the stop signal to it, so it ends at once.
   c.cmd = spec.command.empty() ? std::vector<std::string>{"sleep", "2147483647"} : spec.command;
 
@@ -584,6 +824,7 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
 
 caf::expected<exec_plan> plan_exec(const runtime_config& cfg, const sandbox_plan& sandbox,
                                    const messages::exec_request& request) {
+  if (auto err = check_exec_text(request)) return err;
   if (request.argv.empty()) return make_error(corral_errc::invalid_request, "exec: empty command");
   if (auto err = check_total("exec argv", request.argv, cfg.max_argv_bytes)) return err;
   if (auto err = check_total("exec env", request.env, cfg.max_env_bytes)) return err;
@@ -592,10 +833,6 @@ caf::expected<exec_plan> plan_exec(const runtime_config& cfg, const sandbox_plan
                       "exec stdin of " + std::to_string(request.stdin_data.size()) +
                           " bytes is over the limit of " + std::to_string(cfg.max_stdin_bytes) +
                           " bytes");
-  }
-  for (const auto& arg : request.argv) {
-    if (has_control_or_nul(arg))
-      return make_error(corral_errc::invalid_request, "exec: argument contains a NUL byte");
   }
   if (auto err = check_duration("exec timeout", request.timeout, cfg.max_exec_timeout)) return err;
   if (auto err = check_output_cap("stdout cap", request.max_stdout, cfg.max_output_bytes))

@@ -33,8 +33,18 @@ inline constexpr const char* label_key = "corral.key";
 inline constexpr const char* label_created_at = "corral.created-at";
 inline constexpr const char* label_spec_hash = "corral.spec-hash";
 
+// The workspace directory as it was checked: the container actor compares the mount the
+// engine made against it before anything else runs in the sandbox.
+struct workspace_identity {
+  uint64_t device = 0;
+  uint64_t inode = 0;
+  std::string host_path;       // canonical, as bound
+  std::string container_path;  // empty: no workspace
+};
+
 struct sandbox_plan {
   docker::container_create_request create;
+  workspace_identity workspace;
   std::vector<std::string> warnings;
   std::string user;
   std::vector<std::string> setup_command;
@@ -53,6 +63,37 @@ struct exec_plan {
   uint64_t max_stdout = 0;
   uint64_t max_stderr = 0;
 };
+
+// -- request text ----------------------------------------------------------------------------
+
+// Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF.
+bool valid_utf8(std::string_view s);
+
+// What a request string may hold besides valid UTF-8.
+enum class text_kind : uint8_t {
+  single_line,  // no control characters at all (C0, DEL): paths, keys, names, images
+  multi_line,   // TAB, LF and CR allowed: argv elements and env values (`sh -c` scripts)
+};
+
+// invalid_request naming `field` unless `s` is valid UTF-8 of the given kind. Every request
+// string is checked with this before anything (the JSON writer) could rewrite it. The error
+// shows single-line values (escaped), never multi-line ones (they may hold credentials).
+caf::error check_text(std::string_view field, std::string_view s, text_kind kind);
+
+// -- users -----------------------------------------------------------------------------------
+
+// Numeric "uid[:gid]" only (a name could resolve to root in the image); a missing gid is the
+// uid. uid or gid 0 needs users.allow_root, every other id the configured ranges. Returns the
+// normalised "uid:gid".
+caf::expected<std::string> check_user(const user_policy& users, std::string_view user);
+
+// -- workspace -------------------------------------------------------------------------------
+
+// After the start: stats /proc/<pid>/root<container path> and compares it with the identity
+// recorded at plan time. A difference, or a failure to look, is a policy_violation.
+caf::error verify_workspace_mount(const workspace_identity& checked, int64_t pid);
+
+// -- the rest --------------------------------------------------------------------------------
 
 caf::error check_key(std::string_view key);
 caf::error check_image_reference(std::string_view image);

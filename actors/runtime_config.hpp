@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -10,6 +11,23 @@
 namespace corral::actors {
 
 using namespace std::chrono_literals;
+
+struct sandbox_plan;
+
+// An inclusive range of numeric user or group ids.
+struct id_range {
+  uint32_t min = 1000;
+  uint32_t max = 60000;
+};
+
+// Who a sandbox may run as; mirrors the policy file's
+// "users": {"uids": {"min": 1000, "max": 60000}, "gids": {...}, "allow_root": false}.
+struct user_policy {
+  id_range uids;
+  id_range gids;
+  // uid 0 or gid 0 (root, or root's group) only when this is true; other ids need the ranges.
+  bool allow_root = false;
+};
 
 struct runtime_config {
   // Goes into every container's labels: runtimes on one engine never touch each other's.
@@ -45,6 +63,15 @@ struct runtime_config {
   std::size_t max_argv_bytes = 1 << 20;
   std::size_t max_env_bytes = 256 << 10;
   std::size_t max_stdin_bytes = 64 << 20;
+
+  // Numeric users only; see policy.hpp.
+  user_policy users;
+  // The engine's data root (dockerd --data-root): never a workspace, nor any directory above.
+  std::string engine_data_root = "/var/lib/docker";
+
+  // Test seam, never set in production: called by the container actor after the plan and
+  // before the create, so a test can swap the workspace and see the start-time check refuse.
+  std::function<void(const sandbox_plan&)> before_create_for_tests;
 };
 
 }  // namespace corral::actors

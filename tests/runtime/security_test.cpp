@@ -1,7 +1,14 @@
 // The security posture of a sandbox: what the engine was told (inspect) and what a command
 // inside can and cannot do (execs).
-#include <algorithm>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+
+#include "cli_process.hpp"
 #include "runtime_fixture.hpp"
 
 using namespace corral::runtime_tests;
@@ -121,4 +128,176 @@ TEST_CASE_METHOD(runtime_fixture, "a memory hog is OOM-killed and the sandbox su
   REQUIRE_OK(echo);
   CHECK(echo->stdout_data == "still here\n");
   CHECK_OK(release("hog"));
+}
+
+// -- users, workspaces and request strings: refused before any container exists --------------
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// A host directory for one test: root-owned 0755 under /tmp, so nobody else may rename what
+// is in it (the workspace rules refuse anything else).
+struct host_dir {
+  fs::path path;
+  host_dir() {
+    std::string pattern = (fs::temp_directory_path() / "corral-security-XXXXXX").string();
+    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
+    path = fs::canonical(pattern);
+    fs::permissions(path, fs::perms(0755));
+  }
+  ~host_dir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  host_dir(const host_dir&) = delete;
+  host_dir& operator=(const host_dir&) = delete;
+};
+
+// The host uid a process of `pid` runs as when it is `inside` in its namespace: the same
+// number, or the mapped one under user-namespace remapping.
+uint32_t host_uid(int64_t pid, uint32_t inside) {
+  std::ifstream map("/proc/" + std::to_string(pid) + "/uid_map");
+  uint64_t first = 0, outside = 0, count = 0;
+  while (map >> first >> outside >> count) {
+    if (inside >= first && inside < first + count)
+      return static_cast<uint32_t>(outside + inside - first);
+  }
+  return inside;
+}
+
+}  // namespace
+
+TEST_CASE_METHOD(runtime_fixture, "corral run refuses root, root's group and system groups",
+                 "[runtime][security]") {
+  for (const char* user : {"0", "0:0", "1000:0", "1000:6"}) {
+    auto r = run_cli({"run", "--user", user, "--", "id"}, rt.name);
+    INFO("--user " << user << "\n" << r);
+    CHECK(r.code == 125);
+    CHECK(contains(r.err, "policy_violation"));
+    CHECK(r.out.empty());
+  }
+  auto root = run_cli({"run", "--user", "0", "--", "id"}, rt.name);
+  CHECK(contains(root.err, "users.allow_root"));
+  auto disk = run_cli({"run", "--user", "1000:6", "--", "id"}, rt.name);
+  CHECK(contains(disk.err, "gid 6"));
+  // A name could be root in the image: only numbers are taken.
+  auto named = run_cli({"run", "--user", "root", "--", "id"}, rt.name);
+  INFO(named);
+  CHECK(named.code == 125);
+  CHECK(contains(named.err, "invalid_request"));
+  // The default user still runs.
+  auto fine = run_cli({"run", "--", "id", "-u"}, rt.name);
+  INFO(fine);
+  CHECK(fine.code == 0);
+  CHECK(fine.out == "1000\n");
+}
+
+TEST_CASE_METHOD(runtime_fixture, "corral run refuses system directories as workspaces",
+                 "[runtime][security]") {
+  auto usr = run_cli({"run", "--user", "0", "--workspace", "/usr/local/bin:rw", "--", "sh", "-c",
+                      "echo x > /workspace/owned"},
+                     rt.name);
+  INFO(usr);
+  CHECK(usr.code == 125);
+  CHECK(contains(usr.err, "policy_violation"));
+  CHECK_FALSE(fs::exists("/usr/local/bin/owned"));
+  for (const char* dir : {"/usr/local/bin:rw", "/bin:rw", "/usr/bin", "/var/log:rw",
+                          "/root/.ssh:rw", "/etc", "/var/lib/docker"}) {
+    auto r = run_cli({"run", "--workspace", dir, "--", "true"}, rt.name);
+    INFO("--workspace " << dir << "\n" << r);
+    CHECK(r.code == 125);
+    CHECK(contains(r.err, "policy_violation"));
+  }
+}
+
+TEST_CASE_METHOD(runtime_fixture, "corral run refuses linked and non-UTF-8 workspace paths",
+                 "[runtime][security]") {
+  host_dir dir;
+  fs::create_directories(dir.path / "real" / "project");
+  fs::create_directory_symlink(dir.path / "real", dir.path / "link");
+
+  auto linked = run_cli(
+      {"run", "--workspace", (dir.path / "link" / "project").string() + ":rw", "--", "true"},
+      rt.name);
+  INFO(linked);
+  CHECK(linked.code == 125);
+  CHECK(contains(linked.err, "policy_violation"));
+  CHECK(contains(linked.err, "symbolic link"));
+  CHECK(contains(linked.err, (dir.path / "link").string()));
+
+  // The engine's JSON would have turned the 0xff into U+FFFD and mounted another path.
+  const auto odd = dir.path / "odd\xff";
+  fs::create_directories(odd);
+  auto bytes = run_cli({"run", "--workspace", odd.string() + ":rw", "--", "true"}, rt.name);
+  INFO(bytes);
+  CHECK(bytes.code == 125);
+  CHECK(contains(bytes.err, "invalid_request"));
+  CHECK(contains(bytes.err, "UTF-8"));
+
+  // The real path works.
+  auto real = run_cli(
+      {"run", "--workspace", (dir.path / "real" / "project").string(), "--", "ls", "/workspace"},
+      rt.name);
+  INFO(real);
+  CHECK(real.code == 0);
+}
+
+TEST_CASE_METHOD(runtime_fixture, "a workspace swapped after the check is caught at start",
+                 "[runtime][security]") {
+  host_dir dir;
+  const auto ws = dir.path / "ws";
+  fs::create_directories(ws);
+  sandbox_spec spec;
+  spec.workspace.host_path = ws.string();
+  spec.workspace.access = access_mode::rw;
+
+  SECTION("unswapped: the checked directory is mounted and writable") {
+    auto info = acquire("ws", spec);
+    REQUIRE_OK(info);
+    auto ins = inspect(info->container_id);
+    REQUIRE_OK(ins);
+    // Give the sandbox user the directory (as whichever host uid it is) after the check: the
+    // directory stays the same one.
+    const auto uid = host_uid(ins->state.pid, 1000);
+    REQUIRE(::chown(ws.c_str(), uid, uid) == 0);
+    auto write = exec("ws", sh("echo made > /workspace/made && id -u"));
+    REQUIRE_OK(write);
+    INFO(write->stderr_data);
+    CHECK(write->exit_code == 0);
+    struct stat st {};
+    REQUIRE(::stat((ws / "made").c_str(), &st) == 0);
+    CHECK(st.st_uid == uid);
+    CHECK(st.st_uid != 0);
+    CHECK_OK(release("ws"));
+  }
+
+  // The test seam runs between the plan and the create: what an attacker racing the start
+  // would do.
+  SECTION("another directory put in its place") {
+    rt.before_create_for_tests = [](const corral::actors::sandbox_plan& p) {
+      fs::rename(p.workspace.host_path, p.workspace.host_path + "-checked");
+      fs::create_directory(p.workspace.host_path);
+    };
+    auto info = acquire("ws", spec);
+    INFO(what(info));
+    REQUIRE_FALSE(info);
+    CHECK(info.error() == corral_errc::policy_violation);
+    CHECK(contains(describe(info.error()), "changed between the check and the start"));
+    CHECK(containers().empty());
+  }
+  SECTION("a link to another directory put in its place") {
+    fs::create_directories(dir.path / "elsewhere");
+    rt.before_create_for_tests = [elsewhere = dir.path /
+                                              "elsewhere"](const corral::actors::sandbox_plan& p) {
+      fs::rename(p.workspace.host_path, p.workspace.host_path + "-checked");
+      fs::create_directory_symlink(elsewhere, p.workspace.host_path);
+    };
+    auto info = acquire("ws", spec);
+    INFO(what(info));
+    REQUIRE_FALSE(info);
+    CHECK(info.error() == corral_errc::policy_violation);
+    CHECK(contains(describe(info.error()), "changed between the check and the start"));
+    CHECK(containers().empty());
+  }
 }

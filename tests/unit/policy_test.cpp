@@ -3,13 +3,17 @@
 #include <catch2/catch.hpp>
 
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "actors/policy.hpp"
@@ -34,6 +38,10 @@ const std::string digest = "sha256:" + std::string(64, 'a');
 template <class T>
 caf::error error_of(const caf::expected<T>& x) {
   return x ? caf::error{} : x.error();
+}
+
+caf::error error_of(const caf::error& x) {
+  return x;
 }
 
 caf::expected<pol::sandbox_plan> plan(const msg::sandbox_spec& spec,
@@ -391,15 +399,20 @@ TEST_CASE("policy: loosening is explicit and reported", "[policy]") {
       CHECK(has_warning(p->warnings, "NET_BIND_SERVICE"));
     }
   }
-  SECTION("running as root") {
-    for (const char* user : {"0", "0:0", "root", "root:root"}) {
+  SECTION("running as root, when the runtime allows it") {
+    pol::runtime_config cfg;
+    cfg.users.allow_root = true;
+    for (const char* user : {"0", "0:0", "1000:0", "0:1000"}) {
       msg::sandbox_spec spec;
       spec.user = user;
-      const auto p = plan(spec);
+      const auto p = plan(spec, cfg);
+      INFO("user " << user);
       REQUIRE(p);
-      CHECK(p->create.user == user);
       CHECK(has_warning(p->warnings, "root"));
     }
+    msg::sandbox_spec spec;
+    spec.user = "0";
+    CHECK(plan(spec, cfg)->create.user == "0:0");
   }
   SECTION("several at once, each reported") {
     msg::sandbox_spec spec;
@@ -422,13 +435,78 @@ TEST_CASE("policy: the sandbox user sets the tmpfs owner", "[policy]") {
   };
   CHECK_THAT(tmp_options("1234:5678"), Catch::EndsWith(",uid=1234,gid=5678"));
   CHECK_THAT(tmp_options("1234"), Catch::EndsWith(",uid=1234,gid=1234"));
-  CHECK_THAT(tmp_options("nobody"), Catch::EndsWith(",uid=1000,gid=1000"));
-  CHECK_THAT(tmp_options("1234:staff"), Catch::EndsWith(",uid=1234,gid=1234"));
+  CHECK_THAT(tmp_options(""), Catch::EndsWith(",uid=1000,gid=1000"));
 
-  for (const char* bad : {":1000", "1000:", "a b", "bad;user", "$(id)", "u\n"}) {
+  for (const char* bad : {":1000", "1000:", "a b", "bad;user", "$(id)", "u\n", "1:2:3", "-1",
+                          "+1000", "1000 ", "4294967296"}) {
     msg::sandbox_spec spec;
     spec.user = bad;
+    INFO("user " << bad);
     CHECK_REFUSED(plan(spec), invalid_request, "user");
+  }
+}
+
+// -- plan_sandbox: users ---------------------------------------------------------------------
+
+TEST_CASE("policy: users are numeric, never root, and within the configured ranges", "[policy]") {
+  const pol::user_policy defaults;
+  SECTION("the defaults: 1000-60000 for both, no root") {
+    CHECK(defaults.uids.min == 1000);
+    CHECK(defaults.uids.max == 60000);
+    CHECK(defaults.gids.min == 1000);
+    CHECK(defaults.gids.max == 60000);
+    CHECK_FALSE(defaults.allow_root);
+    CHECK(plan({})->create.user == "1000:1000");
+  }
+  SECTION("names are refused: one could resolve to root in the image") {
+    for (const char* name : {"root", "root:root", "nobody", "1000:staff", "sandbox:1000"}) {
+      INFO("user " << name);
+      CHECK_REFUSED(pol::check_user(defaults, name), invalid_request, "numeric");
+    }
+  }
+  SECTION("uid 0 and gid 0, in any spelling, name the setting that would allow them") {
+    for (const char* user : {"0", "0:0", "00", "0:1000", "1000:0", "1000:000"}) {
+      msg::sandbox_spec spec;
+      spec.user = user;
+      INFO("user " << user);
+      CHECK_REFUSED(plan(spec), policy_violation, "users.allow_root");
+    }
+    CHECK_REFUSED(pol::check_user(defaults, "0"), policy_violation, "uid 0");
+    CHECK_REFUSED(pol::check_user(defaults, "1000:0"), policy_violation, "gid 0");
+  }
+  SECTION("a system group such as disk (6) is outside the gid range") {
+    msg::sandbox_spec spec;
+    spec.user = "1000:6";
+    CHECK_REFUSED(plan(spec), policy_violation, "gid 6");
+    CHECK_REFUSED(plan(spec), policy_violation, "users.gids");
+    spec.user = "6:1000";
+    CHECK_REFUSED(plan(spec), policy_violation, "users.uids");
+  }
+  SECTION("range bounds are inclusive") {
+    CHECK(pol::check_user(defaults, "1000:1000").value() == "1000:1000");
+    CHECK(pol::check_user(defaults, "60000:60000").value() == "60000:60000");
+    CHECK(pol::check_user(defaults, "01000").value() == "1000:1000");
+    CHECK_REFUSED(pol::check_user(defaults, "999:1000"), policy_violation, "999");
+    CHECK_REFUSED(pol::check_user(defaults, "60001:1000"), policy_violation, "60001");
+    CHECK_REFUSED(pol::check_user(defaults, "1000:999"), policy_violation, "999");
+    CHECK_REFUSED(pol::check_user(defaults, "1000:60001"), policy_violation, "60001");
+  }
+  SECTION("configured ranges") {
+    pol::runtime_config cfg;
+    cfg.users.uids = {2000, 2999};
+    cfg.users.gids = {5, 5};
+    msg::sandbox_spec spec;
+    spec.user = "2500:5";
+    CHECK(plan(spec, cfg));
+    spec.user = "1000:1000";
+    CHECK_REFUSED(plan(spec, cfg), policy_violation, "2000-2999");
+  }
+  SECTION("allow_root admits 0, not other ids outside the ranges") {
+    pol::user_policy loose;
+    loose.allow_root = true;
+    CHECK(pol::check_user(loose, "0:0").value() == "0:0");
+    CHECK(pol::check_user(loose, "1000:0").value() == "1000:0");
+    CHECK_REFUSED(pol::check_user(loose, "0:6"), policy_violation, "gid 6");
   }
 }
 
@@ -661,16 +739,29 @@ TEST_CASE("policy: a workspace must be a real directory that does not hold the e
     CHECK(error_of(plan_with(tmp.path)) == corral_errc::policy_violation);
     CHECK(plan_with(other));
   }
-  SECTION("a real directory is bound read-only at /workspace") {
-    const auto link = tmp.path / "via-link";
+  SECTION("a real directory is bound read-only at /workspace, with its identity") {
     fs::create_directories(tmp.path / "real");
-    fs::create_directory_symlink(tmp.path / "real", link);
-    const auto p = plan(with_workspace(link.string()));
+    const auto p = plan(with_workspace((tmp.path / "real").string()));
     REQUIRE(p);
-    // The bind names the resolved directory, not the link.
     CHECK(p->create.host.binds ==
           std::vector<std::string>{(tmp.path / "real").string() + ":/workspace:ro"});
     CHECK(p->create.working_dir == "/workspace");
+    struct stat st {};
+    REQUIRE(::stat((tmp.path / "real").c_str(), &st) == 0);
+    CHECK(p->workspace.device == static_cast<uint64_t>(st.st_dev));
+    CHECK(p->workspace.inode == static_cast<uint64_t>(st.st_ino));
+    CHECK(p->workspace.host_path == (tmp.path / "real").string());
+    CHECK(p->workspace.container_path == "/workspace");
+  }
+  SECTION("a link to a real directory is refused, naming the link") {
+    fs::create_directories(tmp.path / "real");
+    const auto link = tmp.path / "via-link";
+    fs::create_directory_symlink(tmp.path / "real", link);
+    CHECK_REFUSED(plan(with_workspace(link.string())), policy_violation, "via-link");
+    CHECK_REFUSED(plan(with_workspace(link.string())), policy_violation, "symbolic link");
+    // A link anywhere on the way, not only the last component.
+    fs::create_directories(tmp.path / "real" / "sub");
+    CHECK_REFUSED(plan(with_workspace((link / "sub").string())), policy_violation, "via-link");
   }
   SECTION("rw, a custom container path and an explicit workdir") {
     auto spec = with_workspace(tmp.path.string(), msg::access_mode::rw);
@@ -698,6 +789,313 @@ TEST_CASE("policy: a workspace must be a real directory that does not hold the e
     CHECK(p->create.host.binds.empty());
     CHECK(p->create.working_dir.empty());
   }
+}
+
+TEST_CASE("policy: system directories are refused by resolved prefix", "[policy]") {
+  // Each refused whether or not it exists here: the rules apply to the resolved path.
+  for (const char* dir : {"/etc",
+                          "/etc/ssh",
+                          "/usr",
+                          "/usr/local/bin",
+                          "/usr/bin",
+                          "/bin",
+                          "/sbin",
+                          "/lib",
+                          "/lib32",
+                          "/lib64",
+                          "/libx32",
+                          "/bin/../usr/share",
+                          "/boot",
+                          "/dev",
+                          "/dev/shm",
+                          "/proc/self",
+                          "/sys/fs",
+                          "/run/user",
+                          "/var",
+                          "/var/log",
+                          "/var/lib",
+                          "/var/spool/cron",
+                          "/var/lib/docker/volumes/x/_data",
+                          "/var/lib/containerd",
+                          "/run/containerd",
+                          "/root",
+                          "/root/.ssh",
+                          "/home",
+                          "/opt",
+                          "/srv"}) {
+    INFO("workspace: " << dir);
+    const auto err = error_of(plan(with_workspace(dir, msg::access_mode::rw)));
+    CHECK(err == corral_errc::policy_violation);
+  }
+  CHECK_REFUSED(plan(with_workspace("/usr/local/bin")), policy_violation, "/usr");
+  CHECK_REFUSED(plan(with_workspace("/var/log")), policy_violation, "/var");
+  CHECK_REFUSED(plan(with_workspace("/root/.ssh")), policy_violation, "/root");
+  // Merged /usr: /bin is a link to /usr/bin on Debian 12, refused either way.
+  CHECK_REFUSED(plan(with_workspace("/bin")), policy_violation, "/bin");
+}
+
+TEST_CASE("policy: the engine's data root is never a workspace, nor anything above it",
+          "[policy]") {
+  temp_dir tmp;
+  fs::create_directories(tmp.path / "state" / "docker" / "volumes");
+  fs::create_directories(tmp.path / "state" / "other");
+  pol::runtime_config cfg;
+  cfg.engine_data_root = (tmp.path / "state" / "docker").string();
+  auto at = [&](const fs::path& p) { return plan(with_workspace(p.string()), cfg); };
+  CHECK_REFUSED(at(tmp.path / "state" / "docker"), policy_violation, "engine");
+  CHECK_REFUSED(at(tmp.path / "state" / "docker" / "volumes"), policy_violation, "engine");
+  CHECK_REFUSED(at(tmp.path / "state"), policy_violation, "engine");
+  CHECK_REFUSED(at(tmp.path), policy_violation, "engine");
+  CHECK(at(tmp.path / "state" / "other"));
+}
+
+TEST_CASE("policy: workspaces below /var/tmp and home directories are allowed", "[policy]") {
+  SECTION("/var/tmp: below it yes, the shared directory itself no") {
+    std::string pattern = "/var/tmp/corral-policy-XXXXXX";
+    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
+    const auto p = plan(with_workspace(pattern, msg::access_mode::rw));
+    CHECK(p);
+    std::error_code ec;
+    fs::remove_all(pattern, ec);
+    CHECK_REFUSED(plan(with_workspace("/var/tmp")), policy_violation, "writable");
+    // Not refused by location: only because it is not there.
+    CHECK_REFUSED(plan(with_workspace("/var/tmp/corral-no-such-dir")), invalid_request,
+                  "does not exist");
+  }
+  SECTION("a project below /home") {
+    CHECK_REFUSED(plan(with_workspace("/home/corral-nobody/project")), invalid_request,
+                  "does not exist");
+    if (fs::is_directory("/home")) {
+      std::string pattern = "/home/corral-policy-XXXXXX";
+      REQUIRE(::mkdtemp(pattern.data()) != nullptr);
+      fs::create_directories(fs::path(pattern) / "project");
+      fs::permissions(fs::path(pattern) / "project", fs::perms(0755));
+      CHECK(plan(with_workspace(pattern + "/project", msg::access_mode::rw)));
+      CHECK(plan(with_workspace(pattern, msg::access_mode::rw)));
+      std::error_code ec;
+      fs::remove_all(pattern, ec);
+    }
+  }
+}
+
+TEST_CASE("policy: no workspace component may be writable by others", "[policy]") {
+  temp_dir tmp;
+  fs::create_directories(tmp.path / "shared" / "project");
+  SECTION("a group-writable component") {
+    fs::permissions(tmp.path / "shared", fs::perms(0775));
+    CHECK_REFUSED(plan(with_workspace((tmp.path / "shared" / "project").string())),
+                  policy_violation, (tmp.path / "shared").string() + "' is writable");
+  }
+  SECTION("an other-writable workspace itself") {
+    fs::permissions(tmp.path / "shared" / "project", fs::perms(0757));
+    CHECK_REFUSED(plan(with_workspace((tmp.path / "shared" / "project").string())),
+                  policy_violation, "writable by its group or others");
+  }
+  SECTION("a sticky directory is fine above what is ours, not above someone else's") {
+    fs::permissions(tmp.path / "shared", fs::perms(01777));
+    CHECK(plan(with_workspace((tmp.path / "shared" / "project").string())));
+    // The sticky directory itself is no workspace: others may add to it and rename in it.
+    CHECK_REFUSED(plan(with_workspace((tmp.path / "shared").string())), policy_violation,
+                  "writable");
+    if (::geteuid() == 0) {
+      REQUIRE(::chown((tmp.path / "shared" / "project").c_str(), 12345, 12345) == 0);
+      CHECK_REFUSED(plan(with_workspace((tmp.path / "shared" / "project").string())),
+                    policy_violation, (tmp.path / "shared").string());
+    }
+  }
+  SECTION("'.' and '..' are not taken apart: the real path is wanted") {
+    CHECK_REFUSED(plan(with_workspace((tmp.path / "shared" / ".." / "shared").string())),
+                  invalid_request, "'..'");
+    CHECK_REFUSED(plan(with_workspace((tmp.path / "." / "shared").string())), invalid_request,
+                  "'.'");
+  }
+}
+
+TEST_CASE("policy: the workspace mount is verified against the checked directory", "[policy]") {
+  temp_dir tmp;
+  fs::create_directories(tmp.path / "ws");
+  fs::create_directories(tmp.path / "other");
+  auto p = plan(with_workspace((tmp.path / "ws").string()));
+  REQUIRE(p);
+  // Our own process: /proc/<pid>/root is "/", so the container path may be the host path.
+  auto id = p->workspace;
+  id.container_path = (tmp.path / "ws").string();
+  const auto pid = static_cast<int64_t>(::getpid());
+  CHECK_FALSE(pol::verify_workspace_mount(id, pid));
+
+  // Swapped: another directory now at that path.
+  fs::rename(tmp.path / "ws", tmp.path / "ws-old");
+  fs::rename(tmp.path / "other", tmp.path / "ws");
+  CHECK_REFUSED(pol::verify_workspace_mount(id, pid), policy_violation, "changed");
+  // Swapped for a link to the original: still another path, but the same directory.
+  fs::remove(tmp.path / "ws");
+  fs::create_directory_symlink(tmp.path / "ws-old", tmp.path / "ws");
+  CHECK_FALSE(pol::verify_workspace_mount(id, pid));
+  // Cannot look: that is a refusal too.
+  fs::remove(tmp.path / "ws");
+  CHECK_REFUSED(pol::verify_workspace_mount(id, pid), policy_violation, "could not be verified");
+  CHECK_REFUSED(pol::verify_workspace_mount(id, 0), policy_violation, "no process");
+}
+
+// -- request text ----------------------------------------------------------------------------
+
+TEST_CASE("policy: valid_utf8 is strict", "[policy]") {
+  for (const std::string& ok :
+       {""s, "plain"s, "caf\xc3\xa9"s, "\xe2\x82\xac"s, "\xf0\x9f\x90\x84"s, "\xf4\x8f\xbf\xbf"s}) {
+    INFO("ok: " << ok);
+    CHECK(pol::valid_utf8(ok));
+  }
+  for (const std::string& bad :
+       {"\xff"s, "a\xfe"s, "\x80"s, "\xc3"s, "\xc3\x28"s, "\xc0\xaf"s, "\xe0\x80\xaf"s,
+        "\xed\xa0\x80"s, "\xf4\x90\x80\x80"s, "\xf8\x88\x80\x80\x80"s, "\xe2\x82"s}) {
+    INFO("bad: " << bad);
+    CHECK_FALSE(pol::valid_utf8(bad));
+  }
+}
+
+TEST_CASE("policy: every request string is valid UTF-8 without stray control characters",
+          "[policy]") {
+  temp_dir tmp;
+  using setter = std::function<void(msg::sandbox_spec&, const std::string&)>;
+  // field name in the error, how to set it, whether it is multi-line (TAB, LF, CR allowed).
+  const std::vector<std::tuple<std::string, setter, bool>> fields = {
+      {"image", [](auto& s, auto& v) { s.image = "corral/x" + v; }, false},
+      {"workspace",
+       [&](auto& s, auto& v) {
+         s.workspace.host_path = tmp.path.string() + "/x" + v;
+         s.workspace.access = msg::access_mode::ro;
+       },
+       false},
+      {"workspace container path",
+       [&](auto& s, auto& v) {
+         s.workspace.host_path = tmp.path.string();
+         s.workspace.access = msg::access_mode::ro;
+         s.workspace.container_path = "/ws" + v;
+       },
+       false},
+      {"workdir", [](auto& s, auto& v) { s.workdir = "/w" + v; }, false},
+      {"user", [](auto& s, auto& v) { s.user = "1000" + v; }, false},
+      {"network mode", [](auto& s, auto& v) { s.network_mode = "none" + v; }, false},
+      {"command[1]",
+       [](auto& s, auto& v) {
+         s.command = {"sh", "x" + v};
+       },
+       true},
+      {"setup command[0]", [](auto& s, auto& v) { s.setup_command = {"x" + v}; }, true},
+      {"env key",
+       [](auto& s, auto& v) {
+         s.env = {{"K" + v, "v"}};
+       },
+       false},
+      {"env value of K",
+       [](auto& s, auto& v) {
+         s.env = {{"K", "v" + v}};
+       },
+       true},
+      {"label key",
+       [](auto& s, auto& v) {
+         s.labels = {{"l" + v, "v"}};
+       },
+       false},
+      {"label value of l",
+       [](auto& s, auto& v) {
+         s.labels = {{"l", "v" + v}};
+       },
+       true},
+      {"capability[0]", [](auto& s, auto& v) { s.cap_add = {"CHOWN" + v}; }, false},
+      {"tmpfs path[0]",
+       [](auto& s, auto& v) {
+         s.tmpfs = {{"/t" + v, 0, ""}};
+       },
+       false},
+      {"tmpfs options[0]",
+       [](auto& s, auto& v) {
+         s.tmpfs = {{"/t", 0, "noatime" + v}};
+       },
+       false},
+  };
+  for (const auto& [field, set, multi_line] : fields) {
+    for (const std::string& bad : {"\xff"s, "\xc3"s, "\xed\xa0\x80"s}) {
+      msg::sandbox_spec spec;
+      set(spec, bad);
+      INFO("field " << field);
+      CHECK_REFUSED(plan(spec), invalid_request, field + " ");
+      CHECK_REFUSED(plan(spec), invalid_request, "not valid UTF-8");
+      // The refused bytes never come back in the error text.
+      CHECK(pol::valid_utf8(msg::describe(error_of(plan(spec)))));
+    }
+    for (char c : {'\0', '\x01', '\x1b', '\x7f', '\t', '\n', '\r'}) {
+      msg::sandbox_spec spec;
+      set(spec, std::string(1, c));
+      INFO("field " << field << ", character " << static_cast<int>(c));
+      const bool allowed = multi_line && (c == '\t' || c == '\n' || c == '\r');
+      const auto err = error_of(plan(spec));
+      if (allowed) {
+        // Passes the text check (it may fail a later rule, never for this reason).
+        CHECK_THAT(msg::describe(err), !Catch::Contains("control character"));
+      } else {
+        CHECK_REFUSED(plan(spec), invalid_request, field + " ");
+        CHECK_THAT(msg::describe(err), Catch::Contains(c == '\0' ? "NUL" : "control character"));
+      }
+    }
+  }
+  SECTION("the key") {
+    CHECK_REFUSED(pol::plan_sandbox({}, "k\xff", {}, engine_socket, now_ms), invalid_request,
+                  "not valid UTF-8");
+    CHECK_REFUSED(pol::plan_sandbox({}, "k\n", {}, engine_socket, now_ms), invalid_request,
+                  "sandbox key");
+  }
+  SECTION("a workspace path with a 0xff byte never reaches the engine, even if it exists") {
+    const auto odd = tmp.path / "odd\xff";
+    fs::create_directories(odd);
+    CHECK_REFUSED(plan(with_workspace(odd.string(), msg::access_mode::rw)), invalid_request,
+                  "not valid UTF-8");
+  }
+  SECTION("values that may hold credentials are named, never echoed") {
+    msg::sandbox_spec spec;
+    spec.env = {{"TOKEN", "s3cret\x1b"}};
+    CHECK_REFUSED(plan(spec), invalid_request, "env value of TOKEN");
+    CHECK_THAT(msg::describe(error_of(plan(spec))), !Catch::Contains("s3cret"));
+    spec.env = {{"TOKEN", "s3cret\xff"}};
+    CHECK_THAT(msg::describe(error_of(plan(spec))), !Catch::Contains("s3cret"));
+    spec.env = {};
+    spec.command = {"curl", "-H", "Authorization: s3cret\x01"};
+    CHECK_REFUSED(plan(spec), invalid_request, "command[2]");
+    CHECK_THAT(msg::describe(error_of(plan(spec))), !Catch::Contains("s3cret"));
+  }
+  SECTION("multi-line scripts and UTF-8 text pass") {
+    msg::sandbox_spec spec;
+    spec.command = {"sh", "-c", "echo caf\xc3\xa9\n\techo two\r\n"};
+    spec.env = {{"MSG", "line one\nline two\t\xe2\x82\xac"}};
+    CHECK(plan(spec));
+  }
+}
+
+TEST_CASE("policy: exec request strings are checked the same way", "[policy]") {
+  const pol::runtime_config cfg;
+  const auto sbx = sandbox_for_exec();
+  CHECK_REFUSED(pol::plan_exec(cfg, sbx, request({"echo", "\xff"})), invalid_request,
+                "exec argv[1]");
+  CHECK_REFUSED(pol::plan_exec(cfg, sbx, request({"echo", "a\x1b"})), invalid_request,
+                "control character");
+  CHECK(pol::plan_exec(cfg, sbx, request({"sh", "-c", "echo a\n\techo b\r\n"})));
+  auto r = request({"true"});
+  r.env = {{"K", "\xc3"}};
+  CHECK_REFUSED(pol::plan_exec(cfg, sbx, r), invalid_request, "exec env value of K");
+  r.env = {{"K\xff", "v"}};
+  CHECK_REFUSED(pol::plan_exec(cfg, sbx, r), invalid_request, "exec env key");
+  r.env = {{"K", "a\nb"}};
+  CHECK(pol::plan_exec(cfg, sbx, r));
+  r = request({"true"});
+  r.workdir = "/w\xff";
+  CHECK_REFUSED(pol::plan_exec(cfg, sbx, r), invalid_request, "exec workdir");
+  r.workdir = "/w\t";
+  CHECK_REFUSED(pol::plan_exec(cfg, sbx, r), invalid_request, "exec workdir");
+  // stdin is bytes, not text: anything goes.
+  r = request({"cat"});
+  r.has_stdin = true;
+  r.stdin_data = "\xff\x00\x1b"s;
+  CHECK(pol::plan_exec(cfg, sbx, r));
 }
 
 TEST_CASE("policy: workdir must be absolute and normal", "[policy]") {
@@ -728,14 +1126,20 @@ TEST_CASE("policy: the corral. label namespace is reserved", "[policy]") {
 }
 
 TEST_CASE("policy: tmpfs mounts are never executable or setuid", "[policy]") {
-  for (const char* options : {"exec", "suid", "nosuid,exec", "mode=1777,suid", "rw,exec,size=1",
-                              "mode=1777 exec", "a\nb"}) {
+  for (const char* options :
+       {"exec", "suid", "nosuid,exec", "mode=1777,suid", "rw,exec,size=1", "mode=1777 exec"}) {
     msg::sandbox_spec spec;
     spec.tmpfs = {{"/scratch", 0, options}};
     INFO("options: " << options);
     const auto err = error_of(plan(spec));
     CHECK(err == corral_errc::policy_violation);
     CHECK_THAT(msg::describe(err), Catch::Contains("/scratch"));
+  }
+  {
+    // A control character is refused before the options are read at all.
+    msg::sandbox_spec spec;
+    spec.tmpfs = {{"/scratch", 0, "a\nb"}};
+    CHECK_REFUSED(plan(spec), invalid_request, "tmpfs options[0]");
   }
   SECTION("harmless options are appended after corral's own") {
     msg::sandbox_spec spec;

@@ -1,0 +1,103 @@
+// The corral binary run as a real process (CORRAL_CLI_PATH), for the CLI and security tests.
+#pragma once
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "runtime_fixture.hpp"
+
+extern char** environ;
+
+namespace corral::runtime_tests {
+
+struct cli_result {
+  int code = -1;
+  std::string out;
+  std::string err;
+};
+
+inline std::ostream& operator<<(std::ostream& os, const cli_result& r) {
+  return os << "exit " << r.code << "\n--- stdout\n" << r.out << "--- stderr\n" << r.err << "---";
+}
+
+// Runs the corral binary with `args`, CORRAL_RUNTIME=runtime and no CORRAL_NODE; captures
+// stdout, stderr and the exit code (-signal if it died of one).
+inline cli_result run_cli(const std::vector<std::string>& args, const std::string& runtime,
+                          std::chrono::seconds limit = 90s) {
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string_view entry{*e};
+    if (entry.rfind("CORRAL_RUNTIME=", 0) == 0 || entry.rfind("CORRAL_NODE=", 0) == 0) continue;
+    env_strings.emplace_back(entry);
+  }
+  env_strings.push_back("CORRAL_RUNTIME=" + runtime);
+  std::vector<char*> envp;
+  for (auto& s : env_strings) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> argv_strings = {CORRAL_CLI_PATH};
+  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& s : argv_strings) argv.push_back(s.data());
+  argv.push_back(nullptr);
+
+  int out_pipe[2];
+  int err_pipe[2];
+  REQUIRE(::pipe2(out_pipe, O_CLOEXEC) == 0);
+  REQUIRE(::pipe2(err_pipe, O_CLOEXEC) == 0);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, out_pipe[1], 1);
+  posix_spawn_file_actions_adddup2(&actions, err_pipe[1], 2);
+  pid_t pid = 0;
+  const int spawned =
+      ::posix_spawn(&pid, CORRAL_CLI_PATH, &actions, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(out_pipe[1]);
+  ::close(err_pipe[1]);
+  INFO("spawning " << CORRAL_CLI_PATH << ": " << std::strerror(spawned));
+  REQUIRE(spawned == 0);
+
+  cli_result r;
+  const auto deadline = steady::now() + limit;
+  pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
+  std::string* sinks[2] = {&r.out, &r.err};
+  int open_fds = 2;
+  bool killed = false;
+  while (open_fds > 0) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - steady::now()).count();
+    if (left <= 0 && !killed) {
+      ::kill(pid, SIGKILL);
+      killed = true;
+    }
+    const int n = ::poll(fds, 2, left > 0 ? static_cast<int>(left) : 1000);
+    if (n < 0 && errno == EINTR) continue;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      char buf[65536];
+      const auto got = ::read(fds[i].fd, buf, sizeof buf);
+      if (got > 0) {
+        sinks[i]->append(buf, static_cast<std::size_t>(got));
+      } else {
+        ::close(fds[i].fd);
+        fds[i].fd = -1;
+        --open_fds;
+      }
+    }
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+  if (killed) FAIL_CHECK("corral did not finish within " << limit.count() << " s: " << r);
+  return r;
+}
+
+}  // namespace corral::runtime_tests
