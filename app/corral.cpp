@@ -159,10 +159,10 @@ void node_flags(CLI::App& cmd, command_line& cl) {
       "time running commands get at shutdown (default 10s)");
   cmd.add_flag("--keep-sandboxes", o.keep_sandboxes,
                "keep sandboxes at shutdown, for the next start to adopt");
-  cmd.add_option("--log-format", o.log_format, "text | json (default text)")
+  cmd.add_option("--log-format", o.log_format, "log line format (default text)")
       ->type_name("F")
       ->check(CLI::IsMember({"text", "json"}));
-  cmd.add_option("--log-level", o.log_level, "trace | debug | info | warn | error (default info)")
+  cmd.add_option("--log-level", o.log_level, "log level (default info)")
       ->type_name("L")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
 }
@@ -176,12 +176,10 @@ void stress_flags(CLI::App& cmd, command_line& cl) {
       cmd, "--duration", [&o](auto d) { o.duration = d; }, "stop after D (default 30s)");
   count_flag(cmd, "--ops", o.ops, 0, unbounded, "stop after N operations (default: no limit)");
   cmd.add_option("--mix", o.mix,
-                 "weights, default acquire=2,exec=10,long=1,timeout=1,release=2,kill=1 (exec: "
-                 "echo; long: sleep 1; timeout: sleep 30 with a 300ms timeout; kill: the "
-                 "container is killed from outside)")
+                 "operation weights (default acquire=2,exec=10,long=1,timeout=1,release=2,kill=1)")
       ->type_name("SPEC");
   cmd.add_option("--engine", o.engine, "the real engine (default) or an in-process fake one")
-      ->type_name("real|fake")
+      ->type_name("ENGINE")
       ->check(CLI::IsMember({"real", "fake"}));
   decimal_flag(cmd, "--fake-latency-scale", o.fake_latency_scale, 1e6, "a number from 0 to 1e6",
                "fake engine latencies times X (default 1: this machine's engine)");
@@ -236,14 +234,16 @@ constexpr command commands[] = {
     {"version", "version", "print versions", "Print the versions of corral, its protocol and CAF.",
      no_flags, cmd_version, false},
     {"node", "node [flags]", "serve a runtime to remote clients (CAF network transport)",
-     "Serve a runtime (one supervisor) to clients over CAF's network transport until SIGTERM or "
-     "SIGINT; then stop accepting, give running commands the grace period, release the node's "
+     "Serve a runtime (one supervisor) to clients over CAF's network transport until SIGTERM or\n"
+     "SIGINT; then stop accepting, give running commands the grace period, release the node's\n"
      "sandboxes (or keep them), exit 0. A second signal exits at once (130).",
      node_flags, cmd_node, false},
     {"stress", "stress [flags]", "drive a runtime with a workload; report latencies; fail on leaks",
-     "Drive a runtime (embedded, or a node with --node) with a mixed workload; print throughput "
-     "and latency percentiles per operation, errors by kind, and check that no container, "
-     "connection, actor, file descriptor or memory outlived the run (exit 1 if one did).",
+     "Drive a runtime (embedded, or a node with --node) with a mixed workload; print throughput\n"
+     "and latency percentiles per operation, errors by kind, and check that no container,\n"
+     "connection, actor, file descriptor or memory outlived the run (exit 1 if one did).\n"
+     "Operations: exec: echo; long: sleep 1; timeout: sleep 30 with a 300ms timeout;\n"
+     "kill: the container is killed from outside.",
      stress_flags, cmd_stress, false},
     {"fake-engine", "fake-engine --socket PATH", "a fake Docker engine for scale and fault tests",
      "A fake Docker engine; `corral fake-engine --help` lists its flags.", passthrough,
@@ -313,8 +313,8 @@ void describe(CLI::App& app, command_line& cl) {
     sub->set_help_flag("-h,--help", "print this help")->group("Flags");
     sub->option_defaults()->group("Flags");
     sub->footer(
-        "Global flags (--runtime, --node, --tls-cert/--tls-key/--tls-ca) go before or "
-        "after the command: see `corral --help`.\n");
+        "Global flags (--runtime, --node, --tls-cert/--tls-key/--tls-ca) go before or after\n"
+        "the command: see `corral --help`.\n");
     c.flags(*sub, cl);
   }
 }
