@@ -73,4 +73,22 @@ std::optional<int64_t> parse_cpus(std::string_view text) {
   return static_cast<int64_t>(std::llround(parsed->first * 1e9));
 }
 
+std::optional<int64_t> parse_integer(std::string_view text) {
+  const bool negative = !text.empty() && text.front() == '-';
+  const auto digits = text.substr(negative ? 1 : 0);
+  if (digits.empty() || digits.size() > 18) return std::nullopt;
+  int64_t value = 0;
+  for (char c : digits) {
+    if (!std::isdigit(static_cast<unsigned char>(c))) return std::nullopt;
+    value = value * 10 + (c - '0');
+  }
+  return negative ? -value : value;
+}
+
+std::optional<double> parse_decimal(std::string_view text) {
+  auto parsed = number_and_unit(text);
+  if (!parsed || !parsed->second.empty()) return std::nullopt;
+  return parsed->first;
+}
+
 }  // namespace corral::app

@@ -27,6 +27,7 @@
 #include <caf/all.hpp>
 
 #include "actors/supervisor.hpp"
+#include "app/exit_codes.hpp"
 #include "docker/blocking.hpp"
 #include "docker/client.hpp"
 #include "messages/errors.hpp"
@@ -268,7 +269,7 @@ int main(int argc, char** argv) {
   auto socket = resolve_engine_socket();
   if (!socket) {
     std::fprintf(stderr, "corral_bench: %s\n", socket.err().describe().c_str());
-    return 125;
+    return corral::app::exit_code::error;
   }
   client_options options;
   options.http.socket_path = *socket;

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "app/exit_codes.hpp"
 #include "docker/blocking.hpp"
 #include "docker/client.hpp"
 
@@ -14,7 +15,7 @@ namespace {
 
 int fail(const char* step, const error& e) {
   std::fprintf(stderr, "corral_demo: %s failed: %s\n", step, e.describe().c_str());
-  return 125;
+  return corral::app::exit_code::error;
 }
 
 container_create_request hardened(const std::string& image) {
@@ -63,7 +64,7 @@ int main(int argc, char** argv) {
       [&](auto done) { docker.container_create(hardened("corral/sandbox:busybox"), done); });
   if (!created) return fail("creating the sandbox", created.err());
   const std::string id = created->id;
-  int code = 125;
+  int code = corral::app::exit_code::error;
   auto remove = [&] {
     auto removed = blocking<void>([&](auto done) { docker.container_remove(id, true, done); });
     if (!removed) fail("removing the sandbox", removed.err());
@@ -101,7 +102,7 @@ int main(int argc, char** argv) {
   if (!inspected) {
     code = fail("reading the exit code", inspected.err());
   } else {
-    code = static_cast<int>(inspected->exit_code.value_or(125));
+    code = static_cast<int>(inspected->exit_code.value_or(corral::app::exit_code::error));
   }
   remove();
   std::printf("sandbox %.12s removed; command exited %d\n", id.c_str(), code);

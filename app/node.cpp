@@ -6,8 +6,6 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
-#include <iterator>
 #include <thread>
 #include <utility>
 
@@ -18,6 +16,7 @@
 #include <caf/openssl/all.hpp>
 
 #include "actors/supervisor.hpp"
+#include "app/exit_codes.hpp"
 #include "docker/json.hpp"
 #include "messages/errors.hpp"
 #include "messages/registration.hpp"
@@ -69,33 +68,16 @@ bool is_loopback(const std::string& host) {
   return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
 }
 
-std::string check_tls(const tls_options& tls) {
-  if (!tls.enabled()) return {};
-  if (tls.certificate.empty() || tls.key.empty() || tls.ca.empty()) {
-    return "TLS needs all three of --tls-cert, --tls-key and --tls-ca";
-  }
-  for (const auto& [flag, path] :
-       {std::pair{"--tls-cert", &tls.certificate}, std::pair{"--tls-key", &tls.key},
-        std::pair{"--tls-ca", &tls.ca}}) {
-    std::ifstream in(*path);
-    if (!in) return std::string(flag) + ": cannot read " + *path;
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (text.find("-----BEGIN ") == std::string::npos)
-      return std::string(flag) + ": " + *path + " is not PEM";
-  }
-  return {};
-}
-
 int run_node(const node_options& options) {
   node_log log(options.log_format, options.log_level);
   if (!is_loopback(options.listen.host) && !options.tls.enabled()) {
     log.error("listening on " + options.listen.host +
               " needs TLS: give --tls-cert, --tls-key and --tls-ca (loopback needs none)");
-    return 125;
+    return exit_code::error;
   }
   if (auto problem = check_tls(options.tls); !problem.empty()) {
     log.error(problem);
-    return 125;
+    return exit_code::error;
   }
 
   // Signals go to sigwait below, not to a random thread: block them before any starts.
@@ -106,19 +88,7 @@ int run_node(const node_options& options) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   caf::actor_system_config cfg;
-  messages::add_message_types(cfg);
-  cfg.load<caf::io::middleman>();
-  cfg.set("middleman.app-identifiers", std::vector<std::string>{"corral"});
-  cfg.set("logger.verbosity", caf::atom("quiet"));
-  // corral's actors mostly wait on the engine: sleeping workers (sharing) cost far less CPU
-  // per request than CAF's default polling work stealing (measured: 0.9 ms vs 8.5 ms).
-  cfg.set("scheduler.policy", caf::atom("sharing"));
-  if (options.tls.enabled()) {
-    cfg.load<caf::openssl::manager>();
-    cfg.set("openssl.certificate", options.tls.certificate);
-    cfg.set("openssl.key", options.tls.key);
-    cfg.set("openssl.cafile", options.tls.ca);
-  }
+  configure_system(cfg, {.network = true, .tls = options.tls});
   caf::actor_system sys{cfg};
 
   actors::runtime_config runtime;
@@ -136,7 +106,7 @@ int run_node(const node_options& options) {
     log.error("cannot listen on " + options.listen.host + ":" +
               std::to_string(options.listen.port) + ": " + sys.render(published.error()));
     caf::anon_send_exit(sup, caf::exit_reason::kill);
-    return 125;
+    return exit_code::error;
   }
   log.info("corral node " + runtime.name + " (corral " + actors::corral_version + ", protocol " +
            std::to_string(messages::protocol_version) + ") listening on " + options.listen.host +
@@ -155,7 +125,7 @@ int run_node(const node_options& options) {
   std::thread([signals] {
     int again = 0;
     sigwait(&signals, &again);
-    std::_Exit(130);
+    std::_Exit(exit_code::second_signal);
   }).detach();
   sys.middleman().unpublish(sup, *published);
   {

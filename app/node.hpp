@@ -6,15 +6,9 @@
 #include <string>
 
 #include "app/remote.hpp"
+#include "app/system_config.hpp"
 
 namespace corral::app {
-
-struct tls_options {
-  std::string certificate;  // PEM chain of this side
-  std::string key;          // its private key
-  std::string ca;           // the CA the peer's certificate must chain to
-  bool enabled() const { return !certificate.empty() || !key.empty() || !ca.empty(); }
-};
 
 struct node_options {
   node_address listen{"127.0.0.1", 4747};
@@ -29,12 +23,8 @@ struct node_options {
 
 bool is_loopback(const std::string& host);
 
-// Empty when TLS is off, or on with all three files readable PEM; otherwise what is wrong.
-// (CAF loads them only per connection: a bad file would fail every connection, silently.)
-std::string check_tls(const tls_options& tls);
-
 // Runs until SIGTERM/SIGINT: then stops accepting, gives running execs `grace`, releases
-// (or keeps) its sandboxes and returns 0. A second signal exits at once (130).
+// (or keeps) its sandboxes and returns 0. A second signal exits at once (exit_code::second_signal).
 int run_node(const node_options& options);
 
 }  // namespace corral::app

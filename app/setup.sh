@@ -11,7 +11,7 @@ cd "${ROOT}"
 
 readonly PACKAGES=(
   cmake ninja-build g++ ccache pkg-config git
-  libcaf-dev libboost-dev libsimdjson-dev libspdlog-dev catch2
+  libcaf-dev libboost-dev libsimdjson-dev libspdlog-dev catch2 libcli11-dev
   docker.io busybox-static gnuplot-nox openssl procps
 )
 readonly IMAGE=corral/sandbox:busybox

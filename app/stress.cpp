@@ -15,9 +15,11 @@
 #include <caf/io/all.hpp>
 
 #include "actors/supervisor.hpp"
+#include "app/exit_codes.hpp"
 #include "app/fake_engine.hpp"
 #include "app/histogram.hpp"
 #include "app/remote.hpp"
+#include "app/system_config.hpp"
 #include "docker/blocking.hpp"
 #include "docker/client.hpp"
 #include "docker/json.hpp"
@@ -437,13 +439,13 @@ int run_stress(const stress_options& options_in) {
   if (o.capacity == 0) o.capacity = o.keys + 16;
   if (o.keys == 0 || o.concurrency == 0) {
     std::fprintf(stderr, "corral stress: --keys and --concurrency must be positive\n");
-    return 125;
+    return exit_code::error;
   }
   try {
     parse_mix(o.mix);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "corral stress: %s\n", e.what());
-    return 125;
+    return exit_code::error;
   }
 
   // The fake engine runs in this process, on its own socket.
@@ -462,12 +464,12 @@ int run_stress(const stress_options& options_in) {
     socket_path = fo.socket_path;
   } else if (o.engine != "real") {
     std::fprintf(stderr, "corral stress: --engine is real or fake\n");
-    return 125;
+    return exit_code::error;
   } else {
     auto resolved = docker::resolve_engine_socket();
     if (!resolved) {
       std::fprintf(stderr, "corral stress: %s\n", resolved.err().describe().c_str());
-      return 125;
+      return exit_code::error;
     }
     socket_path = *resolved;
   }
@@ -479,9 +481,8 @@ int run_stress(const stress_options& options_in) {
   auto out = std::make_shared<report>();
   {
     caf::actor_system_config cfg;
-    messages::add_message_types(cfg);
-    cfg.set("logger.verbosity", caf::atom("quiet"));
-    if (!o.node.empty()) cfg.load<caf::io::middleman>();
+    // CAF's default scheduler (work stealing), as the published figures were measured with.
+    configure_system(cfg, {.network = !o.node.empty(), .tls = {}, .sharing_scheduler = false});
     caf::actor_system sys{cfg};
     caf::scoped_actor self{sys};
     const auto baseline_actors = sys.registry().running();
@@ -499,12 +500,12 @@ int run_stress(const stress_options& options_in) {
       auto where = parse_node_address(o.node);
       if (!where) {
         std::fprintf(stderr, "corral stress: %s\n", describe(where.error()).c_str());
-        return 125;
+        return exit_code::error;
       }
       auto connected = connect_node(self, *where, std::chrono::seconds(2));
       if (!connected) {
         std::fprintf(stderr, "corral stress: %s\n", describe(connected.error()).c_str());
-        return 125;
+        return exit_code::error;
       }
       sup = *connected;
     }
@@ -640,7 +641,7 @@ int run_stress(const stress_options& options_in) {
   }
   if (!leaks.empty()) {
     for (const auto& l : leaks) std::fprintf(stderr, "corral stress: LEAK: %s\n", l.c_str());
-    return 1;
+    return exit_code::leaked;
   }
   std::printf("leak check: nothing outlived the run\n");
   return 0;

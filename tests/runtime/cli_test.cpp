@@ -105,3 +105,108 @@ TEST_CASE_METHOD(runtime_fixture, "corral help and version", "[runtime][cli]") {
   CHECK(flag.code == 125);
   CHECK(contains(flag.err, "--bogus"));
 }
+
+// Each command has only its own flags: CLI11 parses from one table of commands.
+TEST_CASE_METHOD(runtime_fixture, "corral refuses a flag of another command, naming it",
+                 "[runtime][cli]") {
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"ls", "--keys", "3"},
+        {"rm", "--capacity", "5", "k"},
+        {"exec", "--image", "corral/sandbox:busybox", "k", "--", "true"},
+        {"prune", "--timeout", "1s"},
+        {"version", "--json"}}) {
+    auto r = run_cli(args, rt.name);
+    INFO(r);
+    CHECK(r.code == 125);
+    CHECK(contains(r.err, args[1]));
+    CHECK(contains(r.err, "not a flag of `corral " + args[0] + "`"));
+    CHECK(r.out.empty());
+  }
+  // A bad value, a missing value, a stray argument and `--` for a command that runs none
+  // are usage errors too: 125 (never CLI11's own exit codes), naming what is wrong.
+  auto bad_value = run_cli({"run", "--timeout", "5x", "--", "true"}, rt.name);
+  INFO(bad_value);
+  CHECK(bad_value.code == 125);
+  CHECK(contains(bad_value.err, "--timeout: '5x' is not a duration"));
+  auto missing = run_cli({"run", "--memory"}, rt.name);
+  INFO(missing);
+  CHECK(missing.code == 125);
+  CHECK(contains(missing.err, "--memory"));
+  auto stray = run_cli({"ls", "extra"}, rt.name);
+  INFO(stray);
+  CHECK(stray.code == 125);
+  CHECK(contains(stray.err, "extra"));
+  auto argv = run_cli({"ls", "--", "echo"}, rt.name);
+  INFO(argv);
+  CHECK(argv.code == 125);
+  CHECK(contains(argv.err, "--"));
+  CHECK(containers().empty());
+}
+
+TEST_CASE_METHOD(runtime_fixture, "corral COMMAND --help lists that command's flags",
+                 "[runtime][cli]") {
+  auto stress = run_cli({"stress", "--help"}, rt.name);
+  INFO(stress);
+  CHECK(stress.code == 0);
+  CHECK(contains(stress.out, "Usage: corral stress"));
+  for (const char* flag : {"--keys", "--concurrency", "--duration", "--capacity", "--fault-rate"})
+    CHECK(contains(stress.out, flag));
+  CHECK_FALSE(contains(stress.out, "--listen"));
+
+  auto ls = run_cli({"ls", "--help"}, rt.name);
+  INFO(ls);
+  CHECK(ls.code == 0);
+  CHECK(contains(ls.out, "Usage: corral ls"));
+  CHECK(contains(ls.out, "--json"));
+  CHECK_FALSE(contains(ls.out, "--keys"));
+  CHECK_FALSE(contains(ls.out, "--image"));
+
+  auto exec = run_cli({"exec", "--help"}, rt.name);
+  INFO(exec);
+  CHECK(exec.code == 0);
+  for (const char* flag : {"--timeout", "--max-output", "--env", "--workdir", "--stdin"})
+    CHECK(contains(exec.out, flag));
+  CHECK_FALSE(contains(exec.out, "--image"));
+
+  // The overview lists every command from the same table, and the global flags.
+  auto all = run_cli({"--help"}, rt.name);
+  INFO(all);
+  for (const char* command : {"corral run", "corral create", "corral exec", "corral ls",
+                              "corral rm", "corral prune", "corral node", "corral stress"})
+    CHECK(contains(all.out, command));
+  for (const char* flag : {"--runtime", "--node", "--tls-cert"}) CHECK(contains(all.out, flag));
+}
+
+TEST_CASE_METHOD(runtime_fixture, "corral takes global flags before or after the command",
+                 "[runtime][cli]") {
+  const std::string other = rt.name + "-other";  // the environment's runtime; never used
+  auto created = run_cli({"create", "k1", "--runtime", rt.name}, other);
+  INFO(created);
+  REQUIRE(created.code == 0);
+  REQUIRE(containers().size() == 1);
+
+  auto after = run_cli({"ls", "--json", "--runtime", rt.name}, other);
+  INFO(after);
+  CHECK(after.code == 0);
+  CHECK(contains(after.out, "\"key\":\"k1\""));
+  auto before = run_cli({"--runtime", rt.name, "exec", "k1", "--", "echo", "hi"}, other);
+  INFO(before);
+  CHECK(before.code == 0);
+  CHECK(before.out == "hi\n");
+  auto env_only = run_cli({"ls", "--json"}, other);
+  INFO(env_only);
+  CHECK(env_only.code == 0);
+  CHECK_FALSE(contains(env_only.out, "\"key\":\"k1\""));
+
+  // --node after the command is used (and fails to connect), not refused as unknown.
+  auto node = run_cli({"ls", "--node", "127.0.0.1:1"}, rt.name);
+  INFO(node);
+  CHECK(node.code == 125);
+  CHECK(contains(node.err, "127.0.0.1:1"));
+  CHECK_FALSE(contains(node.err, "not a flag"));
+
+  auto removed = run_cli({"rm", "k1", "--runtime", rt.name}, other);
+  INFO(removed);
+  CHECK(removed.code == 0);
+  CHECK(containers().empty());
+}

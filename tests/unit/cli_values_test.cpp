@@ -8,7 +8,9 @@
 #include "app/cli_values.hpp"
 
 using corral::app::parse_cpus;
+using corral::app::parse_decimal;
 using corral::app::parse_duration;
+using corral::app::parse_integer;
 using corral::app::parse_size;
 using namespace std::chrono_literals;
 
@@ -73,4 +75,26 @@ TEST_CASE("parse_cpus reads a CPU count as nano-CPUs", "[cli]") {
     CHECK_FALSE(parse_cpus(bad).has_value());
   }
   CHECK_FALSE(parse_cpus("2000000").has_value());
+}
+
+TEST_CASE("parse_integer reads decimal whole numbers and nothing else", "[cli]") {
+  CHECK(parse_integer("0") == 0);
+  CHECK(parse_integer("42") == 42);
+  CHECK(parse_integer("-3") == -3);
+  CHECK(parse_integer("4096") == 4096);
+  for (const char* bad :
+       {"", "-", "x", "1.5", "1e3", "0x10", " 1", "1 ", "+1", "1k", "9999999999999999999"}) {
+    INFO("input: '" << bad << "'");
+    CHECK_FALSE(parse_integer(bad).has_value());
+  }
+}
+
+TEST_CASE("parse_decimal reads a non-negative number without a unit", "[cli]") {
+  CHECK(parse_decimal("0") == 0.0);
+  CHECK(parse_decimal("0.05") == 0.05);
+  CHECK(parse_decimal("2") == 2.0);
+  for (const char* bad : {"", "x", "-1", "1.5.1", "2 ", "1m", "nan", "inf"}) {
+    INFO("input: '" << bad << "'");
+    CHECK_FALSE(parse_decimal(bad).has_value());
+  }
 }

@@ -1,0 +1,166 @@
+#include "app/commands.hpp"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <random>
+
+#include <caf/all.hpp>
+
+#include "actors/supervisor.hpp"
+#include "app/cli_output.hpp"
+#include "app/exit_codes.hpp"
+#include "app/fake_engine.hpp"
+#include "messages/errors.hpp"
+#include "messages/type_ids.hpp"
+
+namespace corral::app {
+
+using namespace messages;
+using namespace std::chrono_literals;
+
+int usage_error(const std::string& command, const std::string& message) {
+  std::fprintf(stderr, "corral: %s (see corral %s--help)\n", message.c_str(),
+               command.empty() ? "" : (command + " ").c_str());
+  return exit_code::error;
+}
+
+namespace {
+
+// Runs cl.argv in the sandbox `key`: output streamed (or JSON), the command's exit code.
+int run_exec(session& s, const command_line& cl, const std::string& key) {
+  exec_request req = cl.exec;
+  req.argv = cl.argv;
+  if (cl.use_stdin) {
+    req.has_stdin = true;
+    req.stdin_data = read_all_stdin();
+  }
+  caf::actor writer;
+  if (!cl.json) {
+    writer = s.self->spawn(terminal_writer);
+    req.subscriber = writer;
+  }
+  const auto timeout =
+      (req.timeout.count() > 0 ? req.timeout : caf::timespan{std::chrono::hours(24)}) +
+      caf::timespan{2min};
+  auto result = ask<exec_result>(s, timeout, exec_atom_v, key, req);
+  if (writer) {
+    // Answered after every chunk queued before it: all output is written.
+    s.self->request(writer, 30s, caf::flush_atom_v)
+        .receive([](caf::flush_atom) {}, [](caf::error&) {});
+    s.self->send_exit(writer, caf::exit_reason::user_shutdown);
+  }
+  if (!result) return fail(result.error());
+  print_warnings(result->warnings);
+  print_result(*result, cl.json);
+  return exit_code_of(*result);
+}
+
+}  // namespace
+
+int cmd_run(command_line& cl) {
+  if (cl.argv.empty())
+    return usage_error("run", "run: no command given (corral run [flags] -- CMD...)");
+  std::mt19937_64 random{std::random_device{}()};
+  char key[40];
+  std::snprintf(key, sizeof key, "run-%d-%08x", static_cast<int>(::getpid()),
+                static_cast<unsigned>(random() & 0xffffffff));
+  return with_session(cl.target, [&](session& s) {
+    auto info =
+        ask<sandbox_info>(s, caf::timespan{3min}, acquire_atom_v, std::string(key), cl.spec);
+    if (!info) return fail(info.error());
+    print_warnings(info->warnings);
+    const int code = run_exec(s, cl, key);
+    auto released = ask<sandbox_info>(s, caf::timespan{2min}, release_atom_v, std::string(key),
+                                      release_mode::cancel_execs);
+    return released ? code : fail(released.error());
+  });
+}
+
+int cmd_create(command_line& cl) {
+  return with_session(cl.target, [&](session& s) {
+    auto info = ask<sandbox_info>(s, caf::timespan{3min}, acquire_atom_v, cl.keys[0], cl.spec);
+    if (!info) return fail(info.error());
+    print_warnings(info->warnings);
+    print_sandbox(*info, cl.json);
+    return exit_code::ok;
+  });
+}
+
+int cmd_exec(command_line& cl) {
+  if (cl.argv.empty())
+    return usage_error("exec", "exec: no command given (corral exec KEY -- CMD...)");
+  return with_session(cl.target, [&](session& s) { return run_exec(s, cl, cl.keys[0]); });
+}
+
+int cmd_ls(command_line& cl) {
+  return with_session(cl.target, [&](session& s) {
+    auto list = ask<std::vector<sandbox_info>>(s, caf::timespan{1min}, list_atom_v);
+    if (!list) return fail(list.error());
+    print_sandboxes(*list, cl.json);
+    return exit_code::ok;
+  });
+}
+
+int cmd_rm(command_line& cl) {
+  if (cl.all == !cl.keys.empty()) return usage_error("rm", "rm: give KEY... or --all");
+  return with_session(cl.target, [&](session& s) {
+    if (cl.all) {
+      auto n =
+          ask<uint64_t>(s, caf::timespan{5min}, release_all_atom_v, release_mode::cancel_execs);
+      if (!n) return fail(n.error());
+      std::printf("released %llu sandboxes\n", static_cast<unsigned long long>(*n));
+      return exit_code::ok;
+    }
+    int code = exit_code::ok;
+    for (const auto& key : cl.keys) {
+      auto info = ask<sandbox_info>(s, caf::timespan{2min}, release_atom_v, key,
+                                    release_mode::cancel_execs);
+      if (!info)
+        code = fail(info.error());
+      else
+        std::printf("%s %s\n", key.c_str(), to_string(info->status));
+    }
+    return code;
+  });
+}
+
+int cmd_prune(command_line& cl) {
+  if (cl.idle.count() == 0 && cl.max_age.count() == 0)
+    return usage_error("prune", "prune: give --idle D and/or --max-age D");
+  return with_session(cl.target, [&](session& s) {
+    auto keys = ask<std::vector<std::string>>(s, caf::timespan{5min}, prune_atom_v,
+                                              caf::timespan{cl.idle}, caf::timespan{cl.max_age});
+    if (!keys) return fail(keys.error());
+    for (const auto& k : *keys) std::printf("%s\n", k.c_str());
+    std::fprintf(stderr, "pruned %zu sandboxes\n", keys->size());
+    return exit_code::ok;
+  });
+}
+
+int cmd_version(command_line&) {
+  std::printf("corral %s (protocol %d, CAF %d.%d.%d)\n", actors::corral_version, protocol_version,
+              CAF_MAJOR_VERSION, CAF_MINOR_VERSION, CAF_PATCH_VERSION);
+  return exit_code::ok;
+}
+
+int cmd_node(command_line& cl) {
+  cl.serve.tls = cl.target.tls;
+  return run_node(cl.serve);
+}
+
+int cmd_stress(command_line& cl) {
+  cl.stress.node = cl.target.nodes;
+  if (cl.target.runtime != "local") cl.stress.runtime = cl.target.runtime;
+  return run_stress(cl.stress);
+}
+
+int cmd_fake_engine(command_line& cl) {
+  std::vector<std::string> args = {"corral fake-engine"};
+  args.insert(args.end(), cl.rest.begin(), cl.rest.end());
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  return fake_engine_main(static_cast<int>(argv.size()), argv.data());
+}
+
+}  // namespace corral::app

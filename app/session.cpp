@@ -1,0 +1,88 @@
+#include "app/session.hpp"
+
+#include <cstdio>
+#include <vector>
+
+#include "actors/router.hpp"
+#include "actors/supervisor.hpp"
+#include "app/exit_codes.hpp"
+#include "app/remote.hpp"
+
+namespace corral::app {
+
+using messages::corral_errc;
+
+int fail(const caf::error& err) {
+  std::string hint;
+  if (err == corral_errc::engine_unavailable)
+    hint = " (is the Docker engine running? see app/setup.sh)";
+  else if (err == corral_errc::policy_violation)
+    hint = " (see `corral run --help` for what may be loosened)";
+  else if (err == corral_errc::not_found)
+    hint = " (see `corral ls`)";
+  else if (err == corral_errc::node_unavailable)
+    hint = " (is `corral node` running there?)";
+  else if (err == caf::sec::request_timeout)
+    hint = " (the runtime did not answer in time)";
+  std::fprintf(stderr, "corral: %s%s\n", messages::describe(err).c_str(), hint.c_str());
+  return exit_code::error;
+}
+
+int with_session(const runtime_target& target, const std::function<int(session&)>& body) {
+  // --node A[,B,...]: one node directly, several through a router.
+  std::vector<node_address> nodes;
+  for (std::size_t start = 0; !target.nodes.empty() && start <= target.nodes.size();) {
+    auto end = target.nodes.find(',', start);
+    if (end == std::string::npos) end = target.nodes.size();
+    auto where = parse_node_address(target.nodes.substr(start, end - start));
+    if (!where) {
+      std::fprintf(stderr, "corral: --node: %s\n", messages::describe(where.error()).c_str());
+      return exit_code::error;
+    }
+    nodes.push_back(*where);
+    start = end + 1;
+  }
+  const bool remote = !nodes.empty();
+  if (auto problem = check_tls(target.tls); remote && !problem.empty()) {
+    std::fprintf(stderr, "corral: %s\n", problem.c_str());
+    return exit_code::error;
+  }
+  caf::actor_system_config cfg;
+  configure_system(cfg, {.network = remote, .tls = target.tls});
+  caf::actor_system sys{cfg};
+  caf::scoped_actor self{sys};
+  messages::supervisor_actor sup;
+  if (nodes.size() == 1) {
+    auto connected = connect_node(self, nodes.front(), std::chrono::seconds(2));
+    if (!connected) return fail(connected.error());
+    sup = *connected;
+  } else if (remote) {
+    actors::router_options options;
+    for (const auto& n : nodes) options.nodes.push_back({n.host, n.port});
+    sup = actors::spawn_router(sys, options);
+  } else {
+    actors::runtime_config runtime;
+    runtime.name = target.runtime;
+    // State lives in the engine: what this process does not release stays for the next one.
+    runtime.keep_sandboxes_on_shutdown = true;
+    sup = actors::spawn_supervisor(sys, runtime);
+  }
+  // Stops our own supervisor or router (never a node's): the actor system waits for it.
+  auto stop = [&] {
+    if (nodes.size() == 1) return;
+    self->send_exit(sup, caf::exit_reason::user_shutdown);
+    self->wait_for(sup);
+  };
+  session s{self, sup, nodes.size() == 1 ? target.nodes : std::string()};
+  int code = exit_code::error;
+  try {
+    code = body(s);
+  } catch (...) {
+    stop();
+    throw;
+  }
+  stop();
+  return code;
+}
+
+}  // namespace corral::app
