@@ -32,8 +32,17 @@ int run_exec(session& s, const command_line& cl, const std::string& key) {
   exec_request req = cl.exec;
   req.argv = cl.argv;
   if (cl.use_stdin) {
+    // The runtime's own bound (actors::runtime_config::max_stdin_bytes), applied while reading.
+    constexpr std::size_t stdin_limit = 64 << 20;
+    auto data = read_stdin(stdin_limit);
+    if (!data) {
+      return fail(
+          make_error(corral_errc::invalid_request, "--stdin: the input is larger than " +
+                                                       std::to_string(stdin_limit >> 20) +
+                                                       " MiB, the most a command may be given"));
+    }
     req.has_stdin = true;
-    req.stdin_data = read_all_stdin();
+    req.stdin_data = std::move(*data);
   }
   caf::actor writer;
   if (!cl.json) {
@@ -73,6 +82,13 @@ int cmd_run(command_line& cl) {
     const int code = run_exec(s, cl, key);
     auto released = ask<sandbox_info>(s, caf::timespan{2min}, release_atom_v, std::string(key),
                                       release_mode::cancel_execs);
+    // A node that is stopping releases every sandbox itself: the command's result stands.
+    if (!released && (released.error() == corral_errc::shutting_down ||
+                      released.error() == corral_errc::not_found)) {
+      std::fprintf(stderr, "corral: %s; the node releases the sandbox itself\n",
+                   describe(released.error()).c_str());
+      return code;
+    }
     return released ? code : fail(released.error());
   });
 }

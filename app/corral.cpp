@@ -159,6 +159,10 @@ void node_flags(CLI::App& cmd, command_line& cl) {
       "time running commands get at shutdown (default 10s)");
   cmd.add_flag("--keep-sandboxes", o.keep_sandboxes,
                "keep sandboxes at shutdown, for the next start to adopt");
+  cmd.add_option("--audit-log", o.audit_log,
+                 "append one JSON line per request that changes something (acquire, exec, "
+                 "release, prune) to FILE (created 0600)")
+      ->type_name("FILE");
   cmd.add_option("--log-format", o.log_format, "log line format (default text)")
       ->type_name("F")
       ->check(CLI::IsMember({"text", "json"}));
@@ -188,6 +192,9 @@ void stress_flags(CLI::App& cmd, command_line& cl) {
   count_flag(cmd, "--capacity", o.capacity, 1, unbounded, "runtime capacity (default keys + 16)");
   cmd.add_flag("--soak", o.soak,
                "also fail if fds or memory grow over the run (a steady workload)");
+  count_flag(cmd, "--max-errors", o.max_errors, 0, unbounded,
+             "fail (exit 1) when more operations than this end in errors the workload did not "
+             "inject (default 0)");
   cmd.add_flag("--json", o.json, "print the report as JSON too");
   cmd.add_option("--csv", o.csv_path, "write per-operation figures as CSV")->type_name("FILE");
   cmd.add_option("--plot", o.plot_path,

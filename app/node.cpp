@@ -1,11 +1,14 @@
 #include "app/node.hpp"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 #include <utility>
 
@@ -15,6 +18,7 @@
 #include <caf/io/all.hpp>
 #include <caf/openssl/all.hpp>
 
+#include "actors/facade.hpp"
 #include "actors/supervisor.hpp"
 #include "app/exit_codes.hpp"
 #include "docker/json.hpp"
@@ -38,6 +42,7 @@ class node_log {
   }
 
   void info(const std::string& msg) { logger_->info(format(msg)); }
+  void debug(const std::string& msg) { logger_->debug(format(msg)); }
   void error(const std::string& msg) { logger_->error(format(msg)); }
 
  private:
@@ -61,6 +66,31 @@ std::string hostname() {
   }
   return name;
 }
+
+// The audit log: JSON lines appended to a file only root reads. Written by the facade alone
+// (one actor), so lines never interleave.
+class audit_file {
+ public:
+  explicit audit_file(const std::string& path)
+      : fd_(::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600)) {}
+  ~audit_file() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  audit_file(const audit_file&) = delete;
+  audit_file& operator=(const audit_file&) = delete;
+
+  bool is_open() const { return fd_ >= 0; }
+
+  void write(const std::string& line) {
+    std::string out = line + "\n";
+    // One write per line: O_APPEND keeps it whole even beside another writer.
+    if (::write(fd_, out.data(), out.size()) < 0) ++failures_;
+  }
+
+ private:
+  int fd_;
+  uint64_t failures_ = 0;
+};
 
 }  // namespace
 
@@ -96,16 +126,40 @@ int run_node(const node_options& options) {
   runtime.capacity = options.capacity;
   runtime.keep_sandboxes_on_shutdown = options.keep_sandboxes;
   runtime.shutdown_grace = options.grace;
+  std::shared_ptr<audit_file> audit;
+  if (!options.audit_log.empty()) {
+    audit = std::make_shared<audit_file>(options.audit_log);
+    if (!audit->is_open()) {
+      log.error("cannot open the audit log " + options.audit_log + ": " + std::strerror(errno));
+      return exit_code::error;
+    }
+  }
   auto sup = actors::spawn_supervisor(sys, runtime);
+  // Peers reach the facade only: the supervisor's internal messages stay internal.
+  actors::facade_options face;
+  if (audit) face.audit = [audit](const std::string& line) { audit->write(line); };
+  face.dropped = [&log](const std::string& what) { log.debug(what); };
+  auto counters = std::make_shared<actors::facade_counters>();
+  auto facade = actors::spawn_facade(sys, sup, face, counters);
+  // The supervisor first: its shutdown answers what clients still wait for (a command that
+  // finishes within the grace period, a release), and those answers travel through the
+  // facade. Then the facade, which answers shutting_down to anything later.
+  auto stop_actors = [&] {
+    caf::scoped_actor self{sys};
+    self->send_exit(sup, caf::exit_reason::user_shutdown);
+    self->wait_for(sup);
+    self->send_exit(facade, caf::exit_reason::kill);
+    self->wait_for(facade);
+  };
 
   auto published =
       options.tls.enabled()
-          ? caf::openssl::publish(sup, options.listen.port, options.listen.host.c_str(), true)
-          : sys.middleman().publish(sup, options.listen.port, options.listen.host.c_str(), true);
+          ? caf::openssl::publish(facade, options.listen.port, options.listen.host.c_str(), true)
+          : sys.middleman().publish(facade, options.listen.port, options.listen.host.c_str(), true);
   if (!published) {
     log.error("cannot listen on " + options.listen.host + ":" +
               std::to_string(options.listen.port) + ": " + sys.render(published.error()));
-    caf::anon_send_exit(sup, caf::exit_reason::kill);
+    stop_actors();
     return exit_code::error;
   }
   log.info("corral node " + runtime.name + " (corral " + actors::corral_version + ", protocol " +
@@ -127,13 +181,10 @@ int run_node(const node_options& options) {
     sigwait(&signals, &again);
     std::_Exit(exit_code::second_signal);
   }).detach();
-  sys.middleman().unpublish(sup, *published);
-  {
-    caf::scoped_actor self{sys};
-    self->send_exit(sup, caf::exit_reason::user_shutdown);
-    self->wait_for(sup);
-  }
-  log.info("corral node " + runtime.name + " stopped");
+  sys.middleman().unpublish(facade, *published);
+  stop_actors();
+  log.info("corral node " + runtime.name + " stopped (" + std::to_string(counters->dropped) +
+           " messages outside the interface dropped)");
   return 0;
 }
 

@@ -16,6 +16,7 @@ struct node_options {
   uint64_t capacity = 64;
   std::chrono::milliseconds grace{std::chrono::seconds(10)};
   bool keep_sandboxes = false;
+  std::string audit_log;            // empty: no audit
   std::string log_format = "text";  // text | json
   std::string log_level = "info";
   tls_options tls;
