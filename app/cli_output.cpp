@@ -135,13 +135,16 @@ caf::behavior terminal_writer(caf::event_based_actor*) {
   };
 }
 
-std::string read_all_stdin() {
+std::optional<std::string> read_stdin(std::size_t limit) {
   std::string data;
   char buf[65536];
   for (;;) {
-    const auto n = ::read(0, buf, sizeof buf);
+    // Never more than one byte past the limit: an endless producer costs nothing.
+    const auto want = std::min(sizeof buf, limit + 1 - data.size());
+    const auto n = ::read(0, buf, want);
     if (n <= 0) break;
     data.append(buf, static_cast<std::size_t>(n));
+    if (data.size() > limit) return std::nullopt;
   }
   return data;
 }

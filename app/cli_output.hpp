@@ -2,6 +2,7 @@
 // its output as it streams, and the exit code a result maps to (app/exit_codes.hpp).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,7 @@ int exit_code_of(const messages::exec_result& result);
 caf::behavior terminal_writer(caf::event_based_actor* self);
 
 // All of this process's stdin.
-std::string read_all_stdin();
+// This process's stdin, read to its end; nullopt as soon as it holds more than `limit` bytes.
+std::optional<std::string> read_stdin(std::size_t limit);
 
 }  // namespace corral::app

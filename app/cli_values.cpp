@@ -43,7 +43,9 @@ std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
     ms = value * 3600e3;
   else
     return std::nullopt;
-  if (ms > 1e15) return std::nullopt;
+  // At most ~31 years: every duration becomes int64 nanoseconds somewhere (caf::timespan),
+  // and a longer one would wrap around.
+  if (ms > 1e12) return std::nullopt;
   return std::chrono::milliseconds(static_cast<int64_t>(std::llround(ms)));
 }
 

@@ -639,11 +639,46 @@ int run_stress(const stress_options& options_in) {
     std::fprintf(stderr, "corral stress: could not draw %s (is gnuplot installed?)\n",
                  o.plot_path.c_str());
   }
+  // Errors: what the workload injects explains some (an outside kill loses its sandbox; an
+  // unreliable fake fails engine calls); any other kind is a failure of the runtime.
+  uint64_t unexpected = 0, succeeded = 0;
+  std::string unexpected_kinds;
+  const auto mix = parse_mix(o.mix);
+  const bool kills = std::any_of(mix.begin(), mix.end(), [](const auto& weight) {
+    return weight.first == op_kind::kill && weight.second > 0;
+  });
+  for (const auto& [kind, n] : out->errors) {
+    const bool injected =
+        (kills && kind == "sandbox_lost") ||
+        (o.fake_fault_rate > 0 && (kind == "engine_error" || kind == "engine_unavailable" ||
+                                   kind == "timeout" || kind == "sandbox_lost"));
+    if (injected) continue;
+    unexpected += n;
+    unexpected_kinds += (unexpected_kinds.empty() ? "" : ", ") + kind + " " + std::to_string(n);
+  }
+  for (const auto& op : out->ops) succeeded += op.latency.count() - op.errors;
+  bool failed = false;
+  if (unexpected > o.max_errors) {
+    std::fprintf(stderr,
+                 "corral stress: FAIL: %llu operations failed with errors the workload did not "
+                 "inject (%s); --max-errors allows %llu\n",
+                 static_cast<unsigned long long>(unexpected), unexpected_kinds.c_str(),
+                 static_cast<unsigned long long>(o.max_errors));
+    failed = true;
+  }
+  if (succeeded == 0) {
+    std::fprintf(stderr, "corral stress: FAIL: no operation succeeded\n");
+    failed = true;
+  }
   if (!leaks.empty()) {
     for (const auto& l : leaks) std::fprintf(stderr, "corral stress: LEAK: %s\n", l.c_str());
     return exit_code::leaked;
   }
   std::printf("leak check: nothing outlived the run\n");
+  if (failed) return exit_code::stress_failed;
+  std::printf("errors: %llu not injected by the workload (at most %llu allowed)\n",
+              static_cast<unsigned long long>(unexpected),
+              static_cast<unsigned long long>(o.max_errors));
   return 0;
 }
 

@@ -26,6 +26,8 @@ struct stress_options {
   std::string plot_path;
   std::chrono::milliseconds sample_every{std::chrono::seconds(1)};  // memory and fd samples
   bool soak = false;  // also fail when fds or memory grow over the run
+  // Errors the workload did not inject on purpose that the run tolerates; one more fails it.
+  uint64_t max_errors = 0;
 };
 
 int run_stress(const stress_options& options);

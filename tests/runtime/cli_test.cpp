@@ -210,3 +210,46 @@ TEST_CASE_METHOD(runtime_fixture, "corral takes global flags before or after the
   CHECK(removed.code == 0);
   CHECK(containers().empty());
 }
+
+namespace {
+
+// Runs `script` under sh with CORRAL (the binary) and CORRAL_RUNTIME set; returns its exit
+// code and what it printed on stdout and stderr together.
+cli_result run_shell(const std::string& script, const std::string& runtime) {
+  const std::string command =
+      "CORRAL='" CORRAL_CLI_PATH "' CORRAL_RUNTIME='" + runtime + "' sh -c '" + script + "' 2>&1";
+  cli_result r;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  char buf[4096];
+  while (auto n = std::fread(buf, 1, sizeof buf, pipe)) r.out.append(buf, n);
+  const int status = ::pclose(pipe);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE_METHOD(runtime_fixture, "corral run --stdin stops reading at its bound",
+                 "[runtime][cli][input]") {
+  // An endless producer: the CLI refuses once it holds more than the bound, instead of
+  // reading (and buffering) forever.
+  const auto r = run_shell("yes | \"$CORRAL\" run --stdin -- true; echo \"rc $?\"", rt.name);
+  INFO(r);
+  CHECK(contains(r.out, "rc 125"));
+  CHECK(contains(r.out, "--stdin: the input is larger than 64 MiB"));
+  CHECK(containers().empty());
+}
+
+TEST_CASE_METHOD(runtime_fixture, "corral stress fails when its operations fail",
+                 "[runtime][cli][stress]") {
+  // No engine at that socket: every operation fails with engine_unavailable, which the
+  // workload never injects. The run must not pass for a run that did nothing.
+  const auto r = run_shell(
+      "DOCKER_HOST=unix:///nonexistent/docker.sock \"$CORRAL\" stress --duration 3s --keys 2 "
+      "--concurrency 2; echo \"rc $?\"",
+      rt.name);
+  INFO(r);
+  CHECK(contains(r.out, "rc 1\n"));
+  CHECK(contains(r.out, "FAIL"));
+}

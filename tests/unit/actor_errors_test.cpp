@@ -42,7 +42,7 @@ TEST_CASE("pending calls: a gone peer fails exactly its open calls, once", "[act
   const auto first = calls.add(a, [&](const caf::error&) { ++failed; });
   const auto second = calls.add(a, [&](const caf::error&) { ++failed; });
   CHECK(calls.size() == 2);
-  CHECK(calls.take(a, first));       // answered: its handler runs, not the failure
+  CHECK(calls.take(a, first));        // answered: its handler runs, not the failure
   CHECK_FALSE(calls.take(a, first));  // a second answer for it is dropped
   calls.fail_all(a, make_error(corral_errc::sandbox_lost, "gone"));
   CHECK(failed == 1);

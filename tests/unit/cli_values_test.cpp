@@ -39,8 +39,14 @@ TEST_CASE("parse_duration refuses malformed and negative values", "[cli]") {
 TEST_CASE("parse_duration refuses values too large to hold", "[cli]") {
   CHECK_FALSE(parse_duration("999999999999999999999999h").has_value());
   CHECK_FALSE(parse_duration(std::string(40, '9') + "s").has_value());
-  // 1e15 ms is the ceiling: about 31,700 years.
+  // 1e12 ms (about 31 years) is the ceiling: every duration becomes int64 nanoseconds in a
+  // caf::timespan, and 5124096h would wrap around there to a negative span.
   CHECK(parse_duration("277777h") == std::chrono::hours(277777));
+  CHECK_FALSE(parse_duration("277778h").has_value());
+  CHECK_FALSE(parse_duration("5124096h").has_value());
+  const auto longest = parse_duration("1000000000000ms");
+  REQUIRE(longest.has_value());
+  CHECK(std::chrono::duration_cast<std::chrono::nanoseconds>(*longest).count() > 0);
 }
 
 TEST_CASE("parse_size reads bytes and binary multiples", "[cli]") {
