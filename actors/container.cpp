@@ -105,6 +105,13 @@ void publish(self_ptr self) {
 void start_pending(self_ptr self);
 void begin_removal(self_ptr self, sandbox_status final_status, std::string detail);
 
+// The engine's way of saying a command cannot run because the container is gone or stopped:
+// 404, 409, or (Docker 20.10, exec start) 500 "Container ... is not running".
+bool container_stopped(const docker::error& e) {
+  return e.code == docker::errc::not_found || e.code == docker::errc::conflict ||
+         e.message.find("is not running") != std::string::npos;
+}
+
 // -- the end -------------------------------------------------------------------------------
 
 // Everything still waiting gets an answer before the actor goes: CAF 0.17 has no broken
@@ -432,8 +439,14 @@ void on_stream_end(self_ptr self, uint64_t seq, docker::result<docker::exec_outp
     run.result = base_result(run, *output);
   } else if (!run.timed_out && !run.killed) {
     // The stream broke while the exec was ours to finish (engine error, reset, cut stream):
-    // the caller gets that error, never a made-up exit code.
-    run.rp.deliver(from_engine(out.err(), "running the command"));
+    // the caller gets that error, never a made-up exit code. The engine's 404/409 here ("task
+    // ... not found", "container ... is not running") means the container died under the
+    // command: the sandbox is lost, as an exec create on it would say.
+    run.rp.deliver(container_stopped(out.err())
+                       ? make_error(corral_errc::sandbox_lost,
+                                    "sandbox " + st.info.key +
+                                        " lost the command: " + out.err().describe())
+                       : from_engine(out.err(), "running the command"));
     if (st.monitor) self->send(st.monitor, unwatch_atom_v, seq);
     st.running.erase(it);
     publish(self);
@@ -470,9 +483,8 @@ void start_exec(self_ptr self, pending_exec pending) {
             if (it == st.running.end()) return;
             auto& run = it->second;
             if (!created) {
-              const auto code = created.err().code;
               caf::error err =
-                  code == docker::errc::conflict || code == docker::errc::not_found
+                  container_stopped(created.err())
                       ? make_error(corral_errc::sandbox_lost,
                                    "sandbox " + st.info.key +
                                        " cannot run commands: " + created.err().describe())

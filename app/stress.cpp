@@ -51,7 +51,8 @@ struct op_stats {
 // What a run measured; built by the driver actor, read by the main thread after it quit.
 struct report {
   std::array<op_stats, op_count> ops;
-  std::map<std::string, uint64_t> errors;  // by kind
+  std::map<std::string, uint64_t> errors;             // by kind
+  std::map<std::string, std::string> first_error_of;  // by kind: the whole message
   struct point {
     double t_s;
     double ms;
@@ -170,9 +171,9 @@ caf::behavior driver(caf::stateful_actor<driver_state>* self, supervisor_actor s
     o.latency.record(static_cast<uint64_t>(micros));
     if (err) {
       ++o.errors;
-      std::string kindname = describe(err);
-      kindname = kindname.substr(0, kindname.find(':'));
-      ++st.out->errors[kindname];
+      const std::string text = describe(err);
+      const std::string kindname = text.substr(0, text.find(':'));
+      if (++st.out->errors[kindname] == 1) st.out->first_error_of[kindname] = text;
     }
     ++st.out->total;
     if (st.out->total % st.timeline_stride == 0 && st.out->timeline.size() < 200000) {
@@ -234,11 +235,22 @@ caf::behavior driver(caf::stateful_actor<driver_state>* self, supervisor_actor s
                       .then(
                           [record, kind, began](const exec_result& r) {
                             caf::error err;
-                            if (kind == op_kind::timeout_exec && r.end != exec_end::timed_out) {
+                            // Killed under it (exit 137 from a signal corral did not send):
+                            // the workload's outside kills do that.
+                            const bool lost =
+                                r.end == exec_end::sandbox_lost || r.end == exec_end::killed ||
+                                r.end == exec_end::oom_killed ||
+                                (r.end == exec_end::exited && r.exit_code == 137);
+                            if (kind == op_kind::timeout_exec && r.end != exec_end::timed_out &&
+                                !lost) {
                               err = make_error(
                                   corral_errc::timeout,
-                                  "expected a timeout, got " + std::string(to_string(r.end)));
-                            } else if (kind != op_kind::timeout_exec && r.end != exec_end::exited) {
+                                  "expected a timeout, got " + std::string(to_string(r.end)) +
+                                      " " + std::to_string(r.exit_code) + " after " +
+                                      std::to_string(r.duration.count() / 1000000) + " ms");
+                            } else if (lost || (kind != op_kind::timeout_exec &&
+                                                r.end != exec_end::exited)) {
+                              // The sandbox died under it: an outside kill's doing.
                               err = make_error(corral_errc::sandbox_lost,
                                                std::string("exec ended ") + to_string(r.end));
                             }
@@ -329,6 +341,8 @@ void print_report(const report& r, const stress_options& o) {
     for (const auto& [kind, n] : r.errors)
       std::printf(" %s=%llu", kind.c_str(), static_cast<unsigned long long>(n));
     std::printf("\n");
+    for (const auto& [kind, text] : r.first_error_of)
+      std::printf("  first %s: %s\n", kind.c_str(), text.c_str());
   }
 }
 
