@@ -13,6 +13,8 @@ struct tls_options {
   std::string certificate;  // PEM chain of this side
   std::string key;          // its private key
   std::string ca;           // the CA the peer's certificate must chain to
+  std::string dir;          // --tls-dir: where the three are when not given (app/tls_material.hpp)
+  // The three files are given.
   bool enabled() const { return !certificate.empty() || !key.empty() || !ca.empty(); }
 };
 
