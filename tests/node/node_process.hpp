@@ -18,6 +18,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -32,6 +33,7 @@
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
 #include <catch2/catch.hpp>
 
 #include "actors/policy.hpp"
@@ -89,10 +91,29 @@ inline std::string unique_name(std::string_view hint = {}) {
   return out;
 }
 
+// -- TLS -----------------------------------------------------------------------------------
+
+// This test process's TLS directory: every node it starts makes its material there on first
+// start (`--tls-dir`), and every client (CLI or in-process) uses its client.pem. Removed at
+// exit.
+inline const std::string& tls_dir() {
+  struct dir {
+    std::string path = "/tmp/corral-node-tests-" + std::to_string(::getpid()) + "-tls";
+    ~dir() {
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+    }
+  };
+  static const dir d;
+  return d.path;
+}
+
 // -- child processes -----------------------------------------------------------------------
 
 // One child process with its stdout and stderr captured by a reader thread. The environment
-// is this process's, minus CORRAL_NODE and CORRAL_RUNTIME, plus `env`.
+// is this process's, minus CORRAL_NODE, CORRAL_RUNTIME and CORRAL_TLS_DIR, plus
+// CORRAL_TLS_DIR=tls_dir() (unless `env` names it: an empty value leaves it unset), plus
+// `env`.
 class child_process {
  public:
   explicit child_process(std::vector<std::string> argv, std::map<std::string, std::string> env = {})
@@ -106,11 +127,14 @@ class child_process {
     for (char** e = environ; e && *e; ++e) {
       std::string_view entry{*e};
       const auto name = entry.substr(0, entry.find('='));
-      if (name == "CORRAL_NODE" || name == "CORRAL_RUNTIME" || env.count(std::string(name)) > 0)
+      if (name == "CORRAL_NODE" || name == "CORRAL_RUNTIME" || name == "CORRAL_TLS_DIR" ||
+          env.count(std::string(name)) > 0)
         continue;
       env_strings.emplace_back(entry);
     }
-    for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+    if (env.count("CORRAL_TLS_DIR") == 0) env_strings.push_back("CORRAL_TLS_DIR=" + tls_dir());
+    for (const auto& [k, v] : env)
+      if (k != "CORRAL_TLS_DIR" || !v.empty()) env_strings.push_back(k + "=" + v);
     std::vector<char*> c_argv;
     for (auto& a : argv_) c_argv.push_back(a.data());
     c_argv.push_back(nullptr);
@@ -456,10 +480,16 @@ class node_fixture {
 
 // -- in-process CAF ------------------------------------------------------------------------
 
+// With the client certificate of tls_dir() (made by the first node): app::connect_node and
+// the router connect over mutual TLS; plain caf::io::publish/remote_actor stay plain.
 struct net_config : caf::actor_system_config {
   net_config() {
     messages::add_message_types(*this);
     load<caf::io::middleman>();
+    load<caf::openssl::manager>();
+    set("openssl.certificate", tls_dir() + "/client.pem");
+    set("openssl.key", tls_dir() + "/client.key");
+    set("openssl.cafile", tls_dir() + "/ca.pem");
     set("middleman.app-identifiers", std::vector<std::string>{"corral"});
     set("scheduler.max-threads", 4);
     set("logger.verbosity", caf::atom("quiet"));
