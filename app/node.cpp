@@ -104,9 +104,7 @@ int run_node(const node_options& options) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   caf::actor_system_config cfg;
-  // The node's listener does its own TLS (app/tls_listener.hpp): CAF's openssl module is
-  // for clients.
-  configure_system(cfg, {.network = true, .tls = {}});
+  configure_system(cfg, {.network = true});
   caf::actor_system sys{cfg};
   auto mm = spawn_tls_middleman(sys, tls);
   if (!mm) {
@@ -121,12 +119,11 @@ int run_node(const node_options& options) {
   runtime.shutdown_grace = options.grace;
   auto sup = actors::spawn_supervisor(sys, runtime);
 
-  auto published = publish_tls(sup, options.listen.port, options.listen.host, *mm);
+  auto published = publish_tls(sup, options.listen.port, options.listen.host, **mm);
   if (!published) {
     log.error("cannot listen on " + options.listen.host + ":" +
               std::to_string(options.listen.port) + ": " + sys.render(published.error()));
     caf::anon_send_exit(sup, caf::exit_reason::kill);
-    caf::anon_send_exit(mm->actor, caf::exit_reason::kill);
     return exit_code::error;
   }
   log.info("corral node " + runtime.name + " (corral " + actors::corral_version + ", protocol " +
@@ -153,7 +150,7 @@ int run_node(const node_options& options) {
     std::_Exit(exit_code::second_signal);
   }).detach();
   sys.middleman().unpublish(sup, *published);
-  caf::anon_send_exit(mm->actor, caf::exit_reason::kill);
+  mm->reset();  // stops the TLS middleman
   {
     caf::scoped_actor self{sys};
     self->send_exit(sup, caf::exit_reason::user_shutdown);

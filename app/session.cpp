@@ -7,6 +7,7 @@
 #include "actors/supervisor.hpp"
 #include "app/exit_codes.hpp"
 #include "app/remote.hpp"
+#include "app/tls_listener.hpp"
 #include "app/tls_material.hpp"
 
 namespace corral::app {
@@ -98,8 +99,17 @@ int with_session(const runtime_target& target, const std::function<int(session&)
     tls = *credentials;
   }
   caf::actor_system_config cfg;
-  configure_system(cfg, {.network = remote, .tls = tls});
+  configure_system(cfg, {.network = remote});
   caf::actor_system sys{cfg};
+  std::shared_ptr<tls_middleman> transport;  // connect_node and the router use it
+  if (remote) {
+    auto spawned = spawn_tls_middleman(sys, tls);
+    if (!spawned) {
+      std::fprintf(stderr, "corral: %s\n", sys.render(spawned.error()).c_str());
+      return exit_code::error;
+    }
+    transport = *spawned;
+  }
   caf::scoped_actor self{sys};
   messages::supervisor_actor sup;
   if (nodes.size() == 1) {

@@ -22,6 +22,7 @@
 #include "app/remote.hpp"
 #include "app/session.hpp"
 #include "app/system_config.hpp"
+#include "app/tls_listener.hpp"
 #include "docker/blocking.hpp"
 #include "docker/client.hpp"
 #include "docker/json.hpp"
@@ -440,8 +441,13 @@ bool report_connects(const node_address& where, const tls_options& tls) {
   std::vector<double> ms;
   for (int i = 0; i < clients; ++i) {
     caf::actor_system_config cfg;
-    configure_system(cfg, {.network = true, .tls = tls});
+    configure_system(cfg, {.network = true});
     caf::actor_system sys{cfg};
+    auto transport = spawn_tls_middleman(sys, tls);
+    if (!transport) {
+      std::fprintf(stderr, "corral stress: %s\n", sys.render(transport.error()).c_str());
+      return false;
+    }
     caf::scoped_actor self{sys};
     const auto start = std::chrono::steady_clock::now();
     auto connected = connect_node(self, where, std::chrono::seconds(2));
@@ -525,8 +531,17 @@ int run_stress(const stress_options& options_in) {
       tls = *credentials;
       if (!report_connects(*where, tls)) return exit_code::error;
     }
-    configure_system(cfg, {.network = !o.node.empty(), .tls = tls, .sharing_scheduler = false});
+    configure_system(cfg, {.network = !o.node.empty(), .sharing_scheduler = false});
     caf::actor_system sys{cfg};
+    std::shared_ptr<tls_middleman> transport;
+    if (!o.node.empty()) {
+      auto spawned = spawn_tls_middleman(sys, tls);
+      if (!spawned) {
+        std::fprintf(stderr, "corral stress: %s\n", sys.render(spawned.error()).c_str());
+        return exit_code::error;
+      }
+      transport = *spawned;
+    }
     caf::scoped_actor self{sys};
     const auto baseline_actors = sys.registry().running();
 

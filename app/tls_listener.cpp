@@ -1,5 +1,7 @@
 #include "app/tls_listener.hpp"
 
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 
 #include <cstring>
@@ -37,6 +39,29 @@ std::string openssl_errors() {
   }
   return out;
 }
+
+// OpenSSL writes with write(2): a peer gone mid-write raises SIGPIPE, which would kill the
+// process. Blocked around each call on this thread, and a pending one consumed (CAF's
+// openssl module does the same).
+class sigpipe_guard {
+ public:
+  sigpipe_guard() {
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_, &saved_);
+  }
+  ~sigpipe_guard() {
+    timespec zero{};
+    sigtimedwait(&pipe_, nullptr, &zero);
+    pthread_sigmask(SIG_SETMASK, &saved_, nullptr);
+  }
+  sigpipe_guard(const sigpipe_guard&) = delete;
+  sigpipe_guard& operator=(const sigpipe_guard&) = delete;
+
+ private:
+  sigset_t pipe_;
+  sigset_t saved_;
+};
 
 class tls_session;
 
@@ -98,26 +123,37 @@ class handshake_budget {
   std::deque<pending> pending_;
 };
 
-// One accepted connection's TLS state (CAF's openssl::session, server side, on a shared
-// context).
+// One connection's TLS state (CAF's openssl::session on a shared context): accepted (with a
+// handshake budget) or connected (without).
+//
+// CAF's own session leaves OpenSSL's per-thread error queue filled when a connection fails;
+// the next SSL call on that I/O thread, for another connection, then reads as an error
+// (SSL_get_error answers SSL_ERROR_SSL while the queue is not empty), and that healthy
+// connection is closed: with a router, one node dying cut the others. This one clears the
+// queue before every call.
 class tls_session {
  public:
   tls_session(SSL_CTX* ctx, std::shared_ptr<handshake_budget> budget)
       : ssl_(SSL_new(ctx)), budget_(std::move(budget)) {}
 
   ~tls_session() {
-    if (accepting_) budget_->done(this, false);
+    if (handshaking_ && budget_) budget_->done(this, false);
     SSL_free(ssl_);
   }
 
   tls_session(const tls_session&) = delete;
   tls_session& operator=(const tls_session&) = delete;
 
+  // Starts the handshake: as the server with a budget, else as the client.
   bool start(native_socket fd) {
     if (!ssl_ || SSL_set_fd(ssl_, fd) != 1) return false;
-    SSL_set_accept_state(ssl_);
-    budget_->add(this, fd);
-    accepting_ = true;
+    if (budget_) {
+      SSL_set_accept_state(ssl_);
+      budget_->add(this, fd);
+    } else {
+      SSL_set_connect_state(ssl_);
+    }
+    handshaking_ = true;
     return step_handshake() != rw_state::failure;
   }
 
@@ -137,10 +173,12 @@ class tls_session {
  private:
   // success: done or waiting for the peer; failure: the connection is over.
   rw_state step_handshake() {
-    const int ret = SSL_accept(ssl_);
+    sigpipe_guard guard;
+    ERR_clear_error();
+    const int ret = SSL_do_handshake(ssl_);
     if (ret == 1) {
-      accepting_ = false;
-      budget_->done(this, true);
+      handshaking_ = false;
+      if (budget_) budget_->done(this, true);
       return rw_state::success;
     }
     return would_block(ret) ? rw_state::success : rw_state::failure;
@@ -159,10 +197,12 @@ class tls_session {
 
   rw_state do_some(int (*f)(SSL*, void*, int), size_t& result, void* buf, size_t len) {
     result = 0;
-    if (accepting_) {
-      if (auto st = step_handshake(); st == rw_state::failure || accepting_) return st;
+    if (handshaking_) {
+      if (auto st = step_handshake(); st == rw_state::failure || handshaking_) return st;
     }
     if (len == 0) return rw_state::indeterminate;
+    sigpipe_guard guard;
+    ERR_clear_error();
     const int ret = f(ssl_, buf, static_cast<int>(len));
     if (ret > 0) {
       result = static_cast<size_t>(ret);
@@ -172,8 +212,8 @@ class tls_session {
   }
 
   SSL* ssl_;
-  std::shared_ptr<handshake_budget> budget_;
-  bool accepting_ = false;
+  std::shared_ptr<handshake_budget> budget_;  // null: the client side
+  bool handshaking_ = false;
 };
 
 // The stream policy CAF's stream_impl calls.
@@ -261,39 +301,52 @@ class tls_doorman : public caf::io::network::doorman_impl {
 
 class tls_middleman_impl : public caf::io::middleman_actor_impl {
  public:
-  tls_middleman_impl(caf::actor_config& cfg, caf::actor broker, std::shared_ptr<SSL_CTX> ctx,
-                     std::shared_ptr<handshake_budget> budget)
+  tls_middleman_impl(caf::actor_config& cfg, caf::actor broker, std::shared_ptr<SSL_CTX> server_ctx,
+                     std::shared_ptr<SSL_CTX> client_ctx, std::shared_ptr<handshake_budget> budget)
       : middleman_actor_impl(cfg, std::move(broker)),
-        ctx_(std::move(ctx)),
+        server_ctx_(std::move(server_ctx)),
+        client_ctx_(std::move(client_ctx)),
         budget_(std::move(budget)) {}
 
   const char* name() const override { return "corral::tls_middleman"; }
 
  protected:
-  caf::expected<caf::io::scribe_ptr> connect(const std::string&, uint16_t) override {
-    return caf::sec::cannot_connect_to_node;  // a node only listens
+  caf::expected<caf::io::scribe_ptr> connect(const std::string& host, uint16_t port) override {
+    auto fd = caf::io::network::new_tcp_connection(host, port);
+    if (!fd) return std::move(fd.error());
+    caf::detail::socket_guard guard{*fd};
+    caf::io::network::nonblocking(*fd, true);
+    auto session = std::make_unique<tls_session>(client_ctx_.get(), nullptr);
+    if (!session->start(*fd)) return caf::sec::cannot_connect_to_node;
+    guard.release();
+    return caf::make_counted<tls_scribe>(mpx(), *fd, std::move(session));
   }
 
   caf::expected<caf::io::doorman_ptr> open(uint16_t port, const char* addr, bool reuse) override {
     auto fd = caf::io::network::new_tcp_acceptor_impl(port, addr, reuse);
     if (!fd) return std::move(fd.error());
-    auto& mpx = static_cast<default_mpx&>(system().middleman().backend());
-    return caf::make_counted<tls_doorman>(mpx, *fd, ctx_, budget_);
+    return caf::make_counted<tls_doorman>(mpx(), *fd, server_ctx_, budget_);
   }
 
  private:
-  std::shared_ptr<SSL_CTX> ctx_;
+  default_mpx& mpx() { return static_cast<default_mpx&>(system().middleman().backend()); }
+
+  std::shared_ptr<SSL_CTX> server_ctx_;
+  std::shared_ptr<SSL_CTX> client_ctx_;
   std::shared_ptr<handshake_budget> budget_;
 };
 
-}  // namespace
-
-caf::expected<tls_middleman> spawn_tls_middleman(caf::actor_system& sys, const tls_options& tls,
-                                                 const tls_listener_options& options) {
+// One side's context: its certificate and key, the CA the peer must chain to, the peer's
+// certificate required and verified (OpenSSL also checks its purpose: a client's
+// certificate cannot pose as a node's), TLS 1.2 at least, no resumption.
+caf::expected<std::shared_ptr<SSL_CTX>> make_context(const tls_options& tls, bool server,
+                                                     long max_cert_list) {
   auto fail = [](const std::string& what) -> caf::error {
     return caf::make_error(caf::sec::runtime_error, what + ": " + openssl_errors());
   };
-  std::shared_ptr<SSL_CTX> ctx{SSL_CTX_new(TLS_server_method()), SSL_CTX_free};
+  ERR_clear_error();
+  std::shared_ptr<SSL_CTX> ctx{SSL_CTX_new(server ? TLS_server_method() : TLS_client_method()),
+                               SSL_CTX_free};
   if (!ctx) return fail("cannot make a TLS context");
   SSL_CTX* c = ctx.get();
   SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
@@ -305,21 +358,44 @@ caf::expected<tls_middleman> spawn_tls_middleman(caf::actor_system& sys, const t
     return fail(tls.key + " is not the key of " + tls.certificate);
   if (SSL_CTX_load_verify_locations(c, tls.ca.c_str(), nullptr) != 1)
     return fail("cannot load the CA " + tls.ca);
-  if (auto* names = SSL_load_client_CA_file(tls.ca.c_str())) SSL_CTX_set_client_CA_list(c, names);
   SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
-  SSL_CTX_set_max_cert_list(c, options.max_cert_list);
+  SSL_CTX_set_max_cert_list(c, max_cert_list);
   SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS);
   SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
-  SSL_CTX_set_num_tickets(c, 0);
   SSL_CTX_set_options(c, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION);
+  if (server) {
+    if (auto* names = SSL_load_client_CA_file(tls.ca.c_str())) SSL_CTX_set_client_CA_list(c, names);
+    SSL_CTX_set_num_tickets(c, 0);
+  }
   if (SSL_CTX_set_cipher_list(c, "HIGH:!aNULL:!MD5") != 1) return fail("cannot set the ciphers");
+  return ctx;
+}
 
+}  // namespace
+
+tls_middleman::~tls_middleman() {
+  auto& sys = actor.home_system();
+  if (sys.registry().get(registry_name) == caf::actor_cast<caf::strong_actor_ptr>(actor))
+    sys.registry().erase(registry_name);
+  caf::anon_send_exit(actor, caf::exit_reason::kill);
+}
+
+caf::expected<std::shared_ptr<tls_middleman>> spawn_tls_middleman(
+    caf::actor_system& sys, const tls_options& tls, const tls_listener_options& options) {
+  auto server_ctx = make_context(tls, true, options.max_cert_list);
+  if (!server_ctx) return std::move(server_ctx.error());
+  auto client_ctx = make_context(tls, false, options.max_cert_list);
+  if (!client_ctx) return std::move(client_ctx.error());
   auto stats = std::make_shared<tls_listener_stats>();
   auto budget = std::make_shared<handshake_budget>(options, stats);
   auto broker = sys.middleman().named_broker<caf::io::basp_broker>(caf::atom("BASP"));
-  auto actor =
-      sys.spawn<tls_middleman_impl, caf::detached + caf::hidden>(std::move(broker), ctx, budget);
-  return tls_middleman{actor, stats};
+  caf::io::middleman_actor actor = sys.spawn<tls_middleman_impl, caf::detached + caf::hidden>(
+      std::move(broker), *server_ctx, *client_ctx, budget);
+  sys.registry().put(tls_middleman::registry_name, caf::actor_cast<caf::strong_actor_ptr>(actor));
+  auto out = std::make_shared<tls_middleman>();
+  out->actor = actor;
+  out->stats = stats;
+  return out;
 }
 
 caf::expected<uint16_t> publish_tls(const caf::strong_actor_ptr& whom, std::set<std::string> sigs,

@@ -1,10 +1,12 @@
-// The node's listener: CAF 0.17's BASP behind mutual TLS, with the cost of unauthenticated
-// connections bounded.
+// corral's network transport: CAF 0.17's BASP behind mutual TLS, for a node's listener (with
+// the cost of unauthenticated connections bounded) and for clients' connections.
 //
 // Why not caf::openssl's own listener: it makes a new SSL_CTX for every accepted connection
 // (reading the certificate, key and CA files from disk each time, in the one I/O thread),
 // leaves a connection that never finishes its handshake open forever, and does not bound
 // their number or the size of a client's certificate chain (OpenSSL's default: 100 KiB).
+// Its client side leaves OpenSSL's error queue dirty after a failed connection, which then
+// fails a healthy one on the same thread (see tls_session in the .cpp).
 // This one is CAF's (libcaf_openssl/src/openssl/middleman_actor.cpp, 0.17.6) with:
 //   - one SSL_CTX, loaded once: TLS 1.2+, a client certificate of the CA required and
 //     verified (SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT), its chain at most
@@ -25,6 +27,7 @@
 #include <set>
 #include <string>
 
+#include <caf/atom.hpp>
 #include <caf/expected.hpp>
 #include <caf/fwd.hpp>
 #include <caf/io/middleman_actor.hpp>
@@ -51,15 +54,23 @@ struct tls_listener_stats {
   std::atomic<uint64_t> in_handshake{0};   // now between accept and a verified certificate
 };
 
+// A middleman actor whose listeners and connections speak mutual TLS, registered in its
+// actor system as `registry_name` (connect_node and the router connect through it when it
+// is there). Unregistered and stopped on destruction (before the actor system goes).
 struct tls_middleman {
-  caf::io::middleman_actor actor;  // publish through it (publish_tls)
+  static constexpr caf::atom_value registry_name = caf::atom("corral-tls");
+  caf::io::middleman_actor actor;  // publish (publish_tls) and connect through it
   std::shared_ptr<tls_listener_stats> stats;
+  tls_middleman() = default;
+  tls_middleman(const tls_middleman&) = delete;
+  tls_middleman& operator=(const tls_middleman&) = delete;
+  ~tls_middleman();
 };
 
-// Loads `tls` (all three files) into one context and spawns a middleman actor whose
-// listeners speak mutual TLS with it. An error names the file that failed.
-caf::expected<tls_middleman> spawn_tls_middleman(caf::actor_system& sys, const tls_options& tls,
-                                                 const tls_listener_options& options = {});
+// Loads `tls` (all three files) into one server and one client context and spawns the
+// middleman actor. An error names the file that failed.
+caf::expected<std::shared_ptr<tls_middleman>> spawn_tls_middleman(
+    caf::actor_system& sys, const tls_options& tls, const tls_listener_options& options = {});
 
 // Publishes `whom` (with its message types `sigs`) on host:port through `mm` (like
 // caf::io::publish, `reuse` on); returns the port bound. Blocks until the listener is up.

@@ -206,6 +206,7 @@ TEST_CASE("huge and ill-typed requests are refused and the node keeps serving", 
   auto& node = f.start(f.name("n"));
   net_config cfg;
   caf::actor_system sys{cfg};
+  auto transport = tls_client(sys);
   caf::scoped_actor self{sys};
   auto sup = app::connect_node(self, {"127.0.0.1", node.port()}, 2000ms);
   REQUIRE(what(sup) == "ok");
@@ -271,6 +272,7 @@ TEST_CASE("a run whose client dies mid-exec: the exec ends; the sandbox is not r
 
   net_config cfg;
   caf::actor_system sys{cfg};
+  auto transport = tls_client(sys);
   caf::scoped_actor self{sys};
   auto sup = app::connect_node(self, {"127.0.0.1", node.port()}, 2000ms);
   REQUIRE(what(sup) == "ok");

@@ -33,10 +33,11 @@
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
-#include <caf/openssl/all.hpp>
 #include <catch2/catch.hpp>
 
 #include "actors/policy.hpp"
+#include "app/tls_listener.hpp"
+#include "app/tls_material.hpp"
 #include "docker/blocking.hpp"
 #include "docker/client.hpp"
 #include "messages/errors.hpp"
@@ -480,21 +481,28 @@ class node_fixture {
 
 // -- in-process CAF ------------------------------------------------------------------------
 
-// With the client certificate of tls_dir() (made by the first node): app::connect_node and
-// the router connect over mutual TLS; plain caf::io::publish/remote_actor stay plain.
-struct net_config : caf::actor_system_config {
-  net_config() {
+// An in-process CAF system with the middleman, without TLS: caf::io::publish/remote_actor,
+// and app::connect_node in plain text (which every node refuses).
+struct plain_net_config : caf::actor_system_config {
+  plain_net_config() {
     messages::add_message_types(*this);
     load<caf::io::middleman>();
-    load<caf::openssl::manager>();
-    set("openssl.certificate", tls_dir() + "/client.pem");
-    set("openssl.key", tls_dir() + "/client.key");
-    set("openssl.cafile", tls_dir() + "/ca.pem");
     set("middleman.app-identifiers", std::vector<std::string>{"corral"});
     set("scheduler.max-threads", 4);
     set("logger.verbosity", caf::atom("quiet"));
   }
 };
+
+using net_config = plain_net_config;
+
+// corral's mutual-TLS middleman in `sys` with the client certificate of tls_dir() (made by
+// the first node): app::connect_node and the router connect through it. Keep it in a
+// variable declared after `sys`.
+inline std::shared_ptr<app::tls_middleman> tls_client(caf::actor_system& sys) {
+  auto mm = app::spawn_tls_middleman(sys, app::tls_files(tls_dir(), "client"));
+  REQUIRE(mm);
+  return *mm;
+}
 
 template <class T, class Handle, class... Ts>
 caf::expected<T> ask(caf::scoped_actor& self, const Handle& dest, caf::timespan timeout,

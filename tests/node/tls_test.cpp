@@ -41,16 +41,6 @@ ca other "/CN=another CA"
 cert stranger other "/CN=corral test client" "extendedKeyUsage=clientAuth"
 )";
 
-// A CAF client without TLS (an old corral, or any BASP peer).
-struct net_plain_config : caf::actor_system_config {
-  net_plain_config() {
-    corral::messages::add_message_types(*this);
-    load<caf::io::middleman>();
-    set("middleman.app-identifiers", std::vector<std::string>{"corral"});
-    set("logger.verbosity", caf::atom("quiet"));
-  }
-};
-
 class temp_dir {
  public:
   temp_dir() {
@@ -162,7 +152,7 @@ TEST_CASE("a node given --tls-cert/--tls-key/--tls-ca serves clients of that CA,
   {
     // A plain-text CAF client (an old corral, or a raw BASP peer) gets no BASP answer.
     INFO("plain text");
-    net_plain_config cfg;
+    plain_net_config cfg;  // an old corral, or any BASP peer
     caf::actor_system sys{cfg};
     caf::scoped_actor self{sys};
     auto r = corral::app::connect_node(self, {"127.0.0.1", node.port()}, 2000ms);
