@@ -259,7 +259,7 @@ TEST_CASE("huge and ill-typed requests are refused and the node keeps serving", 
   CHECK(node.stop() == 0);
 }
 
-TEST_CASE("a run whose client dies mid-exec: the exec ends; the sandbox is not reaped",
+TEST_CASE("a run whose client dies mid-exec: the exec ends, the sandbox is not reaped",
           "[node][faults]") {
   node_fixture f;
   auto& node = f.start(f.name("n"));
