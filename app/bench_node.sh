@@ -63,8 +63,28 @@ hold 300 hello
 
 # -- 1 and 2 ------------------------------------------------------------------------------
 stress=(stress --keys 1 --concurrency 1 --ops "$ops" --mix exec=1)
-echo "== embedded runtime: exec (acquire + echo), $ops ops"
-"$cli" --runtime "bench-emb-$$" "${stress[@]}" | grep -E '^\| (operation|exec) '
-echo "== node over mutual TLS: exec (acquire + echo), $ops ops"
-"$cli" --tls-dir "$work/tls" --node "127.0.0.1:$port" "${stress[@]}" |
-  grep -E '^\| (operation|exec) |^new client'
+compare() {  # compare LABEL: embedded, then through the node
+  echo "== $1, embedded runtime: exec (acquire + echo), $ops ops"
+  "$cli" --runtime "bench-emb-$$" "${stress[@]}" | grep -E '^\| (operation|exec) '
+  echo "== $1, through the node over mutual TLS: exec (acquire + echo), $ops ops"
+  "$cli" --tls-dir "$work/tls" --node "127.0.0.1:$port" "${stress[@]}" |
+    grep -E '^\| (operation|exec) |^new client'
+}
+compare "real engine"
+
+# The same against the fake engine answering at once: what corral itself adds, without the
+# engine's noise.
+kill -TERM "$node"; wait "$node" || true
+"$cli" fake-engine --socket "$work/fake.sock" --latency-scale 0 2>/dev/null &
+fake=$!
+for _ in $(seq 50); do [[ -S $work/fake.sock ]] && break; sleep 0.1; done
+export DOCKER_HOST="unix://$work/fake.sock"
+"$cli" node --listen 127.0.0.1:0 --name "bench-tls-$$" --tls-dir "$work/tls" \
+  >"$work/out" 2>"$work/err" &
+node=$!
+for _ in $(seq 100); do grep -q '^listening' "$work/out" && break; sleep 0.1; done
+port=$(sed -n 's/^listening 127.0.0.1:\([0-9]*\)$/\1/p' "$work/out")
+compare "fake engine (no latency)"
+kill -TERM "$node"; wait "$node" || true
+node=
+kill -TERM "$fake"; wait "$fake" || true
