@@ -99,7 +99,7 @@ TEST_CASE("a node given --tls-cert/--tls-key/--tls-ca serves clients of that CA,
 
   check_good("start");
   {
-    // The CLI refuses that itself (CAF's openssl module would abort on it)...
+    // The CLI refuses that itself...
     INFO("no client certificate");
     const auto r = run({"--tls-ca", certs.file("ca.pem")});
     INFO(r);
