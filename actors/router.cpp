@@ -7,7 +7,6 @@
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
-#include <caf/openssl/all.hpp>
 
 #include "actors/actor_errors.hpp"
 #include "actors/internal_messages.hpp"
@@ -121,8 +120,9 @@ void connect(self_ptr self, std::size_t index) {
   if (n.connecting || n.handle) return;
   n.connecting = true;
   auto& sys = self->system();
-  auto mm = sys.has_openssl_manager() ? sys.openssl_manager().actor_handle()
-                                      : sys.middleman().actor_handle();
+  // The program's mutual-TLS middleman (app/tls_listener.hpp) when it runs one.
+  auto tls = caf::actor_cast<caf::io::middleman_actor>(sys.registry().get(caf::atom("corral-tls")));
+  auto mm = tls ? tls : sys.middleman().actor_handle();
   std::function<void()> done = [self, index] {
     self->state.nodes[index].connecting = false;
     if (self->state.pending_connects > 0 && --self->state.pending_connects == 0) set_ready(self);

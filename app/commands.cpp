@@ -162,11 +162,13 @@ int cmd_version(command_line&) {
 
 int cmd_node(command_line& cl) {
   cl.serve.tls = cl.target.tls;
+  if (!cl.serve.issue.name.empty()) return issue_cert(cl.serve);
   return run_node(cl.serve);
 }
 
 int cmd_stress(command_line& cl) {
   cl.stress.node = cl.target.nodes;
+  cl.stress.tls = cl.target.tls;
   if (cl.target.runtime != "local") cl.stress.runtime = cl.target.runtime;
   return run_stress(cl.stress);
 }

@@ -149,8 +149,8 @@ void node_flags(CLI::App& cmd, command_line& cl) {
         return where ? std::optional{*where} : std::nullopt;
       },
       [&o](const node_address& where) { o.listen = where; },
-      "where to listen (default 127.0.0.1:4747; port 0 picks one). Any address other "
-      "than loopback requires TLS.");
+      "where to listen (default 127.0.0.1:4747; port 0 picks one). Every client needs a "
+      "certificate of the node's CA, loopback included.");
   cmd.add_option("--name", o.name, "node name in container labels (default: the hostname)")
       ->type_name("NAME");
   count_flag(cmd, "--capacity", o.capacity, 1, unbounded, "live sandboxes at most (default 64)");
@@ -169,6 +169,17 @@ void node_flags(CLI::App& cmd, command_line& cl) {
   cmd.add_option("--log-level", o.log_level, "log level (default info)")
       ->type_name("L")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  auto* issue = cmd.add_subcommand(
+      "issue-cert",
+      "Write a client certificate of the node's CA (in --tls-dir) to --out DIR: client.pem, "
+      "client.key, ca.pem, for `corral --tls-dir DIR`.");
+  issue->add_option("NAME", o.issue.name, "the client's name (its certificate's CN)")
+      ->required()
+      ->type_name("");
+  issue->add_option("--out", o.issue.out, "a directory to make (0700); hand it to the client")
+      ->required()
+      ->type_name("DIR");
+  count_flag(*issue, "--days", o.issue.days, 1, 36500, "validity in days (default 365)");
 }
 
 void stress_flags(CLI::App& cmd, command_line& cl) {
@@ -313,6 +324,12 @@ void describe(CLI::App& app, command_line& cl) {
   app.add_option("--tls-key", cl.target.tls.key, "its private key")->type_name("FILE");
   app.add_option("--tls-ca", cl.target.tls.ca, "the CA the peer's certificate must chain to")
       ->type_name("FILE");
+  app.add_option("--tls-dir", cl.target.tls.dir,
+                 "without --tls-cert/--tls-key/--tls-ca: a node's material (made on first "
+                 "start), a client's ca.pem, client.pem, client.key (default for both, as root: "
+                 "/var/lib/corral/tls)")
+      ->type_name("DIR")
+      ->envname("CORRAL_TLS_DIR");
   app.footer(exit_codes_help);
   for (const auto& c : commands) {
     auto* sub = app.add_subcommand(c.name, c.description);
@@ -320,8 +337,8 @@ void describe(CLI::App& app, command_line& cl) {
     sub->set_help_flag("-h,--help", "print this help")->group("Flags");
     sub->option_defaults()->group("Flags");
     sub->footer(
-        "Global flags (--runtime, --node, --tls-cert/--tls-key/--tls-ca) go before or after\n"
-        "the command: see `corral --help`.\n");
+        "Global flags (--runtime, --node, --tls-cert/--tls-key/--tls-ca/--tls-dir) go before or\n"
+        "after the command: see `corral --help`.\n");
     c.flags(*sub, cl);
   }
 }

@@ -16,11 +16,12 @@
 #include <spdlog/spdlog.h>
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
-#include <caf/openssl/all.hpp>
 
 #include "actors/facade.hpp"
 #include "actors/supervisor.hpp"
 #include "app/exit_codes.hpp"
+#include "app/tls_listener.hpp"
+#include "app/tls_material.hpp"
 #include "docker/json.hpp"
 #include "messages/errors.hpp"
 #include "messages/registration.hpp"
@@ -94,22 +95,37 @@ class audit_file {
 
 }  // namespace
 
-bool is_loopback(const std::string& host) {
-  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+int issue_cert(const node_options& options) {
+  const std::string dir = options.tls.dir.empty() ? default_tls_dir : options.tls.dir;
+  const auto& out = options.issue.out;
+  auto problem =
+      issue_client_certificate(dir, options.issue.name, out, static_cast<int>(options.issue.days));
+  if (!problem.empty()) {
+    std::fprintf(stderr, "corral node issue-cert: %s\n", problem.c_str());
+    return exit_code::error;
+  }
+  std::printf(
+      "wrote %s/client.pem, %s/client.key (CN=%s, %llu days) and %s/ca.pem\n"
+      "hand the directory to its user (chown -R USER %s), who runs: corral --tls-dir DIR "
+      "--node HOST:PORT ...\n",
+      out.c_str(), out.c_str(), options.issue.name.c_str(),
+      static_cast<unsigned long long>(options.issue.days), out.c_str(), out.c_str());
+  return exit_code::ok;
 }
 
 int run_node(const node_options& options) {
   node_log log(options.log_format, options.log_level);
-  if (!is_loopback(options.listen.host) && !options.tls.enabled()) {
-    log.error("listening on " + options.listen.host +
-              " needs TLS: give --tls-cert, --tls-key and --tls-ca (loopback needs none)");
-    return exit_code::error;
-  }
-  if (auto problem = check_tls(options.tls); !problem.empty()) {
+  // Mutual TLS on every listener: CAF 0.17's protocol cannot keep authenticated peers apart,
+  // so only holders of a certificate of the node's CA reach it.
+  std::string problem;
+  const auto tls = node_tls(options.tls, options.listen.host, problem);
+  if (!problem.empty()) {
     log.error(problem);
     return exit_code::error;
   }
 
+  // A peer that closes mid-write must not kill the node (OpenSSL writes with write(2)).
+  ::signal(SIGPIPE, SIG_IGN);
   // Signals go to sigwait below, not to a random thread: block them before any starts.
   sigset_t signals;
   sigemptyset(&signals);
@@ -118,8 +134,13 @@ int run_node(const node_options& options) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   caf::actor_system_config cfg;
-  configure_system(cfg, {.network = true, .tls = options.tls});
+  configure_system(cfg, {.network = true});
   caf::actor_system sys{cfg};
+  auto mm = spawn_tls_middleman(sys, tls);
+  if (!mm) {
+    log.error(sys.render(mm.error()));
+    return exit_code::error;
+  }
 
   actors::runtime_config runtime;
   runtime.name = options.name.empty() ? hostname() : options.name;
@@ -152,10 +173,7 @@ int run_node(const node_options& options) {
     self->wait_for(facade);
   };
 
-  auto published =
-      options.tls.enabled()
-          ? caf::openssl::publish(facade, options.listen.port, options.listen.host.c_str(), true)
-          : sys.middleman().publish(facade, options.listen.port, options.listen.host.c_str(), true);
+  auto published = publish_tls(facade, options.listen.port, options.listen.host, **mm);
   if (!published) {
     log.error("cannot listen on " + options.listen.host + ":" +
               std::to_string(options.listen.port) + ": " + sys.render(published.error()));
@@ -164,7 +182,11 @@ int run_node(const node_options& options) {
   }
   log.info("corral node " + runtime.name + " (corral " + actors::corral_version + ", protocol " +
            std::to_string(messages::protocol_version) + ") listening on " + options.listen.host +
-           ":" + std::to_string(*published) + (options.tls.enabled() ? " with TLS" : ""));
+           ":" + std::to_string(*published) + " with mutual TLS (clients need a certificate of " +
+           tls.ca + ")" +
+           (resolves_to_loopback(options.listen.host)
+                ? ""
+                : "; not loopback: reachable from other hosts"));
   // Scripts and tests read the port (useful with --listen HOST:0) from this line.
   std::printf("listening %s:%u\n", options.listen.host.c_str(), static_cast<unsigned>(*published));
   std::fflush(stdout);
@@ -183,6 +205,7 @@ int run_node(const node_options& options) {
   }).detach();
   sys.middleman().unpublish(facade, *published);
   stop_actors();
+  mm->reset();  // stops the TLS middleman
   log.info("corral node " + runtime.name + " stopped (" + std::to_string(counters->dropped) +
            " messages outside the interface dropped)");
   return 0;

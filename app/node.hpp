@@ -19,13 +19,24 @@ struct node_options {
   std::string audit_log;            // empty: no audit
   std::string log_format = "text";  // text | json
   std::string log_level = "info";
-  tls_options tls;
+  tls_options tls;  // the --tls-* files, or --tls-dir (app/tls_material.hpp)
+  // `corral node issue-cert NAME --out DIR [--days N]`: issue a certificate, do not serve.
+  struct {
+    std::string name;
+    std::string out;
+    uint64_t days = 365;
+  } issue;
 };
 
-bool is_loopback(const std::string& host);
-
+// Every connection is mutual TLS, loopback included: a client needs a certificate of the
+// node's CA (made on first start in --tls-dir, default /var/lib/corral/tls) before a byte of
+// CAF's protocol is read.
 // Runs until SIGTERM/SIGINT: then stops accepting, gives running execs `grace`, releases
 // (or keeps) its sandboxes and returns 0. A second signal exits at once (exit_code::second_signal).
 int run_node(const node_options& options);
+
+// `corral node issue-cert`: a client certificate of the CA in options.tls.dir (default
+// /var/lib/corral/tls) written to options.issue.out; returns 0 or exit_code::error (reported).
+int issue_cert(const node_options& options);
 
 }  // namespace corral::app

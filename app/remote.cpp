@@ -2,7 +2,6 @@
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
-#include <caf/openssl/all.hpp>
 
 #include "actors/supervisor.hpp"
 #include "messages/errors.hpp"
@@ -39,9 +38,10 @@ caf::expected<messages::supervisor_actor> connect_node(caf::scoped_actor& self,
   const std::string place = where.host + ":" + std::to_string(where.port);
   caf::expected<caf::strong_actor_ptr> found{caf::error{}};
   std::set<std::string> interface;
-  // With the openssl module loaded, its middleman actor connects over TLS.
-  auto mm = self->system().has_openssl_manager() ? self->system().openssl_manager().actor_handle()
-                                                 : self->system().middleman().actor_handle();
+  // corral's mutual-TLS middleman (app/tls_listener.hpp) when the program runs one.
+  auto& sys = self->system();
+  auto tls = caf::actor_cast<caf::io::middleman_actor>(sys.registry().get(caf::atom("corral-tls")));
+  auto mm = tls ? tls : sys.middleman().actor_handle();
   self->request(mm, timeout, caf::connect_atom_v, where.host, where.port)
       .receive(
           [&](const caf::node_id&, caf::strong_actor_ptr& ptr, std::set<std::string>& ifs) {

@@ -7,6 +7,8 @@
 #include "actors/supervisor.hpp"
 #include "app/exit_codes.hpp"
 #include "app/remote.hpp"
+#include "app/tls_listener.hpp"
+#include "app/tls_material.hpp"
 
 namespace corral::app {
 
@@ -28,6 +30,53 @@ int fail(const caf::error& err) {
   return exit_code::error;
 }
 
+std::optional<tls_options> client_credentials(const tls_options& given,
+                                              const std::vector<node_address>& nodes,
+                                              const char* program) {
+  std::string why;
+  auto tls = client_tls(given, why);
+  if (tls.enabled()) {
+    if (auto problem = check_tls(tls); !problem.empty()) {
+      std::fprintf(stderr, "%s: %s\n", program, problem.c_str());
+      return std::nullopt;
+    }
+    return tls;
+  }
+  const auto& where = nodes.front();
+  const std::string place = where.host + ":" + std::to_string(where.port);
+  std::string what;
+  if (!resolves_to_loopback(where.host)) {
+    // Nothing goes to a node beyond loopback without a certificate: not even a probe.
+    what = "refusing to connect to corral node " + place +
+           " without a client certificate (corral never speaks plain text to a node)";
+  } else {
+    const auto probe = probe_without_certificate(where.host, where.port, std::chrono::seconds(2));
+    switch (probe.answer) {
+      case probe_answer::certificate_required:
+        what = "corral node " + place + " requires a client certificate; its TLS handshake " +
+               "refused this client, which has none (" + probe.detail + ")";
+        break;
+      case probe_answer::unreachable:
+        what = "cannot reach corral node " + place + " (" + probe.detail +
+               "), and this client has no certificate for it";
+        break;
+      case probe_answer::not_tls:
+      case probe_answer::accepted:
+        what = "the service at " + place +
+               " is not a corral node with mutual TLS, and this client has no certificate "
+               "(" +
+               probe.detail + ")";
+        break;
+    }
+  }
+  std::fprintf(stderr,
+               "%s: %s%s. Give --tls-cert FILE --tls-key FILE --tls-ca FILE, or --tls-dir DIR "
+               "(with ca.pem, client.pem, client.key; root's default: %s); the node's operator "
+               "makes them with `corral node issue-cert NAME --out DIR`.\n",
+               program, what.c_str(), why.empty() ? "" : ("; " + why).c_str(), default_tls_dir);
+  return std::nullopt;
+}
+
 int with_session(const runtime_target& target, const std::function<int(session&)>& body) {
   // --node A[,B,...]: one node directly, several through a router.
   std::vector<node_address> nodes;
@@ -43,13 +92,24 @@ int with_session(const runtime_target& target, const std::function<int(session&)
     start = end + 1;
   }
   const bool remote = !nodes.empty();
-  if (auto problem = check_tls(target.tls); remote && !problem.empty()) {
-    std::fprintf(stderr, "corral: %s\n", problem.c_str());
-    return exit_code::error;
+  tls_options tls;
+  if (remote) {
+    auto credentials = client_credentials(target.tls, nodes);
+    if (!credentials) return exit_code::error;
+    tls = *credentials;
   }
   caf::actor_system_config cfg;
-  configure_system(cfg, {.network = remote, .tls = target.tls});
+  configure_system(cfg, {.network = remote});
   caf::actor_system sys{cfg};
+  std::shared_ptr<tls_middleman> transport;  // connect_node and the router use it
+  if (remote) {
+    auto spawned = spawn_tls_middleman(sys, tls);
+    if (!spawned) {
+      std::fprintf(stderr, "corral: %s\n", sys.render(spawned.error()).c_str());
+      return exit_code::error;
+    }
+    transport = *spawned;
+  }
   caf::scoped_actor self{sys};
   messages::supervisor_actor sup;
   if (nodes.size() == 1) {

@@ -6,12 +6,15 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include <caf/all.hpp>
 
+#include "app/remote.hpp"
 #include "app/system_config.hpp"
 #include "messages/errors.hpp"
 #include "messages/interfaces.hpp"
@@ -21,7 +24,7 @@ namespace corral::app {
 struct runtime_target {
   std::string runtime = "local";  // runtime name in the labels of an embedded runtime
   std::string nodes;              // "HOST:PORT[,HOST:PORT...]"; empty: embedded
-  tls_options tls;                // for the connections to the nodes
+  tls_options tls;                // --tls-*: for the connections to the nodes
 };
 
 struct session {
@@ -32,6 +35,15 @@ struct session {
 
 // Reports `err` on stderr (with a hint of what to do) and returns exit_code::error.
 int fail(const caf::error& err);
+
+// The TLS files for connections to `nodes`: the flags, --tls-dir, or (root) the node's
+// default directory (app/tls_material.hpp). Every node requires a client certificate: with
+// none, this reports on stderr (as `program`) what the node answers to a handshake without
+// one (probed on loopback only; elsewhere nothing is sent) and which flags to give, and
+// returns nothing (exit_code::error).
+std::optional<tls_options> client_credentials(const tls_options& given,
+                                              const std::vector<node_address>& nodes,
+                                              const char* program = "corral");
 
 // Starts an actor system for `target`, runs `body` on a session with it, and stops what it
 // started. Returns body's code, or exit_code::error (reported) if the target is unreachable.

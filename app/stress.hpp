@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <string>
 
+#include "app/system_config.hpp"
+
 namespace corral::app {
 
 struct stress_options {
@@ -19,6 +21,7 @@ struct stress_options {
   double fake_latency_scale = 1.0;
   double fake_fault_rate = 0.0;
   std::string node;       // HOST:PORT: drive a node instead of an embedded runtime
+  tls_options tls;        // --tls-*: for the node
   std::string runtime;    // runtime name; empty: "stress-<pid>"
   uint64_t capacity = 0;  // 0: keys + 16
   bool json = false;

@@ -7,7 +7,6 @@
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
-#include <caf/openssl/all.hpp>
 
 #include "messages/registration.hpp"
 
@@ -37,12 +36,6 @@ void configure_system(caf::actor_system_config& cfg, const system_options& optio
   if (!options.network) return;
   cfg.load<caf::io::middleman>();
   cfg.set("middleman.app-identifiers", std::vector<std::string>{"corral"});
-  if (options.tls.enabled()) {
-    cfg.load<caf::openssl::manager>();
-    cfg.set("openssl.certificate", options.tls.certificate);
-    cfg.set("openssl.key", options.tls.key);
-    cfg.set("openssl.cafile", options.tls.ca);
-  }
 }
 
 }  // namespace corral::app

@@ -1,6 +1,6 @@
 // The CAF actor system's set-up, shared by corral's programs (the CLI, `corral node`,
 // `corral stress`): message types, a quiet logger, the scheduler, and for the network the
-// middleman (corral peers only) with optional TLS.
+// middleman (corral peers only). Mutual TLS runs on it through app/tls_listener.hpp.
 #pragma once
 
 #include <string>
@@ -13,6 +13,8 @@ struct tls_options {
   std::string certificate;  // PEM chain of this side
   std::string key;          // its private key
   std::string ca;           // the CA the peer's certificate must chain to
+  std::string dir;          // --tls-dir: where the three are when not given (app/tls_material.hpp)
+  // The three files are given.
   bool enabled() const { return !certificate.empty() || !key.empty() || !ca.empty(); }
 };
 
@@ -23,8 +25,6 @@ std::string check_tls(const tls_options& tls);
 struct system_options {
   // Load the middleman (for `corral node` or clients of one); only corral peers are accepted.
   bool network = false;
-  // With `network` and enabled(): CAF's openssl module with these files.
-  tls_options tls;
   // corral's actors mostly wait on the engine: sleeping workers (sharing) cost far less CPU
   // per request than CAF's default polling work stealing (measured: 0.9 ms vs 8.5 ms).
   bool sharing_scheduler = true;

@@ -97,6 +97,5 @@ TEST_CASE("an unreachable node fails fast and names the address", "[node][cli]")
   INFO(r);
   CHECK(r.code == 125);
   CHECK(r.wall < 2s);
-  CHECK(contains(r.err, "127.0.0.1:1"));
-  CHECK(contains(r.err, "node_unavailable"));
+  CHECK(contains(r.err, "cannot reach corral node 127.0.0.1:1"));
 }

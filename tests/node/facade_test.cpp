@@ -68,6 +68,7 @@ TEST_CASE("a raw peer's internal messages reach nothing and the node keeps servi
   auto& node = f.start(f.name("n"), {"--audit-log", audit_path, "--log-level", "debug"});
   net_config cfg;
   caf::actor_system sys{cfg};
+  auto transport = tls_client(sys);
   caf::scoped_actor self{sys};
   auto sup = app::connect_node(self, {"127.0.0.1", node.port()}, 2000ms);
   REQUIRE(what(sup) == "ok");

@@ -18,6 +18,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -35,6 +36,8 @@
 #include <catch2/catch.hpp>
 
 #include "actors/policy.hpp"
+#include "app/tls_listener.hpp"
+#include "app/tls_material.hpp"
 #include "docker/blocking.hpp"
 #include "docker/client.hpp"
 #include "messages/errors.hpp"
@@ -89,10 +92,29 @@ inline std::string unique_name(std::string_view hint = {}) {
   return out;
 }
 
+// -- TLS -----------------------------------------------------------------------------------
+
+// This test process's TLS directory: every node it starts makes its material there on first
+// start (`--tls-dir`), and every client (CLI or in-process) uses its client.pem. Removed at
+// exit.
+inline const std::string& tls_dir() {
+  struct dir {
+    std::string path = "/tmp/corral-node-tests-" + std::to_string(::getpid()) + "-tls";
+    ~dir() {
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+    }
+  };
+  static const dir d;
+  return d.path;
+}
+
 // -- child processes -----------------------------------------------------------------------
 
 // One child process with its stdout and stderr captured by a reader thread. The environment
-// is this process's, minus CORRAL_NODE and CORRAL_RUNTIME, plus `env`.
+// is this process's, minus CORRAL_NODE, CORRAL_RUNTIME and CORRAL_TLS_DIR, plus
+// CORRAL_TLS_DIR=tls_dir() (unless `env` names it: an empty value leaves it unset), plus
+// `env`.
 class child_process {
  public:
   explicit child_process(std::vector<std::string> argv, std::map<std::string, std::string> env = {})
@@ -106,11 +128,14 @@ class child_process {
     for (char** e = environ; e && *e; ++e) {
       std::string_view entry{*e};
       const auto name = entry.substr(0, entry.find('='));
-      if (name == "CORRAL_NODE" || name == "CORRAL_RUNTIME" || env.count(std::string(name)) > 0)
+      if (name == "CORRAL_NODE" || name == "CORRAL_RUNTIME" || name == "CORRAL_TLS_DIR" ||
+          env.count(std::string(name)) > 0)
         continue;
       env_strings.emplace_back(entry);
     }
-    for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+    if (env.count("CORRAL_TLS_DIR") == 0) env_strings.push_back("CORRAL_TLS_DIR=" + tls_dir());
+    for (const auto& [k, v] : env)
+      if (k != "CORRAL_TLS_DIR" || !v.empty()) env_strings.push_back(k + "=" + v);
     std::vector<char*> c_argv;
     for (auto& a : argv_) c_argv.push_back(a.data());
     c_argv.push_back(nullptr);
@@ -456,8 +481,10 @@ class node_fixture {
 
 // -- in-process CAF ------------------------------------------------------------------------
 
-struct net_config : caf::actor_system_config {
-  net_config() {
+// An in-process CAF system with the middleman, without TLS: caf::io::publish/remote_actor,
+// and app::connect_node in plain text (which every node refuses).
+struct plain_net_config : caf::actor_system_config {
+  plain_net_config() {
     messages::add_message_types(*this);
     load<caf::io::middleman>();
     set("middleman.app-identifiers", std::vector<std::string>{"corral"});
@@ -465,6 +492,17 @@ struct net_config : caf::actor_system_config {
     set("logger.verbosity", caf::atom("quiet"));
   }
 };
+
+using net_config = plain_net_config;
+
+// corral's mutual-TLS middleman in `sys` with the client certificate of tls_dir() (made by
+// the first node): app::connect_node and the router connect through it. Keep it in a
+// variable declared after `sys`.
+inline std::shared_ptr<app::tls_middleman> tls_client(caf::actor_system& sys) {
+  auto mm = app::spawn_tls_middleman(sys, app::tls_files(tls_dir(), "client"));
+  REQUIRE(mm);
+  return *mm;
+}
 
 template <class T, class Handle, class... Ts>
 caf::expected<T> ask(caf::scoped_actor& self, const Handle& dest, caf::timespan timeout,

@@ -56,6 +56,7 @@ TEST_CASE("a router spreads keys over three nodes, survives one dying and takes 
 
   net_config cfg;
   caf::actor_system sys{cfg};
+  auto transport = tls_client(sys);
   caf::scoped_actor self{sys};
   actors::router_options options;
   for (auto* n : nodes) options.nodes.push_back({"127.0.0.1", n->port()});

@@ -63,9 +63,9 @@ caf::behavior silent(caf::event_based_actor* self) {
 // Two actor systems in this process, both with the middleman and corral's types; actors
 // spawned through `serve` are stopped before the systems go.
 struct two_systems {
-  net_config server_cfg;
+  plain_net_config server_cfg;
   caf::actor_system server{server_cfg};
-  net_config client_cfg;
+  plain_net_config client_cfg;
   caf::actor_system client{client_cfg};
   std::vector<caf::actor> served;
 
