@@ -93,7 +93,7 @@ int run_node(const node_options& options) {
 
   actors::runtime_config runtime;
   runtime.name = options.name.empty() ? hostname() : options.name;
-  runtime.capacity = options.capacity;
+  runtime.policy = options.policy;
   runtime.keep_sandboxes_on_shutdown = options.keep_sandboxes;
   runtime.shutdown_grace = options.grace;
   auto sup = actors::spawn_supervisor(sys, runtime);
@@ -110,7 +110,8 @@ int run_node(const node_options& options) {
   }
   log.info("corral node " + runtime.name + " (corral " + actors::corral_version + ", protocol " +
            std::to_string(messages::protocol_version) + ") listening on " + options.listen.host +
-           ":" + std::to_string(*published) + (options.tls.enabled() ? " with TLS" : ""));
+           ":" + std::to_string(*published) + (options.tls.enabled() ? " with TLS" : "") +
+           ", policy: " + options.policy_source);
   // Scripts and tests read the port (useful with --listen HOST:0) from this line.
   std::printf("listening %s:%u\n", options.listen.host.c_str(), static_cast<unsigned>(*published));
   std::fflush(stdout);
