@@ -44,6 +44,7 @@ class locator {
 
   key_locations scan() {
     skip_space();
+    out_.at[""].push_back(pos_);
     if (!value("") && !out_.broken_at) out_.broken_at = pos_;
     return std::move(out_);
   }
