@@ -546,6 +546,7 @@ parsed_policy parse_policy(std::string_view json, std::string_view source_name) 
     return out;
   }
   policy p = policy::node_default();
+  bool given_per_principal = false;
   r.members(
       root, "",
       {"images", "users", "workspace_roots", "networks", "capabilities", "env_allowlist", "limits",
@@ -573,6 +574,7 @@ parsed_policy parse_policy(std::string_view json, std::string_view source_name) 
         } else if (key == "budget") {
           read_budget(r, v, p.budget);
         } else if (key == "per_principal") {
+          given_per_principal = true;
           read_per_principal(r, v, p.per_principal);
         } else if (key == "run_lifetime") {
           r.duration(v, at, false, p.run_lifetime);
@@ -580,6 +582,11 @@ parsed_policy parse_policy(std::string_view json, std::string_view source_name) 
           r.strings(v, at, check_principal, p.admins);
         }
       });
+  // Left out, a principal's share is at most the whole budget.
+  if (!given_per_principal) {
+    p.per_principal.sandboxes = std::min(p.per_principal.sandboxes, p.budget.sandboxes);
+    p.per_principal.execs = std::min(p.per_principal.execs, p.budget.execs);
+  }
   if (!r.failed()) cross_check(r, p);
   if (r.failed()) {
     out.error = r.error();

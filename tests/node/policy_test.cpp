@@ -32,18 +32,17 @@ struct temp_file {
 TEST_CASE("a node with a bad policy file does not start", "[node][policy]") {
   node_fixture f;
   temp_file bad("{\n  \"limits\": {\n    \"memory\": \"2x\"\n  }\n}\n");
-  const auto r = run_cli({"node", "--listen", "127.0.0.1:0", "--name", f.name("bad"), "--policy",
-                          bad.path},
-                         {}, 20s);
+  const auto r = run_cli(
+      {"node", "--listen", "127.0.0.1:0", "--name", f.name("bad"), "--policy", bad.path}, {}, 20s);
   INFO(r);
   CHECK(r.code == 125);
   CHECK(contains(r.err, bad.path + ":3: limits.memory: \"2x\" is not a size"));
   CHECK_FALSE(contains(r.out, "listening"));
 
   temp_file unknown("{\"budget\": {\"sandboxez\": 1}}");
-  const auto u = run_cli({"node", "--listen", "127.0.0.1:0", "--name", f.name("unknown"),
-                          "--policy", unknown.path},
-                         {}, 20s);
+  const auto u = run_cli(
+      {"node", "--listen", "127.0.0.1:0", "--name", f.name("unknown"), "--policy", unknown.path},
+      {}, 20s);
   INFO(u);
   CHECK(u.code == 125);
   CHECK(contains(u.err, "budget.sandboxez: unknown key"));
@@ -66,12 +65,9 @@ TEST_CASE("a node without a policy file allows only the strict default", "[node]
     return run_cli(std::move(args));
   };
   const std::pair<std::vector<std::string>, std::string> refused[] = {
-      {{"--workspace", "/tmp"}, "workspace_roots"},
-      {{"--workspace", "/home"}, "workspace_roots"},
-      {{"--network", "bridge"}, "networks"},
-      {{"--writable-root"}, "writable_root"},
-      {{"--user", "0"}, "users.allow_root"},
-      {{"--memory", "4g"}, "limits.memory"},
+      {{"--workspace", "/tmp"}, "workspace_roots"}, {{"--workspace", "/home"}, "workspace_roots"},
+      {{"--network", "bridge"}, "networks"},        {{"--writable-root"}, "writable_root"},
+      {{"--user", "0"}, "users.allow_root"},        {{"--memory", "4g"}, "limits.memory"},
   };
   for (const auto& [flags, key] : refused) {
     const auto r = cli(flags);

@@ -92,13 +92,14 @@ TEST_CASE_METHOD(runtime_fixture, "the embedded CLI takes its workspace roots fr
   fs::create_directory(dir.path / "root");
   fs::create_directory(dir.path / "root" / "project");
   fs::create_directory(dir.path / "outside");
-  const auto policy = dir.write("policy.json", R"({"workspace_roots": [{"path": ")" +
-                                                   (dir.path / "root").string() +
-                                                   R"(", "writable": true}]})");
-  const auto inside = run_cli({"--policy", policy, "run", "--workspace",
-                               (dir.path / "root" / "project").string() + ":rw", "--", "sh", "-c",
-                               "echo hi > /workspace/f && cat /workspace/f"},
-                              rt.name);
+  const auto policy =
+      dir.write("policy.json", R"({"workspace_roots": [{"path": ")" + (dir.path / "root").string() +
+                                   R"(", "writable": true}]})");
+  std::ofstream(dir.path / "root" / "project" / "f") << "hi\n";
+  const auto inside =
+      run_cli({"--policy", policy, "run", "--workspace",
+               (dir.path / "root" / "project").string() + ":rw", "--", "cat", "/workspace/f"},
+              rt.name);
   INFO(inside);
   CHECK(inside.code == 0);
   CHECK(inside.out == "hi\n");

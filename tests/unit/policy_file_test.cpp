@@ -93,6 +93,15 @@ TEST_CASE("policy file: keys left out take the strict node default", "[policy][p
   CHECK(*some.value == expected);
 }
 
+TEST_CASE("policy file: per_principal left out is at most the budget", "[policy][policy-file]") {
+  const auto small = pol::parse_policy(R"({"budget": {"sandboxes": 4, "execs": 8}})", "p.json");
+  INFO(small.error);
+  REQUIRE(small);
+  CHECK(small.value->per_principal.sandboxes == 4);
+  CHECK(small.value->per_principal.execs == 8);
+  CHECK(small.value->per_principal.queued_execs == 64);
+}
+
 TEST_CASE("policy file: the two built-in defaults", "[policy][policy-file]") {
   const auto node = pol::policy::node_default();
   CHECK(node.workspace_roots.empty());
