@@ -10,10 +10,12 @@
 #include <charconv>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <type_traits>
 
 #include <caf/deep_to_string.hpp>
 
+#include "actors/units.hpp"
 #include "messages/errors.hpp"
 
 namespace corral::actors {
@@ -23,6 +25,12 @@ using messages::corral_errc;
 using messages::make_error;
 
 namespace {
+
+// A request beyond the policy: names what was refused and the key that would allow it.
+caf::error violation(const std::string& what, std::string_view key) {
+  return make_error(corral_errc::policy_violation,
+                    what + " (policy key " + std::string(key) + " would allow it)");
+}
 
 std::string upper(std::string_view s) {
   std::string out(s);
@@ -86,8 +94,8 @@ caf::error filter_env(const runtime_config& cfg, const std::map<std::string, std
       warnings.push_back("env " + k + " is reserved and was stripped");
       continue;
     }
-    if (!cfg.env_allowlist.empty() && std::find(cfg.env_allowlist.begin(), cfg.env_allowlist.end(),
-                                                k) == cfg.env_allowlist.end()) {
+    const auto& allowed = cfg.policy.env_allowlist;
+    if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), k) == allowed.end()) {
       warnings.push_back("env " + k + " is not in the allowlist and was stripped");
       continue;
     }
@@ -113,23 +121,26 @@ caf::error check_total(std::string_view what, const Strings& items, std::size_t 
   return {};
 }
 
-caf::error check_duration(std::string_view what, caf::timespan t, std::chrono::milliseconds max) {
+// Negative is invalid; above `max` a violation of the policy key `key` (none: invalid too).
+caf::error check_duration(std::string_view what, caf::timespan t, std::chrono::milliseconds max,
+                          std::string_view key = {}) {
   if (t.count() < 0) {
     return make_error(corral_errc::invalid_request, std::string(what) + " must not be negative");
   }
   if (to_ms(t) > max) {
-    return make_error(corral_errc::invalid_request,
-                      std::string(what) + " of " + std::to_string(to_ms(t).count()) +
-                          " ms is over the limit of " + std::to_string(max.count()) + " ms");
+    const std::string text = std::string(what) + " of " + format_duration(to_ms(t)) +
+                             " is over the limit of " + format_duration(max);
+    if (key.empty()) return make_error(corral_errc::invalid_request, text);
+    return violation(text, key);
   }
   return {};
 }
 
 caf::error check_output_cap(std::string_view what, uint64_t v, uint64_t max) {
   if (v > max) {
-    return make_error(corral_errc::invalid_request, std::string(what) + " of " + std::to_string(v) +
-                                                        " bytes is over the limit of " +
-                                                        std::to_string(max) + " bytes");
+    return violation(std::string(what) + " of " + std::to_string(v) +
+                         " bytes is over the limit of " + std::to_string(max) + " bytes",
+                     "limits.max_output");
   }
   return {};
 }
@@ -287,6 +298,31 @@ caf::expected<workspace_identity> walk_workspace(const std::string& asked) {
   return id;
 }
 
+// The workspace roots of the policy: the resolved path must be below one (component by
+// component, roots resolved too), and a read-write mount below a writable one.
+caf::error check_workspace_roots(const policy& p, const fs::path& real,
+                                 const messages::workspace_mount& ws) {
+  std::string roots;
+  std::optional<std::size_t> read_only_root;
+  for (std::size_t i = 0; i < p.workspace_roots.size(); ++i) {
+    const auto& root = p.workspace_roots[i];
+    roots += (roots.empty() ? "" : ", ") + root.path;
+    std::error_code ec;
+    auto resolved = fs::weakly_canonical(root.path, ec);
+    if (ec || !within(real, resolved)) continue;
+    if (root.writable || ws.access != messages::access_mode::rw) return {};
+    read_only_root = i;
+  }
+  if (read_only_root) {
+    return violation("workspace " + shown(ws.host_path) + " is read-write, but its root " +
+                         p.workspace_roots[*read_only_root].path + " allows read-only (:ro) only",
+                     "workspace_roots[" + std::to_string(*read_only_root) + "].writable");
+  }
+  return violation("workspace " + shown(ws.host_path) + " (resolved to " + real.string() +
+                       ") is outside every workspace root (" + roots + ")",
+                   "workspace_roots");
+}
+
 caf::expected<workspace_identity> check_workspace(const runtime_config& cfg,
                                                   const messages::workspace_mount& ws,
                                                   const std::string& engine_socket) {
@@ -324,6 +360,7 @@ caf::expected<workspace_identity> check_workspace(const runtime_config& cfg,
     }
   }
   if (auto err = check_system_directory(cfg, real, ws.host_path)) return err;
+  if (auto err = check_workspace_roots(cfg.policy, real, ws)) return err;
   if (!fs::exists(real, ec)) {
     return make_error(corral_errc::invalid_request,
                       "workspace " + shown(ws.host_path) + " does not exist");
@@ -477,20 +514,18 @@ caf::expected<std::string> check_user(const user_policy& users, std::string_view
   if (!number(uid_text, uid) || !number(gid_text, gid)) return invalid();
   const std::string normal = std::to_string(uid) + ":" + std::to_string(gid);
   auto check = [&](const char* what, uint32_t id, const id_range& range,
-                   const char* setting) -> caf::error {
+                   const char* key) -> caf::error {
     if (id == 0) {
       if (users.allow_root) return {};
-      return make_error(corral_errc::policy_violation,
-                        "user " + shown(user) + ": " + what + " 0 (root" +
-                            (std::string_view(what) == "gid" ? "'s group" : "") +
-                            ") is refused by the users policy; the runtime setting "
-                            "users.allow_root would allow it");
+      return violation("user " + shown(user) + ": " + what + " 0 (root" +
+                           (std::string_view(what) == "gid" ? "'s group" : "") + ") is refused",
+                       "users.allow_root");
     }
     if (id < range.min || id > range.max) {
-      return make_error(corral_errc::policy_violation,
-                        "user " + shown(user) + ": " + what + " " + std::to_string(id) +
-                            " is outside the allowed range " + std::to_string(range.min) + "-" +
-                            std::to_string(range.max) + " (runtime setting " + setting + ")");
+      return violation("user " + shown(user) + ": " + what + " " + std::to_string(id) +
+                           " is outside the allowed range " + std::to_string(range.min) + "-" +
+                           std::to_string(range.max),
+                       key);
     }
     return {};
   };
@@ -605,7 +640,6 @@ caf::error check_image_reference(std::string_view image) {
 }
 
 bool image_allowed(std::string_view image, const std::vector<std::string>& allowlist) {
-  if (allowlist.empty()) return true;
   // The repository: the reference without its tag or digest.
   std::string_view repository = image.substr(0, image.find('@'));
   const auto slash = repository.rfind('/');
@@ -615,6 +649,7 @@ bool image_allowed(std::string_view image, const std::vector<std::string>& allow
   }
   for (const auto& entry : allowlist) {
     if (entry.empty()) continue;
+    if (entry == "*") return true;
     const char last = entry.back();
     if (last == '/' || last == ':' || last == '@') {
       // A prefix that ends on a boundary: "ghcr.io/org/" never matches "ghcr.io/org-evil/".
@@ -625,6 +660,14 @@ bool image_allowed(std::string_view image, const std::vector<std::string>& allow
     }
   }
   return false;
+}
+
+bool is_never_granted_capability(std::string_view name) {
+  return std::find(forbidden_caps.begin(), forbidden_caps.end(), name) != forbidden_caps.end();
+}
+
+bool shares_host_namespace(std::string_view network_mode) {
+  return network_mode == "host" || network_mode.rfind("container:", 0) == 0;
 }
 
 bool is_reserved_env_key(std::string_view key) {
@@ -646,18 +689,19 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
   auto& c = plan.create;
   auto& h = c.host;
 
-  c.image = spec.image.empty() ? cfg.default_image : spec.image;
+  const policy& pol = cfg.policy;
+  c.image = spec.image.empty() ? pol.defaults.image : spec.image;
   if (auto err = check_image_reference(c.image)) return err;
-  if (!image_allowed(c.image, cfg.image_allowlist)) {
+  if (!image_allowed(c.image, pol.images)) {
     std::string allowed;
-    for (const auto& e : cfg.image_allowlist) allowed += (allowed.empty() ? "" : ", ") + e;
-    return make_error(corral_errc::policy_violation,
-                      "image " + shown(c.image) + " is not in the allowlist (" + allowed + ")");
+    for (const auto& e : pol.images) allowed += (allowed.empty() ? "" : ", ") + e;
+    return violation("image " + shown(c.image) + " is not in the allowlist (" + allowed + ")",
+                     "images");
   }
 
-  // Limits: zero means the strict default; nonsense is an error, excess a violation.
+  // Limits: zero means the policy's default; nonsense is an error, excess a violation.
   auto limit = [&](std::string_view what, int64_t asked, int64_t fallback, int64_t minimum,
-                   int64_t maximum, int64_t& out) -> caf::error {
+                   int64_t maximum, std::string_view key, int64_t& out) -> caf::error {
     if (asked < 0)
       return make_error(corral_errc::invalid_request, std::string(what) + " must not be negative");
     out = asked == 0 ? fallback : asked;
@@ -667,14 +711,14 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
                             " is below the minimum of " + std::to_string(minimum));
     }
     if (out > maximum) {
-      return make_error(corral_errc::policy_violation,
-                        std::string(what) + " of " + std::to_string(out) +
-                            " is over the limit of " + std::to_string(maximum));
+      return violation(std::string(what) + " of " + std::to_string(out) + " is over the limit of " +
+                           std::to_string(maximum),
+                       key);
     }
     return {};
   };
-  if (auto err = limit("memory", spec.memory_bytes, default_memory_bytes, 6LL << 20,
-                       cfg.max_memory_bytes, h.memory))
+  if (auto err = limit("memory", spec.memory_bytes, pol.defaults.memory, 6LL << 20,
+                       pol.limits.memory, "limits.memory", h.memory))
     return err;
   if (spec.memory_swap_bytes < 0) {
     return make_error(corral_errc::invalid_request, "memory-swap must not be negative");
@@ -684,20 +728,21 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
     return make_error(corral_errc::invalid_request,
                       "memory-swap must be at least memory (it includes it)");
   }
-  if (h.memory_swap > 2 * cfg.max_memory_bytes) {
-    return make_error(corral_errc::policy_violation,
-                      "memory-swap of " + std::to_string(h.memory_swap) + " is over the limit of " +
-                          std::to_string(2 * cfg.max_memory_bytes));
+  if (h.memory_swap > 2 * pol.limits.memory) {
+    return violation("memory-swap of " + std::to_string(h.memory_swap) + " is over the limit of " +
+                         std::to_string(2 * pol.limits.memory) + " (twice the memory limit)",
+                     "limits.memory");
   }
   if (h.memory_swap > h.memory) plan.warnings.push_back("swap allowed (loosened)");
-  if (auto err = limit("cpus (nano)", spec.nano_cpus, default_nano_cpus, 10'000'000,
-                       std::max<int64_t>(cfg.max_nano_cpus, default_nano_cpus), h.nano_cpus))
+  if (auto err = limit("cpus (nano)", spec.nano_cpus, pol.defaults.nano_cpus, 10'000'000,
+                       pol.limits.nano_cpus, "limits.cpus", h.nano_cpus))
     return err;
-  if (auto err =
-          limit("pids limit", spec.pids_limit, default_pids_limit, 8, cfg.max_pids, h.pids_limit))
+  if (auto err = limit("pids limit", spec.pids_limit, pol.defaults.pids, 8, pol.limits.pids,
+                       "limits.pids", h.pids_limit))
     return err;
 
-  // Network: none unless asked for; never the host's or another container's namespace.
+  // Network: none unless asked for; never the host's or another container's namespace;
+  // anything else only when the policy lists it.
   h.network_mode = spec.network_mode.empty() ? "none" : spec.network_mode;
   if (h.network_mode.size() > 128 ||
       !std::all_of(h.network_mode.begin(), h.network_mode.end(), [](unsigned char ch) {
@@ -706,14 +751,20 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
     return make_error(corral_errc::invalid_request,
                       "network mode " + shown(h.network_mode) + " is not a network name");
   }
-  if (h.network_mode == "host" || h.network_mode.rfind("container:", 0) == 0) {
+  if (shares_host_namespace(h.network_mode)) {
     return make_error(
         corral_errc::policy_violation,
         "network mode " + shown(h.network_mode) + " would share a namespace outside the sandbox");
   }
+  if (h.network_mode != "none" &&
+      std::find(pol.networks.begin(), pol.networks.end(), h.network_mode) == pol.networks.end()) {
+    return violation("network mode " + shown(h.network_mode) + " is not allowed", "networks");
+  }
   if (h.network_mode != "none")
     plan.warnings.push_back("network " + h.network_mode + " (loosened)");
 
+  if (spec.writable_root && !pol.writable_root)
+    return violation("a writable root filesystem is not allowed", "writable_root");
   h.readonly_rootfs = !spec.writable_root;
   if (spec.writable_root) plan.warnings.push_back("writable root (loosened)");
   h.cap_drop = {"ALL"};
@@ -726,9 +777,13 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
       return make_error(corral_errc::invalid_request,
                         "capability " + shown(cap) + " is not a capability name");
     }
-    if (std::find(forbidden_caps.begin(), forbidden_caps.end(), name) != forbidden_caps.end()) {
+    if (is_never_granted_capability(name)) {
       return make_error(corral_errc::policy_violation,
                         "capability " + name + " is never granted to a sandbox");
+    }
+    if (std::find(pol.capabilities.begin(), pol.capabilities.end(), name) ==
+        pol.capabilities.end()) {
+      return violation("capability " + name + " is not allowed", "capabilities");
     }
     h.cap_add.push_back(name);
     plan.warnings.push_back("capability " + name + " added (loosened)");
@@ -736,7 +791,7 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
   h.security_opt = {"no-new-privileges"};
   h.init = true;  // docker-init reaps zombies and forwards signals
 
-  auto user = check_user(cfg.users, spec.user.empty() ? default_user : spec.user);
+  auto user = check_user(pol.users, spec.user.empty() ? default_user : spec.user);
   if (!user) return std::move(user.error());
   plan.user = std::move(*user);
   if (plan.user.rfind("0:", 0) == 0 || plan.user.substr(plan.user.find(':')) == ":0") {
@@ -764,6 +819,11 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
   }
 
   if (spec.workspace.access != messages::access_mode::none) {
+    if (pol.workspace_roots.empty()) {
+      return violation("workspace " + shown(spec.workspace.host_path) +
+                           " refused: this runtime allows no workspace",
+                       "workspace_roots");
+    }
     auto checked = check_workspace(cfg, spec.workspace, engine_socket);
     if (!checked) return std::move(checked.error());
     plan.workspace = std::move(*checked);
@@ -794,20 +854,27 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
     c.labels[k] = v;
   }
 
-  if (auto err = check_duration("exec timeout", spec.exec_timeout, cfg.max_exec_timeout))
+  if (auto err =
+          check_duration("exec timeout", spec.exec_timeout, pol.limits.timeout, "limits.timeout"))
     return err;
-  if (auto err = check_duration("lifetime", spec.lifetime, std::chrono::hours(24 * 365)))
+  if (auto err = check_duration("lifetime", spec.lifetime, pol.limits.lifetime, "limits.lifetime"))
     return err;
   if (auto err = check_duration("idle limit", spec.idle_limit, std::chrono::hours(24 * 365)))
     return err;
-  if (auto err = check_output_cap("stdout cap", spec.max_stdout, cfg.max_output_bytes)) return err;
-  if (auto err = check_output_cap("stderr cap", spec.max_stderr, cfg.max_output_bytes)) return err;
+  if (auto err = check_output_cap("stdout cap", spec.max_stdout, pol.limits.max_output)) return err;
+  if (auto err = check_output_cap("stderr cap", spec.max_stderr, pol.limits.max_output)) return err;
   plan.exec_timeout =
-      spec.exec_timeout.count() > 0 ? to_ms(spec.exec_timeout) : cfg.default_exec_timeout;
-  plan.max_stdout = spec.max_stdout > 0 ? spec.max_stdout : cfg.default_max_output;
-  plan.max_stderr = spec.max_stderr > 0 ? spec.max_stderr : cfg.default_max_output;
-  plan.lifetime = spec.lifetime.count() > 0 ? to_ms(spec.lifetime) : cfg.default_lifetime;
-  plan.idle_limit = spec.idle_limit.count() > 0 ? to_ms(spec.idle_limit) : cfg.default_idle_limit;
+      spec.exec_timeout.count() > 0 ? to_ms(spec.exec_timeout) : pol.defaults.timeout;
+  plan.max_stdout = spec.max_stdout > 0 ? spec.max_stdout : pol.defaults.max_output;
+  plan.max_stderr = spec.max_stderr > 0 ? spec.max_stderr : pol.defaults.max_output;
+  // Every sandbox ends by itself: a one-shot (`corral run`) one after run_lifetime, any other
+  // after the default lifetime, which is at most limits.lifetime.
+  plan.lifetime = spec.lifetime.count() > 0           ? to_ms(spec.lifetime)
+                  : spec.one_shot                     ? pol.run_lifetime
+                  : pol.defaults.lifetime.count() > 0 ? pol.defaults.lifetime
+                                                      : pol.limits.lifetime;
+  plan.lifetime = std::min(plan.lifetime, pol.limits.lifetime);
+  plan.idle_limit = spec.idle_limit.count() > 0 ? to_ms(spec.idle_limit) : pol.defaults.idle;
   plan.setup_command = spec.setup_command;
 
   plan.spec_hash = fingerprint(caf::deep_to_string(spec));
@@ -834,11 +901,11 @@ caf::expected<exec_plan> plan_exec(const runtime_config& cfg, const sandbox_plan
                           " bytes is over the limit of " + std::to_string(cfg.max_stdin_bytes) +
                           " bytes");
   }
-  if (auto err = check_duration("exec timeout", request.timeout, cfg.max_exec_timeout)) return err;
-  if (auto err = check_output_cap("stdout cap", request.max_stdout, cfg.max_output_bytes))
+  const auto& limits = cfg.policy.limits;
+  if (auto err = check_duration("exec timeout", request.timeout, limits.timeout, "limits.timeout"))
     return err;
-  if (auto err = check_output_cap("stderr cap", request.max_stderr, cfg.max_output_bytes))
-    return err;
+  if (auto err = check_output_cap("stdout cap", request.max_stdout, limits.max_output)) return err;
+  if (auto err = check_output_cap("stderr cap", request.max_stderr, limits.max_output)) return err;
   exec_plan plan;
   plan.create.cmd = request.argv;
   plan.create.user = sandbox.user;

@@ -19,10 +19,8 @@
 
 namespace corral::actors {
 
-// The strict defaults.
-inline constexpr int64_t default_memory_bytes = 512LL << 20;
-inline constexpr int64_t default_nano_cpus = 1'000'000'000;
-inline constexpr int64_t default_pids_limit = 256;
+// What every sandbox gets unless its spec says otherwise (the policy's defaults are in
+// actors/policy_file.hpp).
 inline constexpr int64_t default_tmp_bytes = 64LL << 20;
 inline constexpr const char* default_user = "1000:1000";
 
@@ -83,8 +81,8 @@ caf::error check_text(std::string_view field, std::string_view s, text_kind kind
 // -- users -----------------------------------------------------------------------------------
 
 // Numeric "uid[:gid]" only (a name could resolve to root in the image); a missing gid is the
-// uid. uid or gid 0 needs users.allow_root, every other id the configured ranges. Returns the
-// normalised "uid:gid".
+// uid. uid or gid 0 needs the policy's users.allow_root, every other id its ranges. Returns
+// the normalised "uid:gid".
 caf::expected<std::string> check_user(const user_policy& users, std::string_view user);
 
 // -- workspace -------------------------------------------------------------------------------
@@ -97,11 +95,22 @@ caf::error verify_workspace_mount(const workspace_identity& checked, int64_t pid
 
 caf::error check_key(std::string_view key);
 caf::error check_image_reference(std::string_view image);
+// Prefix-boundary allowlist: an entry ending in '/', ':' or '@' is a prefix, any other entry a
+// repository (any tag or digest of it); "*" allows any image; an empty list none.
 bool image_allowed(std::string_view image, const std::vector<std::string>& allowlist);
+
+// Capabilities never granted to a sandbox, whatever the policy lists (name normalised: upper
+// case, no CAP_ prefix).
+bool is_never_granted_capability(std::string_view name);
+
+// Network modes that would share a namespace outside the sandbox: never allowed.
+bool shares_host_namespace(std::string_view network_mode);
 
 // Env keys that never reach a sandbox: they redirect traffic or inject code.
 bool is_reserved_env_key(std::string_view key);
 
+// Every request is checked against cfg.policy: a request beyond it is a policy_violation
+// "<what> (policy key <key> would allow it)"; what it leaves out takes the policy's defaults.
 caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::string& key,
                                          const messages::sandbox_spec& spec,
                                          const std::string& engine_socket, int64_t now_ms);

@@ -16,6 +16,7 @@
 #include "actors/pending_calls.hpp"
 #include "actors/policy.hpp"
 #include "actors/supervisor_seams.hpp"
+#include "actors/units.hpp"
 #include "docker/client.hpp"
 #include "messages/errors.hpp"
 
@@ -35,6 +36,7 @@ struct entry {
   caf::actor monitor;
   sandbox_info info;
   std::chrono::milliseconds idle_limit{0};
+  int64_t memory = 0;  // its memory limit, counted against budget.memory while live
 };
 
 struct supervisor_state {
@@ -48,6 +50,8 @@ struct supervisor_state {
   // Live container actors: counted and indexed, so acquire and down handling stay O(log n)
   // at ten thousand sandboxes.
   uint64_t live = 0;
+  int64_t memory_in_use = 0;     // the live sandboxes' memory limits (policy key budget.memory)
+  uint64_t execs_in_flight = 0;  // asked of container actors, not answered (budget.execs)
   std::map<caf::actor_addr, std::string> key_by_actor;
   bool ready = false;                           // adoption done (or the engine is down)
   caf::error engine_down;                       // set while no engine answers
@@ -89,6 +93,7 @@ uint64_t live_count(self_ptr self) {
 void drop_handle(self_ptr self, entry& e) {
   if (!e.handle) return;
   --self->state.live;
+  self->state.memory_in_use -= e.memory;
   self->state.key_by_actor.erase(e.handle.address());
   e.handle = nullptr;
   e.monitor = nullptr;
@@ -229,6 +234,8 @@ void spawn_entry(self_ptr self, const std::string& key, sandbox_plan plan, std::
   args.plan = std::move(plan);
   entry e;
   e.idle_limit = idle;
+  e.memory = args.plan.create.host.memory;
+  st.memory_in_use += e.memory;
   e.info.key = key;
   e.info.status = sandbox_status::creating;
   e.info.created_ms = now_ms();
@@ -269,14 +276,18 @@ void adopt_existing(self_ptr self) {
             st.docker->container_remove(c.id, true, [](docker::result<void>) {});
             continue;
           }
+          const auto& pol = st.cfg.policy;
           sandbox_plan plan;
           plan.user = default_user;
-          plan.exec_timeout = st.cfg.default_exec_timeout;
-          plan.max_stdout = st.cfg.default_max_output;
-          plan.max_stderr = st.cfg.default_max_output;
-          plan.idle_limit = st.cfg.default_idle_limit;
-          plan.lifetime = st.cfg.default_lifetime;
+          plan.exec_timeout = pol.defaults.timeout;
+          plan.max_stdout = pol.defaults.max_output;
+          plan.max_stderr = pol.defaults.max_output;
+          plan.idle_limit = pol.defaults.idle;
+          plan.lifetime =
+              pol.defaults.lifetime.count() > 0 ? pol.defaults.lifetime : pol.limits.lifetime;
           plan.create.image = c.image;
+          // Counted at the ceiling until the container actor's inspect says what it has.
+          plan.create.host.memory = pol.limits.memory;
           spawn_entry(self, key->second, std::move(plan), c.id);
           auto& info = st.sandboxes[key->second].info;
           info.container_id = c.id;
@@ -357,13 +368,22 @@ void do_acquire(self_ptr self, caf::typed_response_promise<sandbox_info> rp, con
       return void(rp.deliver(make_error(corral_errc::sandbox_lost,
                                         "sandbox " + key + " is being released; try again")));
   }
-  if (live_count(self) >= st.cfg.capacity) {
-    return void(rp.deliver(make_error(corral_errc::capacity, "the runtime holds its maximum of " +
-                                                                 std::to_string(st.cfg.capacity) +
-                                                                 " sandboxes; release one first")));
+  const auto& budget = st.cfg.policy.budget;
+  if (live_count(self) >= budget.sandboxes) {
+    return void(rp.deliver(make_error(
+        corral_errc::capacity, "the runtime holds its maximum of " +
+                                   std::to_string(budget.sandboxes) +
+                                   " sandboxes (policy key budget.sandboxes); release one first")));
   }
   auto plan = plan_sandbox(st.cfg, key, spec, st.cfg.socket_path, now_ms());
   if (!plan) return void(rp.deliver(plan.error()));
+  if (st.memory_in_use + plan->create.host.memory > budget.memory) {
+    return void(rp.deliver(make_error(
+        corral_errc::capacity,
+        "a sandbox of " + format_size(plan->create.host.memory) + " memory does not fit: " +
+            format_size(st.memory_in_use) + " of the runtime's " + format_size(budget.memory) +
+            " are held by live sandboxes (policy key budget.memory); release one first")));
+  }
   spawn_entry(self, key, std::move(*plan), {});
   st.stats.created_total++;
   acquire_from(self, rp, key, spec, attempt);
@@ -477,7 +497,7 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
   st.cfg = std::move(cfg);
   st.make_container = std::move(make);
   st.stats.runtime_name = st.cfg.name;
-  st.stats.capacity = st.cfg.capacity;
+  st.stats.capacity = st.cfg.policy.budget.sandboxes;
   if (st.cfg.socket_path.empty()) {
     auto socket = docker::resolve_engine_socket();
     if (socket)
@@ -534,14 +554,27 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
                 "sandbox " + key + " is " + to_string(it->second.info.status) +
                     (it->second.info.detail.empty() ? "" : ": " + it->second.info.detail))));
           }
+          const auto budget = st.cfg.policy.budget.execs;
+          if (st.execs_in_flight >= budget) {
+            return void(rp.deliver(make_error(
+                corral_errc::capacity, "the runtime runs its maximum of " + std::to_string(budget) +
+                                           " commands (policy key budget.execs); try again")));
+          }
           it->second.info.last_used_ms = now_ms();
           it->second.info.execs_in_flight++;  // until the container's next update says otherwise
           st.stats.execs_total++;
+          ++st.execs_in_flight;
           ask<exec_result>(
               self, it->second.handle, "running a command in sandbox " + key,
-              [rp](exec_result& result) mutable { rp.deliver(std::move(result)); },
-              [rp](caf::error err, bool) mutable { rp.deliver(std::move(err)); }, exec_atom_v,
-              std::move(request));
+              [self, rp](exec_result& result) mutable {
+                --self->state.execs_in_flight;
+                rp.deliver(std::move(result));
+              },
+              [self, rp](caf::error err, bool) mutable {
+                --self->state.execs_in_flight;
+                rp.deliver(std::move(err));
+              },
+              exec_atom_v, std::move(request));
         });
         return rp;
       },
@@ -668,6 +701,10 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
         // The supervisor may know of a newer use than the container has reported yet.
         info.last_used_ms = std::max(info.last_used_ms, e.info.last_used_ms);
         if (!info.container_id.empty()) st.key_by_container[info.container_id] = info.key;
+        if (info.memory_bytes > 0 && info.memory_bytes != e.memory) {
+          st.memory_in_use += info.memory_bytes - e.memory;  // an adopted one, inspected
+          e.memory = info.memory_bytes;
+        }
         e.info = std::move(info);
         e.monitor = std::move(monitor);
       },

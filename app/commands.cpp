@@ -3,10 +3,14 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <optional>
 #include <random>
 
 #include <caf/all.hpp>
 
+#include "actors/policy_file.hpp"
 #include "actors/supervisor.hpp"
 #include "app/cli_output.hpp"
 #include "app/exit_codes.hpp"
@@ -26,6 +30,42 @@ int usage_error(const std::string& command, const std::string& message) {
 }
 
 namespace {
+
+// The operator's policy: --policy FILE, else /etc/corral/policy.json when it exists, else the
+// built-in default. A file that cannot be read or is wrong is an error (on stderr): nullopt.
+std::optional<actors::policy> resolve_policy(const std::string& flag, actors::policy builtin,
+                                             std::string& source) {
+  std::string path = flag;
+  std::error_code ec;
+  if (path.empty() && std::filesystem::exists(actors::system_policy_path, ec))
+    path = actors::system_policy_path;
+  if (path.empty()) return builtin;
+  auto loaded = actors::load_policy_file(path);
+  if (!loaded) {
+    std::fprintf(stderr, "corral: policy: %s\n", loaded.error.c_str());
+    return std::nullopt;
+  }
+  source = path;
+  return std::move(*loaded.value);
+}
+
+// with_session, with the embedded runtime's policy read first. With --node the node's own
+// policy governs: --policy there is a usage error.
+int with_runtime(command_line& cl, const char* command, const std::function<int(session&)>& body) {
+  if (!cl.target.nodes.empty()) {
+    if (!cl.policy_file.empty()) {
+      return usage_error(command,
+                         "--policy sets the policy of an embedded runtime or of `corral node`; "
+                         "with --node, the node's own policy applies");
+    }
+    return with_session(cl.target, body);
+  }
+  std::string source;
+  auto policy = resolve_policy(cl.policy_file, actors::policy::embedded_default(), source);
+  if (!policy) return exit_code::error;
+  cl.target.policy = std::move(*policy);
+  return with_session(cl.target, body);
+}
 
 // Runs cl.argv in the sandbox `key`: output streamed (or JSON), the command's exit code.
 int run_exec(session& s, const command_line& cl, const std::string& key) {
@@ -74,7 +114,8 @@ int cmd_run(command_line& cl) {
   char key[40];
   std::snprintf(key, sizeof key, "run-%d-%08x", static_cast<int>(::getpid()),
                 static_cast<unsigned>(random() & 0xffffffff));
-  return with_session(cl.target, [&](session& s) {
+  cl.spec.one_shot = true;  // no --lifetime: the policy's run_lifetime
+  return with_runtime(cl, "run", [&](session& s) {
     auto info =
         ask<sandbox_info>(s, caf::timespan{3min}, acquire_atom_v, std::string(key), cl.spec);
     if (!info) return fail(info.error());
@@ -94,7 +135,7 @@ int cmd_run(command_line& cl) {
 }
 
 int cmd_create(command_line& cl) {
-  return with_session(cl.target, [&](session& s) {
+  return with_runtime(cl, "create", [&](session& s) {
     auto info = ask<sandbox_info>(s, caf::timespan{3min}, acquire_atom_v, cl.keys[0], cl.spec);
     if (!info) return fail(info.error());
     print_warnings(info->warnings);
@@ -106,11 +147,11 @@ int cmd_create(command_line& cl) {
 int cmd_exec(command_line& cl) {
   if (cl.argv.empty())
     return usage_error("exec", "exec: no command given (corral exec KEY -- CMD...)");
-  return with_session(cl.target, [&](session& s) { return run_exec(s, cl, cl.keys[0]); });
+  return with_runtime(cl, "exec", [&](session& s) { return run_exec(s, cl, cl.keys[0]); });
 }
 
 int cmd_ls(command_line& cl) {
-  return with_session(cl.target, [&](session& s) {
+  return with_runtime(cl, "ls", [&](session& s) {
     auto list = ask<std::vector<sandbox_info>>(s, caf::timespan{1min}, list_atom_v);
     if (!list) return fail(list.error());
     print_sandboxes(*list, cl.json);
@@ -120,7 +161,7 @@ int cmd_ls(command_line& cl) {
 
 int cmd_rm(command_line& cl) {
   if (cl.all == !cl.keys.empty()) return usage_error("rm", "rm: give KEY... or --all");
-  return with_session(cl.target, [&](session& s) {
+  return with_runtime(cl, "rm", [&](session& s) {
     if (cl.all) {
       auto n =
           ask<uint64_t>(s, caf::timespan{5min}, release_all_atom_v, release_mode::cancel_execs);
@@ -144,7 +185,7 @@ int cmd_rm(command_line& cl) {
 int cmd_prune(command_line& cl) {
   if (cl.idle.count() == 0 && cl.max_age.count() == 0)
     return usage_error("prune", "prune: give --idle D and/or --max-age D");
-  return with_session(cl.target, [&](session& s) {
+  return with_runtime(cl, "prune", [&](session& s) {
     auto keys = ask<std::vector<std::string>>(s, caf::timespan{5min}, prune_atom_v,
                                               caf::timespan{cl.idle}, caf::timespan{cl.max_age});
     if (!keys) return fail(keys.error());
@@ -163,7 +204,22 @@ int cmd_version(command_line&) {
 int cmd_node(command_line& cl) {
   cl.serve.tls = cl.target.tls;
   if (!cl.serve.issue.name.empty()) return issue_cert(cl.serve);
+  // A node with a bad policy file does not start.
+  auto policy =
+      resolve_policy(cl.policy_file, actors::policy::node_default(), cl.serve.policy_source);
+  if (!policy) return exit_code::error;
+  cl.serve.policy = std::move(*policy);
   return run_node(cl.serve);
+}
+
+int cmd_policy(command_line& cl) {
+  auto loaded = actors::load_policy_file(cl.policy_path);
+  if (!loaded) {
+    std::fprintf(stderr, "corral: policy: %s\n", loaded.error.c_str());
+    return exit_code::error;
+  }
+  std::printf("%s", actors::to_json(*loaded.value).c_str());
+  return exit_code::ok;
 }
 
 int cmd_stress(command_line& cl) {

@@ -16,7 +16,10 @@ namespace corral::app {
 
 // The parsed command line. Each command binds only the flags it has (app/corral.cpp).
 struct command_line {
-  runtime_target target;          // global flags: --runtime, --node, --tls-*
+  runtime_target target;      // global flags: --runtime, --node, --tls-*
+  std::string policy_file;    // global flag --policy (embedded runtime, `corral node`)
+  std::string policy_action;  // `corral policy ACTION FILE`
+  std::string policy_path;
   std::vector<std::string> keys;  // the command's KEY or KEY...
   std::vector<std::string> argv;  // the command after `--` (run, exec)
   std::vector<std::string> rest;  // arguments a command parses itself (fake-engine)
@@ -42,6 +45,7 @@ int cmd_rm(command_line& cl);
 int cmd_prune(command_line& cl);
 int cmd_version(command_line& cl);
 int cmd_node(command_line& cl);
+int cmd_policy(command_line& cl);
 int cmd_stress(command_line& cl);
 int cmd_fake_engine(command_line& cl);
 

@@ -153,7 +153,6 @@ void node_flags(CLI::App& cmd, command_line& cl) {
       "certificate of the node's CA, loopback included.");
   cmd.add_option("--name", o.name, "node name in container labels (default: the hostname)")
       ->type_name("NAME");
-  count_flag(cmd, "--capacity", o.capacity, 1, unbounded, "live sandboxes at most (default 64)");
   duration_flag(
       cmd, "--grace", [&o](auto d) { o.grace = d; },
       "time running commands get at shutdown (default 10s)");
@@ -180,6 +179,14 @@ void node_flags(CLI::App& cmd, command_line& cl) {
       ->required()
       ->type_name("DIR");
   count_flag(*issue, "--days", o.issue.days, 1, 36500, "validity in days (default 365)");
+}
+
+void policy_flags(CLI::App& cmd, command_line& cl) {
+  cmd.add_option("ACTION", cl.policy_action, "check: validate FILE, print the effective policy")
+      ->required()
+      ->check(CLI::IsMember({"check"}))
+      ->type_name("");
+  cmd.add_option("FILE", cl.policy_path, "the policy file (JSON)")->required()->type_name("");
 }
 
 void stress_flags(CLI::App& cmd, command_line& cl) {
@@ -256,6 +263,11 @@ constexpr command commands[] = {
      "SIGINT; then stop accepting, give running commands the grace period, release the node's\n"
      "sandboxes (or keep them), exit 0. A second signal exits at once (130).",
      node_flags, cmd_node, false},
+    {"policy", "policy check FILE", "validate a policy file; print the effective policy",
+     "Validate the policy file FILE and print the effective policy as JSON, every default\n"
+     "filled in (exit 0); a bad file: the error, naming the key and line, on stderr (125).\n"
+     "The schema: README.md, \"The policy file\".",
+     policy_flags, cmd_policy, false},
     {"stress", "stress [flags]", "drive a runtime with a workload; report latencies; fail on leaks",
      "Drive a runtime (embedded, or a node with --node) with a mixed workload; print throughput\n"
      "and latency percentiles per operation, errors by kind, and check that no container,\n"
@@ -318,6 +330,10 @@ void describe(CLI::App& app, command_line& cl) {
                  "several, comma-separated, spread sandboxes over the nodes")
       ->type_name("HOST:PORT[,...]")
       ->envname("CORRAL_NODE");
+  app.add_option("--policy", cl.policy_file,
+                 "the operator's policy (JSON) for the embedded runtime or `corral node` "
+                 "(default: /etc/corral/policy.json if it exists, else the built-in one)")
+      ->type_name("FILE");
   app.add_option("--tls-cert", cl.target.tls.certificate,
                  "this side's certificate chain (PEM), for --node and `corral node`")
       ->type_name("FILE");
@@ -337,7 +353,7 @@ void describe(CLI::App& app, command_line& cl) {
     sub->set_help_flag("-h,--help", "print this help")->group("Flags");
     sub->option_defaults()->group("Flags");
     sub->footer(
-        "Global flags (--runtime, --node, --tls-cert/--tls-key/--tls-ca/--tls-dir) go before or\n"
+        "Global flags (--runtime, --node, --policy, --tls-cert/--tls-key/--tls-ca/--tls-dir) go before or\n"
         "after the command: see `corral --help`.\n");
     c.flags(*sub, cl);
   }

@@ -285,7 +285,7 @@ int main(int argc, char** argv) {
   caf::actor_system sys{cfg};
   corral::actors::runtime_config rc;
   rc.name = "bench-" + std::to_string(getpid());
-  rc.capacity = 256;
+  rc.policy.budget = {.sandboxes = 256, .memory = int64_t{1} << 50, .execs = 1 << 20};
   rc.max_execs_per_sandbox = 64;
   rc.socket_path = *socket;
   corral_runtime corral{sys, corral::actors::spawn_supervisor(sys, rc)};

@@ -144,7 +144,7 @@ int run_node(const node_options& options) {
 
   actors::runtime_config runtime;
   runtime.name = options.name.empty() ? hostname() : options.name;
-  runtime.capacity = options.capacity;
+  runtime.policy = options.policy;
   runtime.keep_sandboxes_on_shutdown = options.keep_sandboxes;
   runtime.shutdown_grace = options.grace;
   std::shared_ptr<audit_file> audit;
@@ -186,7 +186,8 @@ int run_node(const node_options& options) {
            tls.ca + ")" +
            (resolves_to_loopback(options.listen.host)
                 ? ""
-                : "; not loopback: reachable from other hosts"));
+                : "; not loopback: reachable from other hosts") +
+           ", policy: " + options.policy_source);
   // Scripts and tests read the port (useful with --listen HOST:0) from this line.
   std::printf("listening %s:%u\n", options.listen.host.c_str(), static_cast<unsigned>(*published));
   std::fflush(stdout);

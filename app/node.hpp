@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 
+#include "actors/policy_file.hpp"
 #include "app/remote.hpp"
 #include "app/system_config.hpp"
 
@@ -13,7 +14,10 @@ namespace corral::app {
 struct node_options {
   node_address listen{"127.0.0.1", 4747};
   std::string name;  // empty: the hostname
-  uint64_t capacity = 64;
+  // The operator's policy (its budget.sandboxes is the node's capacity), and where it came
+  // from, for the log: --policy FILE, /etc/corral/policy.json, or the built-in default.
+  actors::policy policy = actors::policy::node_default();
+  std::string policy_source = "built-in node default";
   std::chrono::milliseconds grace{std::chrono::seconds(10)};
   bool keep_sandboxes = false;
   std::string audit_log;            // empty: no audit

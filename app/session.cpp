@@ -123,6 +123,7 @@ int with_session(const runtime_target& target, const std::function<int(session&)
   } else {
     actors::runtime_config runtime;
     runtime.name = target.runtime;
+    runtime.policy = target.policy;
     // State lives in the engine: what this process does not release stays for the next one.
     runtime.keep_sandboxes_on_shutdown = true;
     sup = actors::spawn_supervisor(sys, runtime);

@@ -15,6 +15,7 @@
 #include <caf/all.hpp>
 
 #include "app/remote.hpp"
+#include "actors/policy_file.hpp"
 #include "app/system_config.hpp"
 #include "messages/errors.hpp"
 #include "messages/interfaces.hpp"
@@ -25,6 +26,8 @@ struct runtime_target {
   std::string runtime = "local";  // runtime name in the labels of an embedded runtime
   std::string nodes;              // "HOST:PORT[,HOST:PORT...]"; empty: embedded
   tls_options tls;                // --tls-*: for the connections to the nodes
+  // What the embedded runtime allows (app/commands.cpp reads it); a node has its own.
+  actors::policy policy = actors::policy::embedded_default();
 };
 
 struct session {

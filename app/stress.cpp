@@ -565,7 +565,8 @@ int run_stress(const stress_options& options_in) {
       actors::runtime_config rc;
       rc.name = o.runtime;
       rc.socket_path = socket_path;
-      rc.capacity = o.capacity;
+      // A workload generator: the budget is its --capacity, memory and commands unbounded.
+      rc.policy.budget = {.sandboxes = o.capacity, .memory = int64_t{1} << 50, .execs = 1 << 20};
       rc.max_execs_per_sandbox = 16;
       sup = actors::spawn_supervisor(sys, rc);
     } else {

@@ -27,7 +27,7 @@ CAF_ADD_ATOM(corral, corral::messages, hello_atom, "hello")
 namespace corral::messages {
 
 // The protocol's version: a client and a node must agree on it (hello_atom).
-inline constexpr int32_t protocol_version = 1;
+inline constexpr int32_t protocol_version = 2;
 
 // What a release does with execs still running.
 enum class release_mode : uint8_t { wait_for_execs, cancel_execs };

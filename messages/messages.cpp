@@ -119,7 +119,8 @@ bool operator==(const sandbox_spec& a, const sandbox_spec& b) {
          a.network_mode == b.network_mode && a.writable_root == b.writable_root &&
          a.cap_add == b.cap_add && a.labels == b.labels && a.setup_command == b.setup_command &&
          a.exec_timeout == b.exec_timeout && a.max_stdout == b.max_stdout &&
-         a.max_stderr == b.max_stderr && a.lifetime == b.lifetime && a.idle_limit == b.idle_limit;
+         a.max_stderr == b.max_stderr && a.lifetime == b.lifetime && a.idle_limit == b.idle_limit &&
+         a.one_shot == b.one_shot;
 }
 
 bool operator==(const sandbox_info& a, const sandbox_info& b) {

@@ -105,6 +105,7 @@ sandbox_spec full_spec() {
   s.max_stderr = 222;
   s.lifetime = std::chrono::minutes(30);
   s.idle_limit = std::chrono::seconds(90);
+  s.one_shot = true;
   return s;
 }
 
@@ -283,7 +284,7 @@ TEST_CASE("connect_node names both versions when the node speaks another protoco
   INFO(text);
   CHECK(connected.error() == corral_errc::version_mismatch);
   CHECK(contains(text, "0.1.0"));
-  CHECK(contains(text, "protocol 1"));
+  CHECK(contains(text, "protocol " + std::to_string(corral::messages::protocol_version)));
   CHECK(contains(text, "9.9.9"));
   CHECK(contains(text, "protocol 99"));
   CHECK(contains(text, "127.0.0.1:" + std::to_string(port)));

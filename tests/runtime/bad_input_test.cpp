@@ -83,8 +83,8 @@ TEST_CASE_METHOD(runtime_fixture, "bad sandbox specs are refused with a typed er
     zero.memory_bytes = 0;
     auto ok = acquire("zero", zero);
     REQUIRE_OK(ok);
-    CHECK(ok->pids_limit == corral::actors::default_pids_limit);
-    CHECK(ok->memory_bytes == corral::actors::default_memory_bytes);
+    CHECK(ok->pids_limit == rt.policy.defaults.pids);
+    CHECK(ok->memory_bytes == rt.policy.defaults.memory);
     CHECK_OK(release("zero"));
   }
 

@@ -151,7 +151,7 @@ TEST_CASE_METHOD(runtime_fixture, "output caps keep memory bounded", "[runtime][
     CHECK(r->exit_code == 0);
     CHECK(r->stdout_truncated);
     CHECK(r->stdout_bytes == 1073741824ULL);
-    CHECK(r->stdout_data.size() == rt.default_max_output);
+    CHECK(r->stdout_data.size() == rt.policy.defaults.max_output);
     INFO("RSS before " << before << " KiB, peak " << peak << " KiB");
     CHECK(peak - before < 48 * 1024);
   }

@@ -124,13 +124,14 @@ TEST_CASE_METHOD(runtime_fixture, "prune on request releases what is idle longer
 }
 
 TEST_CASE_METHOD(runtime_fixture, "capacity limits live sandboxes", "[runtime][lifecycle]") {
-  rt.capacity = 2;
+  rt.policy.budget.sandboxes = 2;
   REQUIRE_OK(acquire("a"));
   REQUIRE_OK(acquire("b"));
   auto third = acquire("c");
   REQUIRE_FALSE(third);
   CHECK(third.error() == corral_errc::capacity);
   CHECK(contains(describe(third.error()), "maximum of 2"));
+  CHECK(contains(describe(third.error()), "budget.sandboxes"));
   // An existing key is no new sandbox.
   CHECK_OK(acquire("a"));
 
@@ -144,6 +145,25 @@ TEST_CASE_METHOD(runtime_fixture, "capacity limits live sandboxes", "[runtime][l
   CHECK(s->live_sandboxes == 2);
   CHECK(s->capacity == 2);
   CHECK(containers().size() == 2);
+  REQUIRE_OK(release_all());
+}
+
+TEST_CASE_METHOD(runtime_fixture, "the memory budget sums the live sandboxes' memory",
+                 "[runtime][lifecycle]") {
+  rt.policy.budget.memory = 100LL << 20;
+  sandbox_spec small;
+  small.memory_bytes = 40LL << 20;
+  REQUIRE_OK(acquire("a", small));
+  REQUIRE_OK(acquire("b", small));
+  auto third = acquire("c", small);  // 120m of 100m
+  REQUIRE_FALSE(third);
+  CHECK(third.error() == corral_errc::capacity);
+  CHECK(contains(describe(third.error()), "budget.memory"));
+  sandbox_spec tiny;
+  tiny.memory_bytes = 20LL << 20;  // exactly fits
+  REQUIRE_OK(acquire("d", tiny));
+  REQUIRE_OK(release("a"));
+  CHECK_OK(acquire("c", small));
   REQUIRE_OK(release_all());
 }
 

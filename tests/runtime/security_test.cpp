@@ -35,9 +35,9 @@ TEST_CASE_METHOD(runtime_fixture, "a sandbox is created hardened", "[runtime][se
     CHECK(std::find(h.security_opt.begin(), h.security_opt.end(), "no-new-privileges") !=
           h.security_opt.end());
     CHECK(h.pids_limit == 32);
-    CHECK(h.memory == corral::actors::default_memory_bytes);
+    CHECK(h.memory == rt.policy.defaults.memory);
     CHECK(h.memory_swap == h.memory);  // no swap on top
-    CHECK(h.nano_cpus == corral::actors::default_nano_cpus);
+    CHECK(h.nano_cpus == rt.policy.defaults.nano_cpus);
     CHECK(h.binds.empty());
     REQUIRE(h.tmpfs.count("/tmp") == 1);
     const auto& tmp = h.tmpfs.at("/tmp");

@@ -16,7 +16,7 @@ actors::runtime_config config_for(const app::fake_engine& fake, const std::strin
   actors::runtime_config cfg;
   cfg.name = unique_runtime_name(what);
   cfg.socket_path = fake.socket_path();
-  cfg.capacity = 20000;
+  cfg.policy.budget = {.sandboxes = 20000, .memory = int64_t{1} << 50, .execs = 1 << 20};
   return cfg;
 }
 

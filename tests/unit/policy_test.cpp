@@ -92,6 +92,15 @@ pol::sandbox_plan sandbox_for_exec() {
   return *p;
 }
 
+// A runtime whose policy allows each loosening the tests ask for.
+pol::runtime_config loose() {
+  pol::runtime_config cfg;
+  cfg.policy.networks = {"none", "bridge"};
+  cfg.policy.writable_root = true;
+  cfg.policy.capabilities = {"NET_BIND_SERVICE", "CHOWN", "NET_RAW"};
+  return cfg;
+}
+
 msg::exec_request request(std::vector<std::string> argv) {
   msg::exec_request r;
   r.argv = std::move(argv);
@@ -177,8 +186,9 @@ TEST_CASE("policy: check_image_reference refuses malformed references", "[policy
 // -- image_allowed ---------------------------------------------------------------------------
 
 TEST_CASE("policy: image_allowed matches prefixes only on a boundary", "[policy]") {
-  SECTION("an empty allowlist allows every image") {
-    CHECK(pol::image_allowed("anything/at:all", {}));
+  SECTION("\"*\" allows every image, an empty allowlist none") {
+    CHECK(pol::image_allowed("anything/at:all", {"*"}));
+    CHECK_FALSE(pol::image_allowed("anything/at:all", {}));
   }
   SECTION("a prefix ending in '/' allows that namespace only") {
     const std::vector<std::string> allow{"ghcr.io/org/"};
@@ -293,19 +303,33 @@ TEST_CASE("policy: an empty spec gets exactly the strict defaults", "[policy]") 
   CHECK(p->exec_timeout == 60s);
   CHECK(p->max_stdout == 1u << 20);
   CHECK(p->max_stderr == 1u << 20);
-  CHECK(p->lifetime == 0ms);
+  CHECK(p->lifetime == 24h);  // limits.lifetime: every sandbox ends by itself
   CHECK(p->idle_limit == 0ms);
+}
+
+TEST_CASE("policy: a one-shot sandbox gets run_lifetime unless it asks for a lifetime",
+          "[policy]") {
+  pol::runtime_config cfg;
+  cfg.policy.run_lifetime = 15min;
+  msg::sandbox_spec spec;
+  spec.one_shot = true;
+  CHECK(plan(spec, cfg)->lifetime == 15min);
+  spec.lifetime = 2h;
+  CHECK(plan(spec, cfg)->lifetime == 2h);
+  spec.one_shot = false;
+  spec.lifetime = 0ms;
+  CHECK(plan(spec, cfg)->lifetime == 24h);
 }
 
 TEST_CASE("policy: the runtime's name, stop grace and defaults reach the plan", "[policy]") {
   pol::runtime_config cfg;
   cfg.name = "ci";
   cfg.stop_grace = 5s;
-  cfg.default_exec_timeout = 7s;
-  cfg.default_max_output = 1000;
-  cfg.default_lifetime = 1h;
-  cfg.default_idle_limit = 10min;
-  cfg.default_image = "corral/other:1";
+  cfg.policy.defaults.timeout = 7s;
+  cfg.policy.defaults.max_output = 1000;
+  cfg.policy.defaults.lifetime = 1h;
+  cfg.policy.defaults.idle = 10min;
+  cfg.policy.defaults.image = "corral/other:1";
   const auto p = plan({}, cfg);
   REQUIRE(p);
   CHECK(p->create.labels.at("corral.runtime") == "ci");
@@ -353,12 +377,16 @@ TEST_CASE("policy: plan_sandbox checks the key and the image", "[policy]") {
   spec.image = "ghcr.io/org/tool:1";
   CHECK_REFUSED(plan(spec), policy_violation, "ghcr.io/org/tool:1");
   CHECK_REFUSED(plan(spec), policy_violation, "corral/");
+  CHECK_REFUSED(plan(spec), policy_violation, "(policy key images would allow it)");
 
   pol::runtime_config open;
-  open.image_allowlist = {};
+  open.policy.images = {"*"};
   CHECK(plan(spec, open));
+  pol::runtime_config none;
+  none.policy.images = {};
+  CHECK_REFUSED(plan(spec, none), policy_violation, "images");
   pol::runtime_config org;
-  org.image_allowlist = {"ghcr.io/org/"};
+  org.policy.images = {"ghcr.io/org/"};
   CHECK(plan(spec, org));
   spec.image = "ghcr.io/org-evil/tool:1";
   CHECK_REFUSED(plan(spec, org), policy_violation, "ghcr.io/org-evil/tool:1");
@@ -371,11 +399,35 @@ TEST_CASE("policy: plan_sandbox checks the key and the image", "[policy]") {
 
 // -- plan_sandbox: loosening -----------------------------------------------------------------
 
+TEST_CASE("policy: loosening beyond the policy names the key that would allow it", "[policy]") {
+  msg::sandbox_spec network;
+  network.network_mode = "bridge";
+  CHECK_REFUSED(plan(network), policy_violation, "(policy key networks would allow it)");
+  msg::sandbox_spec root;
+  root.writable_root = true;
+  CHECK_REFUSED(plan(root), policy_violation, "(policy key writable_root would allow it)");
+  msg::sandbox_spec cap;
+  cap.cap_add = {"net_bind_service"};
+  CHECK_REFUSED(plan(cap), policy_violation, "(policy key capabilities would allow it)");
+  cap.cap_add = {"CHOWN"};
+  pol::runtime_config other;
+  other.policy.capabilities = {"NET_RAW"};
+  CHECK_REFUSED(plan(cap, other), policy_violation, "capability CHOWN");
+  msg::sandbox_spec user;
+  user.user = "0";
+  CHECK_REFUSED(plan(user), policy_violation, "(policy key users.allow_root would allow it)");
+  msg::sandbox_spec none;
+  none.network_mode = "none";  // the strictest is always allowed
+  pol::runtime_config no_networks;
+  no_networks.policy.networks = {};
+  CHECK(plan(none, no_networks));
+}
+
 TEST_CASE("policy: loosening is explicit and reported", "[policy]") {
   SECTION("network bridge") {
     msg::sandbox_spec spec;
     spec.network_mode = "bridge";
-    const auto p = plan(spec);
+    const auto p = plan(spec, loose());
     REQUIRE(p);
     CHECK(p->create.host.network_mode == "bridge");
     CHECK(has_warning(p->warnings, "network bridge"));
@@ -383,7 +435,7 @@ TEST_CASE("policy: loosening is explicit and reported", "[policy]") {
   SECTION("writable root") {
     msg::sandbox_spec spec;
     spec.writable_root = true;
-    const auto p = plan(spec);
+    const auto p = plan(spec, loose());
     REQUIRE(p);
     CHECK_FALSE(p->create.host.readonly_rootfs);
     CHECK(has_warning(p->warnings, "writable root"));
@@ -392,7 +444,7 @@ TEST_CASE("policy: loosening is explicit and reported", "[policy]") {
     for (const char* cap : {"NET_BIND_SERVICE", "net_bind_service", "CAP_NET_BIND_SERVICE"}) {
       msg::sandbox_spec spec;
       spec.cap_add = {cap};
-      const auto p = plan(spec);
+      const auto p = plan(spec, loose());
       REQUIRE(p);
       CHECK(p->create.host.cap_drop == std::vector<std::string>{"ALL"});
       CHECK(p->create.host.cap_add == std::vector<std::string>{"NET_BIND_SERVICE"});
@@ -401,7 +453,7 @@ TEST_CASE("policy: loosening is explicit and reported", "[policy]") {
   }
   SECTION("running as root, when the runtime allows it") {
     pol::runtime_config cfg;
-    cfg.users.allow_root = true;
+    cfg.policy.users.allow_root = true;
     for (const char* user : {"0", "0:0", "1000:0", "0:1000"}) {
       msg::sandbox_spec spec;
       spec.user = user;
@@ -419,7 +471,7 @@ TEST_CASE("policy: loosening is explicit and reported", "[policy]") {
     spec.network_mode = "bridge";
     spec.writable_root = true;
     spec.cap_add = {"CHOWN", "NET_RAW"};
-    const auto p = plan(spec);
+    const auto p = plan(spec, loose());
     REQUIRE(p);
     CHECK(p->warnings.size() == 4);
   }
@@ -493,8 +545,8 @@ TEST_CASE("policy: users are numeric, never root, and within the configured rang
   }
   SECTION("configured ranges") {
     pol::runtime_config cfg;
-    cfg.users.uids = {2000, 2999};
-    cfg.users.gids = {5, 5};
+    cfg.policy.users.uids = {2000, 2999};
+    cfg.policy.users.gids = {5, 5};
     msg::sandbox_spec spec;
     spec.user = "2500:5";
     CHECK(plan(spec, cfg));
@@ -513,25 +565,30 @@ TEST_CASE("policy: users are numeric, never root, and within the configured rang
 // -- plan_sandbox: forbidden -----------------------------------------------------------------
 
 TEST_CASE("policy: host namespaces and dangerous capabilities are never granted", "[policy]") {
+  // Even a policy built in code that lists them does not grant them.
+  auto cfg = loose();
+  cfg.policy.networks = {"none", "host", "container:x"};
+  cfg.policy.capabilities = {"NET_BIND_SERVICE", "SYS_ADMIN", "ALL", "SYS_PTRACE", "BPF"};
   for (const char* mode : {"host", "container:x", "container:abc123"}) {
     msg::sandbox_spec spec;
     spec.network_mode = mode;
-    CHECK_REFUSED(plan(spec), policy_violation, mode);
+    CHECK_REFUSED(plan(spec, cfg), policy_violation, mode);
+    CHECK_REFUSED(plan(spec, cfg), policy_violation, "namespace outside the sandbox");
   }
   for (const char* cap : {"SYS_ADMIN", "sys_admin", "CAP_SYS_ADMIN", "ALL", "all", "SYS_PTRACE",
                           "SYS_MODULE", "NET_ADMIN", "BPF", "DAC_READ_SEARCH"}) {
     msg::sandbox_spec spec;
     spec.cap_add = {"NET_BIND_SERVICE", cap};
     INFO("cap: " << cap);
-    const auto err = error_of(plan(spec));
+    const auto err = error_of(plan(spec, cfg));
     CHECK(err == corral_errc::policy_violation);
-    CHECK_THAT(msg::describe(err), Catch::Contains("capability"));
+    CHECK_THAT(msg::describe(err), Catch::Contains("never granted"));
   }
   for (const char* cap : {"", "CAP_", "NET BIND", "X1", "A;B"}) {
     msg::sandbox_spec spec;
     spec.cap_add = {cap};
     INFO("cap: " << cap);
-    CHECK(error_of(plan(spec)) == corral_errc::invalid_request);
+    CHECK(error_of(plan(spec, cfg)) == corral_errc::invalid_request);
   }
 }
 
@@ -539,9 +596,9 @@ TEST_CASE("policy: host namespaces and dangerous capabilities are never granted"
 
 TEST_CASE("policy: limits: zero is the default, nonsense invalid, excess a violation", "[policy]") {
   pol::runtime_config cfg;
-  cfg.max_memory_bytes = 2LL << 30;
-  cfg.max_nano_cpus = 2'000'000'000;
-  cfg.max_pids = 1000;
+  cfg.policy.limits.memory = 2LL << 30;
+  cfg.policy.limits.nano_cpus = 2'000'000'000;
+  cfg.policy.limits.pids = 1000;
 
   SECTION("memory") {
     msg::sandbox_spec spec;
@@ -551,6 +608,7 @@ TEST_CASE("policy: limits: zero is the default, nonsense invalid, excess a viola
     CHECK_REFUSED(plan(spec, cfg), invalid_request, "1048576");
     spec.memory_bytes = (2LL << 30) + 1;
     CHECK_REFUSED(plan(spec, cfg), policy_violation, "2147483649");
+    CHECK_REFUSED(plan(spec, cfg), policy_violation, "(policy key limits.memory would allow it)");
     spec.memory_bytes = 2LL << 30;
     auto p = plan(spec, cfg);
     REQUIRE(p);
@@ -583,14 +641,21 @@ TEST_CASE("policy: limits: zero is the default, nonsense invalid, excess a viola
     CHECK_REFUSED(plan(spec, cfg), invalid_request, "1000");
     spec.nano_cpus = 3'000'000'000;
     CHECK_REFUSED(plan(spec, cfg), policy_violation, "3000000000");
+    CHECK_REFUSED(plan(spec, cfg), policy_violation, "limits.cpus");
     spec.nano_cpus = 500'000'000;
     const auto p = plan(spec, cfg);
     REQUIRE(p);
     CHECK(p->create.host.nano_cpus == 500'000'000);
   }
-  SECTION("one CPU is always allowed, even on a runtime with a lower ceiling") {
-    cfg.max_nano_cpus = 100'000'000;
-    CHECK(plan({}, cfg));
+  SECTION("the defaults come from the policy") {
+    cfg.policy.defaults.nano_cpus = 500'000'000;
+    cfg.policy.defaults.memory = 64LL << 20;
+    cfg.policy.defaults.pids = 32;
+    const auto p = plan({}, cfg);
+    REQUIRE(p);
+    CHECK(p->create.host.nano_cpus == 500'000'000);
+    CHECK(p->create.host.memory == 64LL << 20);
+    CHECK(p->create.host.pids_limit == 32);
   }
   SECTION("pids") {
     msg::sandbox_spec spec;
@@ -600,6 +665,7 @@ TEST_CASE("policy: limits: zero is the default, nonsense invalid, excess a viola
     CHECK_REFUSED(plan(spec, cfg), invalid_request, "pids limit of 4");
     spec.pids_limit = 1001;
     CHECK_REFUSED(plan(spec, cfg), policy_violation, "1001");
+    CHECK_REFUSED(plan(spec, cfg), policy_violation, "limits.pids");
     spec.pids_limit = 64;
     const auto p = plan(spec, cfg);
     REQUIRE(p);
@@ -609,20 +675,23 @@ TEST_CASE("policy: limits: zero is the default, nonsense invalid, excess a viola
     msg::sandbox_spec spec;
     spec.exec_timeout = -1ms;
     CHECK_REFUSED(plan(spec, cfg), invalid_request, "exec timeout");
-    spec.exec_timeout = 25h;
-    CHECK_REFUSED(plan(spec, cfg), invalid_request, "exec timeout");
+    spec.exec_timeout = 1h + 1ms;
+    CHECK_REFUSED(plan(spec, cfg), policy_violation, "(policy key limits.timeout would allow it)");
     spec.exec_timeout = 0ms;
     spec.lifetime = -1s;
     CHECK_REFUSED(plan(spec, cfg), invalid_request, "lifetime");
+    spec.lifetime = 25h;
+    CHECK_REFUSED(plan(spec, cfg), policy_violation, "(policy key limits.lifetime would allow it)");
     spec.lifetime = 0ms;
     spec.idle_limit = 24h * 366;
     CHECK_REFUSED(plan(spec, cfg), invalid_request, "idle limit");
     spec.idle_limit = 0ms;
-    spec.max_stdout = (256ULL << 20) + 1;
-    CHECK_REFUSED(plan(spec, cfg), invalid_request, "stdout cap");
+    spec.max_stdout = (16ULL << 20) + 1;
+    CHECK_REFUSED(plan(spec, cfg), policy_violation, "stdout cap");
+    CHECK_REFUSED(plan(spec, cfg), policy_violation, "limits.max_output");
     spec.max_stdout = 0;
-    spec.max_stderr = (256ULL << 20) + 1;
-    CHECK_REFUSED(plan(spec, cfg), invalid_request, "stderr cap");
+    spec.max_stderr = (16ULL << 20) + 1;
+    CHECK_REFUSED(plan(spec, cfg), policy_violation, "stderr cap");
   }
 }
 
@@ -668,7 +737,7 @@ TEST_CASE("policy: malformed env keys and NUL values are refused", "[policy]") {
 
 TEST_CASE("policy: an env allowlist strips every other key", "[policy]") {
   pol::runtime_config cfg;
-  cfg.env_allowlist = {"FOO", "HTTP_PROXY"};
+  cfg.policy.env_allowlist = {"FOO", "HTTP_PROXY"};
   msg::sandbox_spec spec;
   spec.env = {{"FOO", "1"}, {"BAR", "2"}, {"HTTP_PROXY", "x"}};
   const auto p = plan(spec, cfg);
@@ -1185,7 +1254,8 @@ TEST_CASE("policy: command arguments may not hold NUL bytes", "[policy]") {
 TEST_CASE("policy: the spec hash is stable and tells specs apart", "[policy]") {
   auto hash = [](const msg::sandbox_spec& spec, const std::string& key = "k1") {
     pol::runtime_config cfg;
-    cfg.image_allowlist = {};
+    cfg.policy.images = {"*"};
+    cfg.policy.writable_root = true;
     const auto p = plan(spec, cfg, key);
     REQUIRE(p);
     return p->spec_hash;
@@ -1277,17 +1347,18 @@ TEST_CASE("policy: plan_exec refuses bad requests", "[policy]") {
   auto r = request({"true"});
   r.timeout = -1ms;
   CHECK_REFUSED(pol::plan_exec(cfg, sbx, r), invalid_request, "negative");
-  r.timeout = 24h + 1ms;
-  CHECK_REFUSED(pol::plan_exec(cfg, sbx, r), invalid_request, "86400001");
-  r.timeout = 24h;
+  r.timeout = 1h + 1ms;
+  CHECK_REFUSED(pol::plan_exec(cfg, sbx, r), policy_violation, "1h");
+  CHECK_REFUSED(pol::plan_exec(cfg, sbx, r), policy_violation, "limits.timeout");
+  r.timeout = 1h;
   CHECK(pol::plan_exec(cfg, sbx, r));
 
   r = request({"true"});
-  r.max_stdout = (256ULL << 20) + 1;
-  CHECK_REFUSED(pol::plan_exec(cfg, sbx, r), invalid_request, "stdout cap");
+  r.max_stdout = (16ULL << 20) + 1;
+  CHECK_REFUSED(pol::plan_exec(cfg, sbx, r), policy_violation, "stdout cap");
   r.max_stdout = 0;
-  r.max_stderr = (256ULL << 20) + 1;
-  CHECK_REFUSED(pol::plan_exec(cfg, sbx, r), invalid_request, "stderr cap");
+  r.max_stderr = (16ULL << 20) + 1;
+  CHECK_REFUSED(pol::plan_exec(cfg, sbx, r), policy_violation, "limits.max_output");
 
   r = request({"true"});
   r.workdir = "relative";
@@ -1309,7 +1380,7 @@ TEST_CASE("policy: plan_exec strips reserved env keys per call", "[policy]") {
   CHECK(has_warning(p->warnings, "LD_PRELOAD"));
   CHECK(p->warnings.size() == 2);
 
-  cfg.env_allowlist = {"OTHER"};
+  cfg.policy.env_allowlist = {"OTHER"};
   p = pol::plan_exec(cfg, sandbox_for_exec(), r);
   REQUIRE(p);
   CHECK(p->create.env.empty());
@@ -1369,5 +1440,43 @@ TEST_CASE("policy: oversized requests are refused, not buffered", "[policy]") {
     CHECK(defaults.max_argv_bytes == 1u << 20);
     CHECK(defaults.max_env_bytes == 256u << 10);
     CHECK(defaults.max_stdin_bytes == 64u << 20);
+  }
+}
+
+// -- the policy's workspace roots ------------------------------------------------------------
+
+TEST_CASE("policy: workspaces only below the policy's workspace roots", "[policy]") {
+  temp_dir tmp;
+  fs::create_directory(tmp.path / "inside");
+  fs::create_directory(tmp.path / "ro");
+  temp_dir elsewhere;
+  SECTION("no roots (a node's default): no workspace at all") {
+    pol::runtime_config cfg;
+    cfg.policy = pol::policy::node_default();
+    CHECK_REFUSED(plan(with_workspace(tmp.path.string()), cfg), policy_violation,
+                  "(policy key workspace_roots would allow it)");
+  }
+  SECTION("below a root, and not outside it") {
+    pol::runtime_config cfg;
+    cfg.policy.workspace_roots = {{tmp.path.string(), true}};
+    CHECK(plan(with_workspace((tmp.path / "inside").string(), msg::access_mode::rw), cfg));
+    CHECK(plan(with_workspace(tmp.path.string()), cfg));
+    CHECK_REFUSED(plan(with_workspace(elsewhere.path.string()), cfg), policy_violation,
+                  "outside every workspace root (" + tmp.path.string() + ")");
+    CHECK_REFUSED(plan(with_workspace(elsewhere.path.string()), cfg), policy_violation,
+                  "(policy key workspace_roots would allow it)");
+  }
+  SECTION("a read-only root allows only :ro") {
+    pol::runtime_config cfg;
+    cfg.policy.workspace_roots = {{elsewhere.path.string(), true},
+                                  {(tmp.path / "ro").string(), false}};
+    CHECK(plan(with_workspace((tmp.path / "ro").string(), msg::access_mode::ro), cfg));
+    CHECK_REFUSED(plan(with_workspace((tmp.path / "ro").string(), msg::access_mode::rw), cfg),
+                  policy_violation, "(policy key workspace_roots[1].writable would allow it)");
+  }
+  SECTION("a root of / still never allows the host's system directories") {
+    pol::runtime_config cfg;
+    cfg.policy.workspace_roots = {{"/", true}};
+    CHECK_REFUSED(plan(with_workspace("/etc"), cfg), policy_violation, "system directories");
   }
 }

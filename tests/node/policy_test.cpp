@@ -1,0 +1,113 @@
+// `corral node` and the operator's policy: a bad policy file keeps the node from starting,
+// and a node without one allows only the strict built-in default (README "The policy file").
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "tests/node/node_process.hpp"
+
+using namespace corral::node_tests;
+
+namespace {
+
+// A file removed at the end of the test.
+struct temp_file {
+  std::string path;
+  explicit temp_file(const std::string& text)
+      : path("/tmp/corral-node-policy-" + std::to_string(::getpid()) + "-" +
+             std::to_string(counter++) + ".json") {
+    std::ofstream(path) << text;
+  }
+  ~temp_file() { std::remove(path.c_str()); }
+  temp_file(const temp_file&) = delete;
+  temp_file& operator=(const temp_file&) = delete;
+  static inline int counter = 0;
+};
+
+}  // namespace
+
+TEST_CASE("a node with a bad policy file does not start", "[node][policy]") {
+  node_fixture f;
+  temp_file bad("{\n  \"limits\": {\n    \"memory\": \"2x\"\n  }\n}\n");
+  const auto r = run_cli(
+      {"node", "--listen", "127.0.0.1:0", "--name", f.name("bad"), "--policy", bad.path}, {}, 20s);
+  INFO(r);
+  CHECK(r.code == 125);
+  CHECK(contains(r.err, bad.path + ":3: limits.memory: \"2x\" is not a size"));
+  CHECK_FALSE(contains(r.out, "listening"));
+
+  temp_file unknown("{\"budget\": {\"sandboxez\": 1}}");
+  const auto u = run_cli(
+      {"node", "--listen", "127.0.0.1:0", "--name", f.name("unknown"), "--policy", unknown.path},
+      {}, 20s);
+  INFO(u);
+  CHECK(u.code == 125);
+  CHECK(contains(u.err, "budget.sandboxez: unknown key"));
+
+  const auto missing = run_cli({"node", "--listen", "127.0.0.1:0", "--name", f.name("missing"),
+                                "--policy", "/nonexistent/policy.json"},
+                               {}, 20s);
+  INFO(missing);
+  CHECK(missing.code == 125);
+  CHECK(contains(missing.err, "/nonexistent/policy.json"));
+}
+
+TEST_CASE("a node without a policy file allows only the strict default", "[node][policy]") {
+  node_fixture f;
+  auto& node = f.start(f.name("n"));
+  CHECK(contains(node.log(), "policy: built-in node default"));
+  auto cli = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"--node", node.address(), "run"});
+    args.insert(args.end(), {"--", "true"});
+    return run_cli(std::move(args));
+  };
+  const std::pair<std::vector<std::string>, std::string> refused[] = {
+      {{"--workspace", "/tmp"}, "workspace_roots"}, {{"--workspace", "/home"}, "workspace_roots"},
+      {{"--network", "bridge"}, "networks"},        {{"--writable-root"}, "writable_root"},
+      {{"--user", "0"}, "users.allow_root"},        {{"--memory", "4g"}, "limits.memory"},
+  };
+  for (const auto& [flags, key] : refused) {
+    const auto r = cli(flags);
+    INFO(r);
+    CHECK(r.code == 125);
+    CHECK(contains(r.err, "policy_violation"));
+    CHECK(contains(r.err, "(policy key " + key + " would allow it)"));
+  }
+  const auto fine = cli({"--network", "none"});
+  INFO(fine);
+  CHECK(fine.code == 0);
+  // --policy is the node's business: with --node a client may not give one.
+  const auto client_policy = run_cli({"--node", node.address(), "--policy", "/x.json", "ls"});
+  INFO(client_policy);
+  CHECK(client_policy.code == 125);
+  CHECK(contains(client_policy.err, "the node's own policy applies"));
+  CHECK(f.engine.containers(node.name()).empty());
+  CHECK(node.stop() == 0);
+}
+
+TEST_CASE("a node's policy file loosens what it lists, and its budget caps sandboxes",
+          "[node][policy]") {
+  node_fixture f;
+  temp_file policy(R"({"networks": ["none", "bridge"], "budget": {"sandboxes": 1}})");
+  auto& node = f.start(f.name("n"), {"--policy", policy.path});
+  CHECK(contains(node.log(), "policy: " + policy.path));
+  auto cli = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"--node", node.address()});
+    return run_cli(std::move(args));
+  };
+  const auto bridge = cli({"run", "--network", "bridge", "--", "true"});
+  INFO(bridge);
+  CHECK(bridge.code == 0);
+  const auto first = cli({"create", "one"});
+  INFO(first);
+  REQUIRE(first.code == 0);
+  const auto second = cli({"create", "two"});
+  INFO(second);
+  CHECK(second.code == 125);
+  CHECK(contains(second.err, "budget.sandboxes"));
+  CHECK(cli({"rm", "one"}).code == 0);
+  CHECK(node.stop() == 0);
+}
