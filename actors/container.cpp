@@ -315,6 +315,40 @@ void create_container(self_ptr self) {
                    }));
 }
 
+// An adopted sandbox may still run commands of the run that left it (a node killed while
+// they ran): nobody owns them any more. Every process carrying a CORRAL_EXEC tag is stopped
+// before the sandbox takes commands (found by tests/crash_trial.sh).
+void stop_orphans(self_ptr self) {
+  auto& st = self->state;
+  docker::exec_create_request killer;
+  killer.user = st.args.plan.user;
+  killer.attach_stdout = false;
+  killer.attach_stderr = false;
+  killer.cmd = {"/bin/sh", "-c",
+                "for round in 1 2 3; do p=; for d in /proc/[0-9]*; do "
+                "if tr '\\0' '\\n' < \"$d/environ\" 2>/dev/null | grep -q '^CORRAL_EXEC='; then "
+                "p=\"$p ${d#/proc/}\"; fi; done; [ -z \"$p\" ] && break; "
+                "kill -STOP $p 2>/dev/null; kill -KILL $p 2>/dev/null; done",
+                "corral-adopt"};
+  engine(self).exec_create(
+      st.info.container_id, killer,
+      back_to<docker::exec_create_response>(
+          self, [self](docker::result<docker::exec_create_response> created) {
+            if (!created) {
+              return fail_startup(self, from_engine(created.err(),
+                                                    "stopping the commands a previous run left"));
+            }
+            engine(self).exec_start(
+                created->id, {}, back_to<docker::exec_output>(self, [self](auto done) {
+                  if (!done) {
+                    return fail_startup(
+                        self, from_engine(done.err(), "stopping the commands a previous run left"));
+                  }
+                  become_ready(self);
+                }));
+          }));
+}
+
 void adopt_container(self_ptr self) {
   auto& st = self->state;
   st.info.container_id = st.args.adopt_container_id;
@@ -339,7 +373,7 @@ void adopt_container(self_ptr self) {
             st.info.memory_bytes = r->host.memory;
             st.info.nano_cpus = r->host.nano_cpus;
             st.info.pids_limit = r->host.pids_limit;
-            become_ready(self);
+            stop_orphans(self);
           }));
 }
 

@@ -28,7 +28,7 @@ ROUNDS=${CRASH_ROUNDS:-3}
 KEYS=3
 SEED=${CRASH_SEED:-$(($(date +%s) % 32768))}
 CORRAL=${CORRAL:-${ROOT}/build/app/corral}
-ADOPT_WAIT=20  # s: every container adopted or removed by then
+ADOPT_WAIT=75  # s: every container adopted or removed by then (one left in `created` is spared 60 s)
 ORPHAN_WAIT=10 # s: a stray process still there after this is an orphan
 HANG_LIMIT=15  # s: a client call still running this long after the node died hangs
 
