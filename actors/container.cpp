@@ -1,5 +1,6 @@
 #include "actors/container.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <map>
@@ -63,6 +64,11 @@ struct container_state {
   std::string container_name;  // chosen before create: lets a lost create be cleaned up
   caf::error startup_failure;  // why the sandbox never became ready, for those who waited
   int remove_attempts = 0;
+  int engine_waits = 0;  // removals retried while no engine answered (a restart)
+  // Tags of execs whose end we could not see (the engine went away mid-command): their
+  // processes may still run, owned by nobody; killed once the engine answers again.
+  std::vector<std::string> cut_tags;
+  int cut_attempts = 0;
 };
 
 using self_ptr = container_impl_actor::stateful_pointer<container_state>;
@@ -116,7 +122,8 @@ bool container_stopped(const docker::error& e) {
 
 // Everything still waiting gets an answer before the actor goes: CAF 0.17 has no broken
 // promises, so a silent quit would leave callers hanging until their timeout.
-void finish(self_ptr self) {
+// Answers everyone but the release waiters (they wait for the removal).
+void answer_callers(self_ptr self) {
   auto& st = self->state;
   const auto lost = make_error(corral_errc::sandbox_lost,
                                "sandbox " + st.info.key + " is " + to_string(st.info.status) +
@@ -132,6 +139,11 @@ void finish(self_ptr self) {
     run.rp.deliver(run.result);
   }
   st.running.clear();
+}
+
+void finish(self_ptr self) {
+  auto& st = self->state;
+  answer_callers(self);
   for (auto& rp : st.release_waiters) rp.deliver(st.info);
   st.release_waiters.clear();
   publish(self);
@@ -166,6 +178,16 @@ void begin_removal(self_ptr self, sandbox_status final_status, std::string detai
             st.info.detail = "the container was removed outside corral";
           } else if (r || removed_elsewhere) {
             st.info.status = final_status;
+          } else if (r.err().code == docker::errc::engine_unavailable && ++st.engine_waits <= 60) {
+            // The engine is away (restarting): wait for it, up to a minute, rather than leave
+            // the container to the runtime's next start (tests/engine_restart_trial.sh).
+            // Callers are answered now: nothing of this sandbox will run any more.
+            if (st.engine_waits == 1) answer_callers(self);
+            st.removing = false;
+            const auto status = final_status;
+            self->delayed_send(self, std::chrono::seconds(1), resume_atom_v,
+                               continuation{[self, status] { begin_removal(self, status, {}); }});
+            return;
           } else if (++st.remove_attempts < 4) {
             // The engine failed the remove: try again shortly rather than leak the container.
             st.removing = false;
@@ -322,6 +344,40 @@ void create_container(self_ptr self) {
                    }));
 }
 
+// An adopted sandbox may still run commands of the run that left it (a node killed while
+// they ran): nobody owns them any more. Every process carrying a CORRAL_EXEC tag is stopped
+// before the sandbox takes commands (found by tests/crash_trial.sh).
+void stop_orphans(self_ptr self) {
+  auto& st = self->state;
+  docker::exec_create_request killer;
+  killer.user = st.args.plan.user;
+  killer.attach_stdout = false;
+  killer.attach_stderr = false;
+  killer.cmd = {"/bin/sh", "-c",
+                "for round in 1 2 3; do p=; for d in /proc/[0-9]*; do "
+                "if tr '\\0' '\\n' < \"$d/environ\" 2>/dev/null | grep -q '^CORRAL_EXEC='; then "
+                "p=\"$p ${d#/proc/}\"; fi; done; [ -z \"$p\" ] && break; "
+                "kill -STOP $p 2>/dev/null; kill -KILL $p 2>/dev/null; done",
+                "corral-adopt"};
+  engine(self).exec_create(
+      st.info.container_id, killer,
+      back_to<docker::exec_create_response>(
+          self, [self](docker::result<docker::exec_create_response> created) {
+            if (!created) {
+              return fail_startup(
+                  self, from_engine(created.err(), "stopping the commands a previous run left"));
+            }
+            engine(self).exec_start(
+                created->id, {}, back_to<docker::exec_output>(self, [self](auto done) {
+                  if (!done) {
+                    return fail_startup(
+                        self, from_engine(done.err(), "stopping the commands a previous run left"));
+                  }
+                  become_ready(self);
+                }));
+          }));
+}
+
 void adopt_container(self_ptr self) {
   auto& st = self->state;
   st.info.container_id = st.args.adopt_container_id;
@@ -346,7 +402,7 @@ void adopt_container(self_ptr self) {
             st.info.memory_bytes = r->host.memory;
             st.info.nano_cpus = r->host.nano_cpus;
             st.info.pids_limit = r->host.pids_limit;
-            become_ready(self);
+            stop_orphans(self);
           }));
 }
 
@@ -362,6 +418,57 @@ exec_result base_result(running_exec& run, docker::exec_output& out) {
   r.stderr_data = std::move(out.stderr_data.data);
   r.warnings = run.plan.warnings;
   return r;
+}
+
+// Kills the processes of execs cut off by an engine restart (live-restore keeps the sandbox
+// and them running); retried each second until the engine answers, for a minute at most, then
+// the sandbox goes rather than keep commands nobody owns (tests/engine_restart_trial.sh).
+void kill_cut_execs(self_ptr self) {
+  auto& st = self->state;
+  if (st.cut_tags.empty() || st.removing || st.engine_waits > 0) return;
+  auto retry = [self] {
+    auto& st = self->state;
+    if (++st.cut_attempts > 60) {
+      st.cut_tags.clear();
+      return begin_removal(self, sandbox_status::killed,
+                           "commands cut off by an engine restart could not be stopped");
+    }
+    self->delayed_send(self, std::chrono::seconds(1), resume_atom_v,
+                       continuation{[self] { kill_cut_execs(self); }});
+  };
+  docker::exec_create_request killer;
+  killer.user = st.args.plan.user;
+  killer.attach_stdout = false;
+  killer.attach_stderr = false;
+  killer.cmd = {"/bin/sh", "-c",
+                "for round in 1 2 3; do p=; for d in /proc/[0-9]*; do for t in \"$@\"; do "
+                "if tr '\\0' '\\n' < \"$d/environ\" 2>/dev/null | grep -qx \"CORRAL_EXEC=$t\"; "
+                "then p=\"$p ${d#/proc/}\"; fi; done; done; [ -z \"$p\" ] && break; "
+                "kill -STOP $p 2>/dev/null; kill -KILL $p 2>/dev/null; done",
+                "corral-kill"};
+  auto tags = st.cut_tags;
+  killer.cmd.insert(killer.cmd.end(), tags.begin(), tags.end());
+  engine(self).exec_create(
+      st.info.container_id, killer,
+      back_to<docker::exec_create_response>(
+          self, [self, retry, tags](docker::result<docker::exec_create_response> created) {
+            if (!created) return retry();
+            engine(self).exec_start(
+                created->id, {}, back_to<docker::exec_output>(self, [self, retry, tags](auto done) {
+                  if (!done) return retry();
+                  auto& cut = self->state.cut_tags;
+                  for (const auto& t : tags)
+                    cut.erase(std::remove(cut.begin(), cut.end(), t), cut.end());
+                  self->state.cut_attempts = 0;
+                }));
+          }));
+}
+
+// An exec whose end we did not see: its processes go once the engine answers.
+void forget_cut_exec(self_ptr self, const std::string& tag) {
+  auto& st = self->state;
+  st.cut_tags.push_back(tag);
+  if (st.cut_tags.size() == 1) kill_cut_execs(self);
 }
 
 void complete_exec(self_ptr self, uint64_t seq) {
@@ -404,6 +511,7 @@ void on_exit_code(self_ptr self, uint64_t seq, docker::result<docker::exec_inspe
       err = make_error(corral_errc::sandbox_lost,
                        "sandbox " + st.info.key + " lost the command: " + ins.err().describe());
     }
+    if (!ins) forget_cut_exec(self, run.tag);
     run.rp.deliver(std::move(err));
     if (st.monitor) self->send(st.monitor, unwatch_atom_v, seq);
     st.running.erase(it);
@@ -449,11 +557,12 @@ void on_stream_end(self_ptr self, uint64_t seq, docker::result<docker::exec_outp
     // the caller gets that error, never a made-up exit code. The engine's 404/409 here ("task
     // ... not found", "container ... is not running") means the container died under the
     // command: the sandbox is lost, as an exec create on it would say.
-    run.rp.deliver(container_stopped(out.err())
-                       ? make_error(corral_errc::sandbox_lost,
-                                    "sandbox " + st.info.key +
-                                        " lost the command: " + out.err().describe())
-                       : from_engine(out.err(), "running the command"));
+    forget_cut_exec(self, run.tag);
+    run.rp.deliver(
+        container_stopped(out.err())
+            ? make_error(corral_errc::sandbox_lost,
+                         "sandbox " + st.info.key + " lost the command: " + out.err().describe())
+            : from_engine(out.err(), "running the command"));
     if (st.monitor) self->send(st.monitor, unwatch_atom_v, seq);
     st.running.erase(it);
     publish(self);
@@ -598,6 +707,11 @@ container_impl_actor::behavior_type container_impl(self_ptr self, container_args
   return {
       [self](acquire_atom) -> caf::result<sandbox_info> {
         auto& st = self->state;
+        if (st.engine_waits > 0) {
+          if (st.startup_failure) return st.startup_failure;
+          return make_error(corral_errc::sandbox_lost,
+                            "sandbox " + st.info.key + " is being removed");
+        }
         if (is_terminal(st.info.status) || st.releasing) {
           return make_error(corral_errc::sandbox_lost,
                             "sandbox " + st.info.key + " is " + to_string(st.info.status));
@@ -620,6 +734,13 @@ container_impl_actor::behavior_type container_impl(self_ptr self, container_args
       },
       [self](exec_atom, exec_request& request) -> caf::result<exec_result> {
         auto& st = self->state;
+        if (st.engine_waits > 0) {
+          return make_error(
+              corral_errc::sandbox_lost,
+              "sandbox " + st.info.key + " is being removed (" +
+                  (st.info.detail.empty() ? std::string("the engine is away") : st.info.detail) +
+                  ")");
+        }
         if (st.releasing || is_terminal(st.info.status) ||
             st.info.status == sandbox_status::stopping) {
           return make_error(

@@ -56,6 +56,11 @@ struct supervisor_state {
   bool ready = false;                           // adoption done (or the engine is down)
   caf::error engine_down;                       // set while no engine answers
   std::vector<std::function<void()>> deferred;  // requests that came before `ready`
+  // Containers the start-up sweep found in `created` and spared (another process may still
+  // be starting them): looked at again once their grace is over, and removed at a releasing
+  // shutdown before then. Without this, one that a crashed run left behind was never adopted
+  // nor removed (found by tests/crash_trial.sh).
+  std::vector<std::string> spared;
   runtime_stats stats;
   docker::unix_http_client::request_id events_stream = 0;
   bool negotiating = false;
@@ -247,6 +252,36 @@ void spawn_entry(self_ptr self, const std::string& key, sandbox_plan plan, std::
   st.sandboxes[key] = std::move(e);
 }
 
+// Takes a container a previous run left (running, with a valid key not held) into the table.
+void adopt_one(self_ptr self, const docker::container_summary& c, const std::string& key) {
+  auto& st = self->state;
+  const auto& pol = st.cfg.policy;
+  sandbox_plan plan;
+  plan.user = default_user;
+  plan.exec_timeout = pol.defaults.timeout;
+  plan.max_stdout = pol.defaults.max_output;
+  plan.max_stderr = pol.defaults.max_output;
+  plan.idle_limit = pol.defaults.idle;
+  plan.lifetime = pol.defaults.lifetime.count() > 0 ? pol.defaults.lifetime : pol.limits.lifetime;
+  plan.create.image = c.image;
+  // Counted at the ceiling until the container actor's inspect says what it has.
+  plan.create.host.memory = pol.limits.memory;
+  spawn_entry(self, key, std::move(plan), c.id);
+  auto& info = st.sandboxes[key].info;
+  info.container_id = c.id;
+  info.image = c.image;
+  if (auto created = c.labels.find(label_created_at); created != c.labels.end()) {
+    info.created_ms = std::strtoll(created->second.c_str(), nullptr, 10);
+  }
+  st.key_by_container[c.id] = key;
+  st.stats.adopted_total++;
+}
+
+// How long a container found in `created` is spared after its creation.
+constexpr int64_t spare_created_ms = 60'000;
+
+void recheck_spared(self_ptr self);
+
 void adopt_existing(self_ptr self) {
   auto& st = self->state;
   docker::container_list_options options;
@@ -260,6 +295,7 @@ void adopt_existing(self_ptr self) {
           st.engine_down = from_engine(listed.err(), "listing this runtime's containers");
           return set_ready(self);
         }
+        int64_t spare_for_ms = 0;
         for (const auto& c : *listed) {
           auto key = c.labels.find(label_key);
           const bool adoptable = key != c.labels.end() && !check_key(key->second) &&
@@ -267,38 +303,61 @@ void adopt_existing(self_ptr self) {
                                  st.sandboxes.find(key->second) == st.sandboxes.end();
           if (!adoptable) {
             // Stuck in created, exited, or a duplicate key after a crash: it cannot be owned.
-            // One created in the last minute may be another process's, still starting: spared.
+            // One created in the last minute may be another process's, still starting: spared,
+            // and looked at again when the minute is over.
             int64_t created_ms = 0;
             if (auto created = c.labels.find(label_created_at); created != c.labels.end()) {
               created_ms = std::strtoll(created->second.c_str(), nullptr, 10);
             }
-            if (c.state == "created" && now_ms() - created_ms < 60'000) continue;
+            const int64_t age = now_ms() - created_ms;
+            if (c.state == "created" && age < spare_created_ms) {
+              st.spared.push_back(c.id);
+              spare_for_ms = std::max(spare_for_ms, spare_created_ms - age);
+              continue;
+            }
             st.docker->container_remove(c.id, true, [](docker::result<void>) {});
             continue;
           }
-          const auto& pol = st.cfg.policy;
-          sandbox_plan plan;
-          plan.user = default_user;
-          plan.exec_timeout = pol.defaults.timeout;
-          plan.max_stdout = pol.defaults.max_output;
-          plan.max_stderr = pol.defaults.max_output;
-          plan.idle_limit = pol.defaults.idle;
-          plan.lifetime =
-              pol.defaults.lifetime.count() > 0 ? pol.defaults.lifetime : pol.limits.lifetime;
-          plan.create.image = c.image;
-          // Counted at the ceiling until the container actor's inspect says what it has.
-          plan.create.host.memory = pol.limits.memory;
-          spawn_entry(self, key->second, std::move(plan), c.id);
-          auto& info = st.sandboxes[key->second].info;
-          info.container_id = c.id;
-          info.image = c.image;
-          if (auto created = c.labels.find(label_created_at); created != c.labels.end()) {
-            info.created_ms = std::strtoll(created->second.c_str(), nullptr, 10);
-          }
-          st.key_by_container[c.id] = key->second;
-          st.stats.adopted_total++;
+          adopt_one(self, c, key->second);
+        }
+        if (!st.spared.empty()) {
+          self->delayed_send(self, std::chrono::milliseconds(spare_for_ms + 1000), resume_atom_v,
+                             continuation{[self] { recheck_spared(self); }});
         }
         set_ready(self);
+      }));
+}
+
+// The spared containers, once their grace is over: adopted if running under a key nobody
+// holds, removed otherwise.
+void recheck_spared(self_ptr self) {
+  auto& st = self->state;
+  if (st.spared.empty() || st.shutting_down) return;
+  docker::container_list_options options;
+  options.all = true;
+  options.filters["label"] = {std::string(label_managed_by) + "=corral",
+                              std::string(label_runtime) + "=" + st.cfg.name};
+  st.docker->container_list(
+      options, back_to<std::vector<docker::container_summary>>(self, [self](auto listed) {
+        auto& st = self->state;
+        if (st.shutting_down) return;
+        if (!listed) {
+          self->delayed_send(self, std::chrono::seconds(5), resume_atom_v,
+                             continuation{[self] { recheck_spared(self); }});
+          return;
+        }
+        auto spared = std::move(st.spared);
+        st.spared.clear();
+        for (const auto& c : *listed) {
+          if (std::find(spared.begin(), spared.end(), c.id) == spared.end()) continue;
+          auto key = c.labels.find(label_key);
+          if (key != c.labels.end() && !check_key(key->second) && c.state == "running" &&
+              st.sandboxes.find(key->second) == st.sandboxes.end()) {
+            adopt_one(self, c, key->second);
+          } else {
+            st.docker->container_remove(c.id, true, [](docker::result<void>) {});
+          }
+        }
       }));
 }
 
@@ -487,8 +546,22 @@ void shut_down(self_ptr self, caf::error reason) {
     return finish();
   }
   // Running execs get the grace period; whatever still runs after it is cancelled.
-  release_all(
-      self, release_mode::wait_for_execs, [finish](uint64_t) { finish(); }, st.cfg.shutdown_grace);
+  auto release = [self, finish] {
+    release_all(
+        self, release_mode::wait_for_execs, [finish](uint64_t) { finish(); },
+        self->state.cfg.shutdown_grace);
+  };
+  // What a crashed run left in `created` goes first (nobody holds it), before the engine
+  // client is shut down.
+  auto spared = std::move(st.spared);
+  st.spared.clear();
+  if (spared.empty()) return release();
+  auto left = std::make_shared<std::size_t>(spared.size());
+  for (const auto& id : spared) {
+    st.docker->container_remove(id, true, back_to<void>(self, [left, release](auto) {
+                                  if (--*left == 0) release();
+                                }));
+  }
 }
 
 supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_config cfg,

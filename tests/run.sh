@@ -19,10 +19,11 @@ for binary in build/tests/corral_*_tests; do
   fi
 done
 # The suite's own containers are those made during this run under the suite's runtime names
-# (the fixtures' t-*/tn-* names with pid and counter, the soak's and the embedding example's)
+# (the fixtures' t-*/tn-* names with pid and counter, the crash trial's crash-<pid>-<round>,
+# the soak's and the embedding example's)
 # or the engine tests' label. Anyone else's (a user's sandboxes, a node's, another run's from
 # before) is never counted, and never removed.
-suite_runtimes='^(t|tn)-.*-[0-9]+-[0-9]+$|^ci-soak$|^embed-example$'
+suite_runtimes='^(t|tn)-.*-[0-9]+-[0-9]+$|^crash-[0-9]+-[0-9]+$|^ci-soak$|^embed-example$'
 before=" $(docker ps -aq --no-trunc | tr '\n' ' ') "
 
 log "tests: ctest --preset default --output-on-failure -j1 $*"

@@ -58,7 +58,8 @@ TEST_CASE("a node with a bad policy file does not start", "[node][policy]") {
 TEST_CASE("a node without a policy file allows only the strict default", "[node][policy]") {
   node_fixture f;
   auto& node = f.start(f.name("n"));
-  CHECK(contains(node.log(), "policy: built-in node default"));
+  // The start line is on stderr, which may be read a moment after the port on stdout.
+  CHECK(eventually(5s, [&] { return contains(node.log(), "policy: built-in node default"); }));
   auto cli = [&](std::vector<std::string> args) {
     args.insert(args.begin(), {"--node", node.address(), "run"});
     args.insert(args.end(), {"--", "true"});
@@ -93,7 +94,7 @@ TEST_CASE("a node's policy file loosens what it lists, and its budget caps sandb
   node_fixture f;
   temp_file policy(R"({"networks": ["none", "bridge"], "budget": {"sandboxes": 1}})");
   auto& node = f.start(f.name("n"), {"--policy", policy.path});
-  CHECK(contains(node.log(), "policy: " + policy.path));
+  CHECK(eventually(5s, [&] { return contains(node.log(), "policy: " + policy.path); }));
   auto cli = [&](std::vector<std::string> args) {
     args.insert(args.begin(), {"--node", node.address()});
     return run_cli(std::move(args));

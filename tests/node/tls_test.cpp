@@ -73,11 +73,14 @@ TEST_CASE("a node given --tls-cert/--tls-key/--tls-ca serves clients of that CA,
                                      certs.file("node.key"), "--tls-ca", certs.file("ca.pem")});
   CHECK(eventually(2s, [&] { return contains(node.log(), "with mutual TLS"); }));  // stderr lags
 
+  // A client with no material of its own: an empty TLS directory, so that whatever root's
+  // default directory holds on this machine plays no part.
+  temp_dir no_material;
   auto run = [&](std::vector<std::string> tls) {
     std::vector<std::string> args = {"--node", node.address()};
     args.insert(args.end(), tls.begin(), tls.end());
     args.insert(args.end(), {"run", "--", "echo", "tls"});
-    return run_cli(args, {{"CORRAL_TLS_DIR", ""}}, 30s);
+    return run_cli(args, {{"CORRAL_TLS_DIR", no_material.path()}}, 30s);
   };
   const std::vector<std::string> good = {"--tls-cert", certs.file("client.pem"),
                                          "--tls-key",  certs.file("client.key"),
