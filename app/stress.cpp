@@ -250,7 +250,8 @@ caf::behavior driver(caf::stateful_actor<driver_state>* self, supervisor_actor s
                                   corral_errc::timeout,
                                   "expected a timeout, got " + std::string(to_string(r.end)) +
                                       " " + std::to_string(r.exit_code) + " after " +
-                                      std::to_string(r.duration.count() / 1000000) + " ms");
+                                      std::to_string(r.duration.count() / 1000000) + " ms: " +
+                                      (r.stdout_data + r.stderr_data).substr(0, 300));
                             } else if (lost || (kind != op_kind::timeout_exec &&
                                                 r.end != exec_end::exited)) {
                               // The sandbox died under it: an outside kill's doing.
