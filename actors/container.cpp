@@ -531,9 +531,11 @@ void on_exit_code(self_ptr self, uint64_t seq, docker::result<docker::exec_inspe
       (says("executable file not found") || says("no such file or directory"))) {
     run.result.exit_code = 127;
   } else if (run.result.exit_code == 126 && says("OCI runtime exec failed") &&
-             (says("not running") || says("stopped") || says("no such process"))) {
-    // The runtime could not start it because the container was dying (killed from outside):
-    // the command never ran, the sandbox is lost.
+             (says("not running") || says("stopped") || says("no such process") ||
+              says("broken pipe"))) {
+    // The runtime could not start it because the container was dying (killed from outside;
+    // runc then says e.g. "error writing config to pipe: write init-p: broken pipe"): the
+    // command never ran, the sandbox is lost.
     run.result.end = exec_end::sandbox_lost;
     run.result.exit_code = 137;
     return complete_exec(self, seq);

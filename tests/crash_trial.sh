@@ -50,6 +50,9 @@ docker info >/dev/null 2>&1 || tdie "no Docker engine answers"
 load_error_codes
 
 WORK=$(mktemp -d /tmp/corral-crash-trial.XXXXXX)
+# Nodes and clients of the trial share their own TLS material (made by the first node), never
+# root's default directory on this machine.
+export CORRAL_TLS_DIR="${WORK}/tls"
 FAILED=0
 on_exit() {
   local rc=$?

@@ -59,6 +59,9 @@ DOCKER_HOST=${MAIN_DOCKER_HOST} docker image inspect "${IMAGE}" >/dev/null 2>&1 
 
 # Short paths: a unix socket path must fit in 108 bytes.
 WORK=$(mktemp -d /tmp/corral-engtrial.XXXXXX)
+# Nodes and clients of the trial share their own TLS material (made by the first node), never
+# root's default directory on this machine.
+export CORRAL_TLS_DIR="${WORK}/tls"
 ENGINE_DIR=${WORK}/e
 SOCK=${ENGINE_DIR}/d.sock
 DOCKERD_PID=""
