@@ -530,15 +530,24 @@ void on_exit_code(self_ptr self, uint64_t seq, docker::result<docker::exec_inspe
   if (run.result.exit_code == 126 &&
       (says("executable file not found") || says("no such file or directory"))) {
     run.result.exit_code = 127;
-  } else if (run.result.exit_code == 126 && says("OCI runtime exec failed") &&
-             (says("not running") || says("stopped") || says("no such process") ||
-              says("broken pipe"))) {
-    // The runtime could not start it because the container was dying (killed from outside;
-    // runc then says e.g. "error writing config to pipe: write init-p: broken pipe"): the
-    // command never ran, the sandbox is lost.
-    run.result.end = exec_end::sandbox_lost;
-    run.result.exit_code = 137;
-    return complete_exec(self, seq);
+  } else if (run.result.exit_code == 126) {
+    // The engine could not start it. A dying container (killed from outside) makes the engine
+    // say so in many ways ("task ... not found", runc's "write init-p: broken pipe", "is not
+    // running"): ask the engine whether the container still runs; if not, the command never
+    // ran and the sandbox is lost.
+    return engine(self).container_inspect(
+        st.info.container_id,
+        back_to<docker::container_inspect_response>(
+            self, [self, seq](docker::result<docker::container_inspect_response> r) {
+              auto& st = self->state;
+              auto it = st.running.find(seq);
+              if (it == st.running.end()) return;
+              if (!r || !r->state.running) {
+                it->second.result.end = exec_end::sandbox_lost;
+                it->second.result.exit_code = 137;
+              }
+              complete_exec(self, seq);
+            }));
   }
   if (run.result.exit_code == 137) {
     // Killed by a signal we did not send: the engine's oom event may trail the exit a little.
