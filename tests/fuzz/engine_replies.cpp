@@ -60,9 +60,10 @@ void check_output(const docker::exec_output& out) {
 
 std::string response(int status, std::string_view body) {
   std::string out = "HTTP/1.1 " + std::to_string(status) + " Fuzz\r\n";
-  out += status == 101 ? "Connection: Upgrade\r\nUpgrade: tcp\r\n"
-                       : "Content-Type: application/json\r\nContent-Length: " +
-                             std::to_string(body.size()) + "\r\n";
+  out += status == 101
+             ? "Connection: Upgrade\r\nUpgrade: tcp\r\n"
+             : "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+                   "\r\n";
   out += "Api-Version: 1.43\r\nOstype: linux\r\n\r\n";
   out.append(body);
   return out;
@@ -140,11 +141,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
                      done<std::vector<docker::image_delete_item>>(calls, finished, any));
       break;
     case 13:
-      c.image_pull("img", "latest", [](const docker::pull_progress&) {},
-                   done<void>(calls, finished, any));
+      c.image_pull(
+          "img", "latest", [](const docker::pull_progress&) {}, done<void>(calls, finished, any));
       break;
     case 14:
-      c.events({}, [](const docker::event_message&) {}, done<void>(calls, finished, any));
+      c.events(
+          {}, [](const docker::event_message&) {}, done<void>(calls, finished, any));
       break;
     case 15:
       c.version(done<docker::version_response>(calls, finished, any));
@@ -157,8 +159,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
       break;
     case 18:
       c.get_archive(id, "/workspace", cap,
-                    done<std::string>(calls, finished,
-                                      [](const std::string& tar) { CORRAL_FUZZ_CHECK(tar.size() <= cap); }));
+                    done<std::string>(calls, finished, [](const std::string& tar) {
+                      CORRAL_FUZZ_CHECK(tar.size() <= cap);
+                    }));
       break;
   }
   CORRAL_FUZZ_CHECK(future.wait_for(std::chrono::seconds(10)) == std::future_status::ready);

@@ -11,19 +11,18 @@ namespace corral::fuzz {
 
 // A property of the code under test failed: print it and abort, which libFuzzer reports as a
 // crash and saves the input. Unlike assert() it stays on in every build.
-#define CORRAL_FUZZ_CHECK(cond)                                                          \
-  do {                                                                                   \
-    if (!(cond)) {                                                                       \
+#define CORRAL_FUZZ_CHECK(cond)                                                             \
+  do {                                                                                      \
+    if (!(cond)) {                                                                          \
       std::fprintf(stderr, "%s:%d: fuzz property failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                      \
-    }                                                                                    \
+      std::abort();                                                                         \
+    }                                                                                       \
   } while (0)
 
 // Reads the input from the front: a few control bytes, then the rest as the payload.
 class input {
  public:
-  input(const uint8_t* data, std::size_t size)
-      : rest_(reinterpret_cast<const char*>(data), size) {}
+  input(const uint8_t* data, std::size_t size) : rest_(reinterpret_cast<const char*>(data), size) {}
 
   uint8_t byte() {
     if (rest_.empty()) return 0;

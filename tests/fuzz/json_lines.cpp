@@ -2,8 +2,8 @@
 // pieces, and both line readers (parse_pull_progress, parse_event) on every line.
 //
 // Input: one byte for the line limit, one for the piece size, then the stream.
-// Properties: a line is never empty, holds no '\n' and is never over the limit; the buffer never grows past the limit; nothing after an error; the readers never
-// crash on any line.
+// Properties: a line is never empty, holds no '\n' and is never over the limit; the buffer never
+// grows past the limit; nothing after an error; the readers never crash on any line.
 #include <cstdint>
 #include <optional>
 #include <string>
