@@ -1,28 +1,103 @@
 #!/usr/bin/env bash
-# Build (app/build.sh), run the whole test suite, then check that no container made
-# by corral was left behind. Arguments go to ctest, e.g. `tests/run.sh -R engine`.
-# Exit code: ctest's; 1 if ctest passed but containers were left behind.
+# CI's test run (.ci/run calls it), in three stages:
+#   1. main:  build (app/build.sh), run the whole suite (ctest --preset default), then check
+#             that no container made by corral was left behind;
+#   2. asan:  build the asan tree (GCC AddressSanitizer + UndefinedBehaviorSanitizer) and run
+#             the unit, scale (fault injection, fake engine) and node suites in it;
+#   3. fuzz:  tests/fuzz.sh: every libFuzzer target for a short budget under ASan + UBSan.
+# Arguments go to the main stage's ctest, e.g. `tests/run.sh -R engine`; with arguments the
+# asan and fuzz stages are skipped unless asked for.
+# Environment: CORRAL_CI_ASAN=0|1, CORRAL_CI_FUZZ=0|1 (default: 1 without arguments, 0 with),
+# CORRAL_CI_FUZZ_SECONDS (budget per fuzz target, default 15).
+# Exit code: 0 when every stage that ran passed; otherwise the main stage's ctest code, or 1
+# (containers left behind, or a sanitizer or fuzz stage failed).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 log() { printf '[corral-setup] %s\n' "$*" >&2; }
 
-bash "${ROOT}/app/build.sh"
+default_extra=1
+(($# == 0)) || default_extra=0
+run_asan=${CORRAL_CI_ASAN:-${default_extra}}
+run_fuzz=${CORRAL_CI_FUZZ:-${default_extra}}
+fuzz_seconds=${CORRAL_CI_FUZZ_SECONDS:-15}
 
+export CCACHE_DIR="${CCACHE_DIR:-/var/cache/corral-ccache}"
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-${ROOT}}"
+export CCACHE_NOHASHDIR="${CCACHE_NOHASHDIR:-1}"
+
+rc=0
+results=()
+minutes() { awk -v s="$1" 'BEGIN { printf "%.1f min", s / 60 }'; }
+record() { # record STAGE START RC
+  local verdict=passed
+  (($3 == 0)) || verdict="FAILED (exit $3)"
+  results+=("$(printf '%-42s %-18s in %s' "$1" "${verdict}" "$(minutes $((SECONDS - $2)))")")
+}
+
+# -- 1. the main suite ----------------------------------------------------------------------
+t0=${SECONDS}
+bash "${ROOT}/app/build.sh"
 cd "${ROOT}"
 log "tests: ctest --preset default --output-on-failure -j1 $*"
-rc=0
 ctest --preset default --output-on-failure -j1 "$@" || rc=$?
 log "tests: ctest exited with ${rc}"
+record "main: build and the whole suite" "${t0}" "${rc}"
 
-leftovers=$(docker ps -aq --filter label=corral.managed-by)
-if [[ -n ${leftovers} ]]; then
+check_leftovers() {
+  local leftovers
+  leftovers=$(docker ps -aq --filter label=corral.managed-by)
+  [[ -z ${leftovers} ]] && return 0
   log "ERROR: tests left containers behind (label corral.managed-by):"
   docker ps -a --filter label=corral.managed-by \
     --format 'table {{.ID}}\t{{.Names}}\t{{.Status}}\t{{.Label "corral.managed-by"}}' >&2
   # shellcheck disable=SC2086 # one id per word
   docker rm -f ${leftovers} >/dev/null || log "WARNING: could not remove all of them"
   log "tests: removed leftover containers"
+  return 1
+}
+if ! check_leftovers; then
   ((rc != 0)) || rc=1
+  results+=("main: containers were left behind          FAILED")
+fi
+
+# -- 2. sanitizers ---------------------------------------------------------------------------
+if [[ ${run_asan} == 1 ]]; then
+  t0=${SECONDS}
+  stage_rc=0
+  log "asan: building the asan tree (unit, scale and node suites and the corral they start)"
+  if [[ ! -f build-asan/build.ninja ]]; then
+    cmake --preset asan >/dev/null || stage_rc=$?
+  fi
+  ((stage_rc != 0)) || cmake --build --preset asan \
+    --target corral_unit_tests corral_scale_tests corral_node_tests corral || stage_rc=$?
+  if ((stage_rc == 0)); then
+    log "asan: ctest --preset asan -L '^(unit|scale|node)\$' (options: tests/sanitizers/run.sh)"
+    ctest --preset asan --output-on-failure -j1 -L '^(unit|scale|node)$' || stage_rc=$?
+  fi
+  check_leftovers || { ((stage_rc != 0)) || stage_rc=1; }
+  record "asan: unit, scale and node under ASan+UBSan" "${t0}" "${stage_rc}"
+  ((stage_rc == 0)) || { ((rc != 0)) || rc=1; }
+else
+  results+=("asan: skipped (CORRAL_CI_ASAN=1 runs it)")
+fi
+
+# -- 3. fuzzing ------------------------------------------------------------------------------
+if [[ ${run_fuzz} == 1 ]]; then
+  t0=${SECONDS}
+  stage_rc=0
+  bash "${ROOT}/tests/fuzz.sh" "${fuzz_seconds}" || stage_rc=$?
+  record "fuzz: every target for ${fuzz_seconds} s" "${t0}" "${stage_rc}"
+  ((stage_rc == 0)) || { ((rc != 0)) || rc=1; }
+else
+  results+=("fuzz: skipped (CORRAL_CI_FUZZ=1 runs it)")
+fi
+
+log "stages:"
+for line in "${results[@]}"; do log "  ${line}"; done
+if ((rc == 0)); then
+  log "ALL STAGES PASSED"
+else
+  log "TESTS FAILED (exit ${rc}); see the stages above"
 fi
 exit "${rc}"
