@@ -8,7 +8,8 @@
 # Arguments go to the main stage's ctest, e.g. `tests/run.sh -R engine`; with arguments the
 # asan and fuzz stages are skipped unless asked for.
 # Environment: CORRAL_CI_ASAN=0|1, CORRAL_CI_FUZZ=0|1 (default: 1 without arguments, 0 with),
-# CORRAL_CI_FUZZ_SECONDS (budget per fuzz target, default 15).
+# CORRAL_CI_FUZZ_SECONDS (budget per fuzz target, default 15), CORRAL_CI_MAIN=0 (skip stage 1,
+# e.g. `CORRAL_CI_MAIN=0 tests/run.sh` runs only the sanitizer and fuzz stages).
 # Exit code: 0 when every stage that ran passed; otherwise the main stage's ctest code, or 1
 # (containers left behind, or a sanitizer or fuzz stage failed).
 set -euo pipefail
@@ -18,6 +19,7 @@ log() { printf '[corral-setup] %s\n' "$*" >&2; }
 
 default_extra=1
 (($# == 0)) || default_extra=0
+run_main=${CORRAL_CI_MAIN:-1}
 run_asan=${CORRAL_CI_ASAN:-${default_extra}}
 run_fuzz=${CORRAL_CI_FUZZ:-${default_extra}}
 fuzz_seconds=${CORRAL_CI_FUZZ_SECONDS:-15}
@@ -35,15 +37,6 @@ record() { # record STAGE START RC
   results+=("$(printf '%-42s %-18s in %s' "$1" "${verdict}" "$(minutes $((SECONDS - $2)))")")
 }
 
-# -- 1. the main suite ----------------------------------------------------------------------
-t0=${SECONDS}
-bash "${ROOT}/app/build.sh"
-cd "${ROOT}"
-log "tests: ctest --preset default --output-on-failure -j1 $*"
-ctest --preset default --output-on-failure -j1 "$@" || rc=$?
-log "tests: ctest exited with ${rc}"
-record "main: build and the whole suite" "${t0}" "${rc}"
-
 check_leftovers() {
   local leftovers
   leftovers=$(docker ps -aq --filter label=corral.managed-by)
@@ -56,9 +49,24 @@ check_leftovers() {
   log "tests: removed leftover containers"
   return 1
 }
-if ! check_leftovers; then
-  ((rc != 0)) || rc=1
-  results+=("main: containers were left behind          FAILED")
+
+# Packages, the engine and the sandbox image, for every stage (idempotent, quick when ready).
+bash "${ROOT}/app/setup.sh"
+cd "${ROOT}"
+
+# -- 1. the main suite ----------------------------------------------------------------------
+if [[ ${run_main} == 1 ]]; then
+  t0=${SECONDS}
+  bash "${ROOT}/app/build.sh"
+  log "tests: ctest --preset default --output-on-failure -j1 $*"
+  ctest --preset default --output-on-failure -j1 "$@" || rc=$?
+  log "tests: ctest exited with ${rc}"
+  if ! check_leftovers; then
+    ((rc != 0)) || rc=1
+  fi
+  record "main: build and the whole suite" "${t0}" "${rc}"
+else
+  results+=("main: skipped (CORRAL_CI_MAIN=0)")
 fi
 
 # -- 2. sanitizers ---------------------------------------------------------------------------
