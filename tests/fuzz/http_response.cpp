@@ -3,7 +3,7 @@
 // unix_http_client the adapter uses, through Beast's parser as the client configures it.
 //
 // Input: one control byte (which call: send(), stream(), HEAD, upgraded stream with an
-// upload), then the peer's bytes verbatim.
+// upload; a sink that refuses; a client that reuses connections), then the peer's bytes.
 // Properties: the completion runs exactly once and in time; send() never holds more than its
 // cap; an error body never grows past max_error_body; nothing crashes or leaks.
 #include <atomic>
@@ -26,18 +26,24 @@ constexpr std::size_t max_header = 2048;
 constexpr std::size_t max_error_body = 512;
 constexpr std::size_t max_buffered_body = 8192;
 
+docker::http_client_options options_for(const std::string& socket, std::size_t max_idle) {
+  docker::http_client_options o;
+  o.socket_path = socket;
+  o.max_idle = max_idle;
+  o.default_timeout = std::chrono::seconds(3);
+  o.max_header_bytes = max_header;
+  o.max_error_body = max_error_body;
+  o.max_buffered_body = max_buffered_body;
+  return o;
+}
+
 struct harness {
   corral::fuzz::scripted_peer peer;
-  docker::unix_http_client client{[this] {
-    docker::http_client_options o;
-    o.socket_path = peer.path();
-    o.max_idle = 0;  // a fresh connection per input: replies never leak into the next
-    o.default_timeout = std::chrono::seconds(3);
-    o.max_header_bytes = max_header;
-    o.max_error_body = max_error_body;
-    o.max_buffered_body = max_buffered_body;
-    return o;
-  }()};
+  // A fresh connection per request: replies never leak into the next input.
+  docker::unix_http_client fresh{options_for(peer.path(), 0)};
+  // Parks a connection that ended cleanly; the peer has closed it by the next request, which
+  // therefore takes the stale-connection retry.
+  docker::unix_http_client reusing{options_for(peer.path(), 1)};
 };
 
 void check_error(const docker::error& e) {
@@ -55,6 +61,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
   input in(data, size);
   const uint8_t mode = in.byte();
   h->peer.set_reply(in.rest());
+  auto& client = (mode & 0x10) ? h->reusing : h->fresh;
 
   docker::http_request request;
   request.target = "/v1.41/fuzz";
@@ -66,7 +73,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
     case 0:  // send(): the whole body, capped
     case 2: {
       if (mode % 4 == 2) request.method = docker::http_method::head;
-      h->client.send(std::move(request), [&, calls](docker::result<docker::http_response> r) {
+      client.send(std::move(request), [&, calls](docker::result<docker::http_response> r) {
         if (r) {
           CORRAL_FUZZ_CHECK(r->body.size() <= max_buffered_body);
           CORRAL_FUZZ_CHECK(r->head.status > 0 && r->head.status < 1000);
@@ -85,7 +92,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
         if (mode & 4) request.upload = std::string(1000, 'u');
       }
       auto seen = std::make_shared<std::size_t>(0);
-      h->client.stream(
+      client.stream(
           std::move(request),
           [seen, mode](std::string_view chunk) -> std::optional<docker::error> {
             *seen += chunk.size();
