@@ -384,7 +384,6 @@ class operation : public std::enable_shared_from_this<operation> {
   void finish(result<http_response_head> outcome) {
     if (finished_) return;
     finished_ = true;
-    beast::error_code ignored;
     deadline_.cancel();
     if (conn_) {
       // An error response read to its end leaves the connection as good as a success does.

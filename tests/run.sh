@@ -1,48 +1,129 @@
 #!/usr/bin/env bash
-# Build (app/build.sh), run the whole test suite, then check that no container made
-# by corral was left behind. Arguments go to ctest, e.g. `tests/run.sh -R engine`.
-# Exit code: ctest's; 1 if ctest passed but the tests left containers behind (only the
-# suite's own are counted and removed; see below).
+# CI's test run (.ci/run calls it), in up to three stages:
+#   1. main:  build (app/build.sh), run the whole suite (ctest --preset default), then check
+#             that the tests left no container behind;
+#   2. asan:  build the asan tree (GCC AddressSanitizer + UndefinedBehaviorSanitizer) and run
+#             the unit, scale (fault injection, fake engine) and node suites in it;
+#   3. fuzz:  tests/fuzz.sh: every libFuzzer target for a short budget under ASan + UBSan.
+# Arguments go to the main stage's ctest, e.g. `tests/run.sh -R engine`.
+# Environment: CORRAL_CI_ASAN=0|1, CORRAL_CI_FUZZ=0|1 (default 0: on demand, see
+# tests/README.md), CORRAL_CI_FUZZ_SECONDS (budget per fuzz target, default 15),
+# CORRAL_CI_MAIN=0 (skip stage 1: `CORRAL_CI_MAIN=0 CORRAL_CI_ASAN=1 tests/run.sh`).
+# Exit code: 0 when every stage that ran passed; otherwise the main stage's ctest code, or 1
+# (containers left behind, a test name CTest would split, or a sanitizer or fuzz stage failed).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 log() { printf '[corral-setup] %s\n' "$*" >&2; }
 
-bash "${ROOT}/app/build.sh"
+run_main=${CORRAL_CI_MAIN:-1}
+run_asan=${CORRAL_CI_ASAN:-0}
+run_fuzz=${CORRAL_CI_FUZZ:-0}
+fuzz_seconds=${CORRAL_CI_FUZZ_SECONDS:-15}
 
+export CCACHE_DIR="${CCACHE_DIR:-/var/cache/corral-ccache}"
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-${ROOT}}"
+export CCACHE_NOHASHDIR="${CCACHE_NOHASHDIR:-1}"
+
+rc=0
+results=()
+minutes() { awk -v s="$1" 'BEGIN { printf "%.1f min", s / 60 }'; }
+record() { # record STAGE START RC
+  local verdict=passed
+  (($3 == 0)) || verdict="FAILED (exit $3)"
+  results+=("$(printf '%-42s %-18s in %s' "$1" "${verdict}" "$(minutes $((SECONDS - $2)))")")
+}
+
+# Packages, the engine and the sandbox image, for every stage (idempotent, quick when ready).
+bash "${ROOT}/app/setup.sh"
 cd "${ROOT}"
-# CTest splits a discovered test's name at ';': such a test would run nothing and pass.
-for binary in build/tests/corral_*_tests; do
-  if split=$("${binary}" --list-test-names-only | grep ';'); then
-    log "ERROR: test names with ';' (CTest would run nothing for them): ${split}"
-    exit 1
-  fi
-done
+
 # The suite's own containers are those made during this run under the suite's runtime names
 # (the fixtures' t-*/tn-* names with pid and counter, the crash trial's crash-<pid>-<round>,
-# the soak's and the embedding example's)
-# or the engine tests' label. Anyone else's (a user's sandboxes, a node's, another run's from
-# before) is never counted, and never removed.
+# the soak's and the embedding example's) or the engine tests' label. Anyone else's (a user's
+# sandboxes, a node's, another run's from before) is never counted, and never removed.
 suite_runtimes='^(t|tn)-.*-[0-9]+-[0-9]+$|^crash-[0-9]+-[0-9]+$|^ci-soak$|^embed-example$'
 before=" $(docker ps -aq --no-trunc | tr '\n' ' ') "
-
-log "tests: ctest --preset default --output-on-failure -j1 $*"
-rc=0
-ctest --preset default --output-on-failure -j1 "$@" || rc=$?
-log "tests: ctest exited with ${rc}"
-
-leftovers=()
-while read -r id runtime managed name; do
-  [[ -n ${id} && ${before} != *" ${id} "* ]] || continue
-  if [[ ${managed} == corral-test || ${runtime} =~ ${suite_runtimes} ]]; then
-    leftovers+=("${id}")
-    log "ERROR: left behind by the tests: ${name} (runtime '${runtime}', managed by ${managed})"
-  fi
-done < <(docker ps -a --no-trunc --filter label=corral.managed-by \
-  --format '{{.ID}} {{.Label "corral.runtime"}} {{.Label "corral.managed-by"}} {{.Names}}')
-if ((${#leftovers[@]} > 0)); then
+check_leftovers() {
+  local leftovers=() id runtime managed name
+  while read -r id runtime managed name; do
+    [[ -n ${id} && ${before} != *" ${id} "* ]] || continue
+    if [[ ${managed} == corral-test || ${runtime} =~ ${suite_runtimes} ]]; then
+      leftovers+=("${id}")
+      log "ERROR: left behind by the tests: ${name} (runtime '${runtime}', managed by ${managed})"
+    fi
+  done < <(docker ps -a --no-trunc --filter label=corral.managed-by \
+    --format '{{.ID}} {{.Label "corral.runtime"}} {{.Label "corral.managed-by"}} {{.Names}}')
+  ((${#leftovers[@]} > 0)) || return 0
   docker rm -f "${leftovers[@]}" >/dev/null || log "WARNING: could not remove all of them"
   log "tests: removed the ${#leftovers[@]} containers the tests left"
-  ((rc != 0)) || rc=1
+  return 1
+}
+
+# CTest splits a discovered test's name at ';': such a test would run nothing and pass.
+check_test_names() {
+  local binary split
+  for binary in "$1"/tests/corral_*_tests; do
+    if split=$("${binary}" --list-test-names-only | grep ';'); then
+      log "ERROR: test names with ';' (CTest would run nothing for them): ${split}"
+      return 1
+    fi
+  done
+}
+
+# -- 1. the main suite ----------------------------------------------------------------------
+if [[ ${run_main} == 1 ]]; then
+  t0=${SECONDS}
+  bash "${ROOT}/app/build.sh"
+  check_test_names build || exit 1
+  log "tests: ctest --preset default --output-on-failure -j1 $*"
+  ctest --preset default --output-on-failure -j1 "$@" || rc=$?
+  log "tests: ctest exited with ${rc}"
+  if ! check_leftovers; then
+    ((rc != 0)) || rc=1
+  fi
+  record "main: build and the whole suite" "${t0}" "${rc}"
+else
+  results+=("main: skipped (CORRAL_CI_MAIN=0)")
+fi
+
+# -- 2. sanitizers ---------------------------------------------------------------------------
+if [[ ${run_asan} == 1 ]]; then
+  t0=${SECONDS}
+  stage_rc=0
+  log "asan: building the asan tree (unit, scale and node suites and the corral they start)"
+  if [[ ! -f build-asan/build.ninja ]]; then
+    cmake --preset asan >/dev/null || stage_rc=$?
+  fi
+  ((stage_rc != 0)) || cmake --build --preset asan \
+    --target corral_unit_tests corral_scale_tests corral_node_tests corral || stage_rc=$?
+  if ((stage_rc == 0)); then
+    log "asan: ctest --preset asan -L '^(unit|scale|node)\$' (options: tests/sanitizers/run.sh)"
+    ctest --preset asan --output-on-failure -j1 -L '^(unit|scale|node)$' || stage_rc=$?
+  fi
+  check_leftovers || { ((stage_rc != 0)) || stage_rc=1; }
+  record "asan: unit, scale and node under ASan+UBSan" "${t0}" "${stage_rc}"
+  ((stage_rc == 0)) || { ((rc != 0)) || rc=1; }
+else
+  results+=("asan: skipped (CORRAL_CI_ASAN=1 runs it)")
+fi
+
+# -- 3. fuzzing ------------------------------------------------------------------------------
+if [[ ${run_fuzz} == 1 ]]; then
+  t0=${SECONDS}
+  stage_rc=0
+  bash "${ROOT}/tests/fuzz.sh" "${fuzz_seconds}" || stage_rc=$?
+  record "fuzz: every target for ${fuzz_seconds} s" "${t0}" "${stage_rc}"
+  ((stage_rc == 0)) || { ((rc != 0)) || rc=1; }
+else
+  results+=("fuzz: skipped (CORRAL_CI_FUZZ=1 runs it)")
+fi
+
+log "stages:"
+for line in "${results[@]}"; do log "  ${line}"; done
+if ((rc == 0)); then
+  log "ALL STAGES PASSED"
+else
+  log "TESTS FAILED (exit ${rc}); see the stages above"
 fi
 exit "${rc}"
