@@ -78,13 +78,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
   spec.exec_timeout = std::chrono::seconds(limits) - std::chrono::seconds(8);
 
   actors::runtime_config cfg;
-  if (auto entry = in.field(); !entry.empty()) cfg.image_allowlist.emplace_back(entry);
-  cfg.users.allow_root = flags & 0x80;
+  if (auto entry = in.field(); !entry.empty()) cfg.policy.images.emplace_back(entry);
+  cfg.policy.users.allow_root = flags & 0x80;
 
   (void)actors::check_key(key);
   (void)actors::check_image_reference(spec.image);
-  (void)actors::image_allowed(spec.image, cfg.image_allowlist);
-  (void)actors::check_user(cfg.users, spec.user);
+  (void)actors::image_allowed(spec.image, cfg.policy.images);
+  (void)actors::check_user(cfg.policy.users, spec.user);
 
   auto plan = actors::plan_sandbox(cfg, key, spec, "/var/run/docker.sock", 0);
   if (!plan) {
@@ -100,13 +100,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
   CORRAL_FUZZ_CHECK(h.readonly_rootfs == !spec.writable_root);
   for (const auto& [path, options] : h.tmpfs)
     CORRAL_FUZZ_CHECK(options.rfind("rw,noexec,nosuid,nodev,size=", 0) == 0);
-  if (!cfg.users.allow_root) {
+  if (!cfg.policy.users.allow_root) {
     CORRAL_FUZZ_CHECK(plan->user.rfind("0:", 0) != 0);
     CORRAL_FUZZ_CHECK(plan->user.substr(plan->user.find(':')) != ":0");
   }
   CORRAL_FUZZ_CHECK(plan->create.labels.at(actors::label_managed_by) == "corral");
   CORRAL_FUZZ_CHECK(plan->create.labels.at(actors::label_key) == key);
-  CORRAL_FUZZ_CHECK(h.memory > 0 && h.memory <= cfg.max_memory_bytes);
+  CORRAL_FUZZ_CHECK(h.memory > 0 && h.memory <= cfg.policy.limits.memory);
 
   messages::exec_request request;
   if (auto argv = in.field(); !argv.empty()) request.argv = {std::string(argv) + canary};
