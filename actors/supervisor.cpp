@@ -68,6 +68,10 @@ struct supervisor_state {
   // Releases asked for by clients and still on their way: the supervisor answers them all
   // before it quits, also during a shutdown.
   std::size_t client_releases = 0;
+  // Removals the supervisor started on its own (a dead actor's container, what a crashed run
+  // left): awaited before it quits, so that no removal is cut off half-way by the engine client's
+  // shutdown (found by tests/engine_restart_trial.sh: a container left in `removing`).
+  std::size_t cleanups = 0;
   std::optional<caf::error> quit_reason;  // set when only those answers keep it alive
   // Requests to container actors not answered yet: a container actor that goes down fails
   // them at once. The supervisor answers every caller itself and never delegates, so no
@@ -121,6 +125,17 @@ void when_ready(self_ptr self, F f) {
 }
 
 void container_gone(self_ptr self, const caf::actor_addr& source, const caf::error& reason);
+void quit_when_answered(self_ptr self);
+
+// A removal nobody waits for but the supervisor itself: counted until the engine answers.
+void remove_in_background(self_ptr self, const std::string& container_id) {
+  ++self->state.cleanups;
+  self->state.docker->container_remove(container_id, true,
+                                       back_to<void>(self, [self](docker::result<void>) {
+                                         --self->state.cleanups;
+                                         quit_when_answered(self);
+                                       }));
+}
 
 // Asks a container actor; exactly one of on_value and on_error runs. on_error(err, gone)
 // always gets a corral error: the container's own answer (gone false), or sandbox_lost when
@@ -176,7 +191,7 @@ void container_gone(self_ptr self, const caf::actor_addr& source, const caf::err
   if (!is_terminal(e.info.status)) {
     // The actor died without saying why: its container is ours to clean up.
     if (!e.info.container_id.empty() && !st.cfg.keep_sandboxes_on_shutdown) {
-      st.docker->container_remove(e.info.container_id, true, [](docker::result<void>) {});
+      remove_in_background(self, e.info.container_id);
     }
     e.info.status = sandbox_status::lost;
     e.info.detail = "its container actor stopped" + why;
@@ -315,7 +330,7 @@ void adopt_existing(self_ptr self) {
               spare_for_ms = std::max(spare_for_ms, spare_created_ms - age);
               continue;
             }
-            st.docker->container_remove(c.id, true, [](docker::result<void>) {});
+            remove_in_background(self, c.id);
             continue;
           }
           adopt_one(self, c, key->second);
@@ -355,7 +370,7 @@ void recheck_spared(self_ptr self) {
               st.sandboxes.find(key->second) == st.sandboxes.end()) {
             adopt_one(self, c, key->second);
           } else {
-            st.docker->container_remove(c.id, true, [](docker::result<void>) {});
+            remove_in_background(self, c.id);
           }
         }
       }));
@@ -524,7 +539,7 @@ void release_all(self_ptr self, release_mode mode, std::function<void(uint64_t)>
 
 void quit_when_answered(self_ptr self) {
   auto& st = self->state;
-  if (!st.quit_reason || st.client_releases > 0) return;
+  if (!st.quit_reason || st.client_releases > 0 || st.cleanups > 0) return;
   st.docker->shutdown();
   self->quit(*st.quit_reason);
 }

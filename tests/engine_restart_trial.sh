@@ -323,7 +323,11 @@ for phase in "${phase_list[@]}"; do
     tlog "phase ${phase}: the node did not stop within 60 s of SIGTERM (killed)"
     phase_hung=$((phase_hung + 1))
   fi
-  # Everything on the private engine is the trial's: all of it counts.
+  # Everything on the private engine is the trial's: all of it counts. A container the engine
+  # is still removing (state `removing`, its DELETE answered by nobody yet) is given a bounded
+  # while to finish; whatever is left after it is leaked.
+  deadline=$((SECONDS + 20))
+  while [[ -n $(docker ps -aq --filter status=removing) ]] && ((SECONDS < deadline)); do sleep 0.5; done
   leaked=$(docker ps -aq | wc -l)
   if ((leaked > 0)); then
     tlog "phase ${phase}: LEAKED after the stop: $(docker ps -a --format '{{.ID}} {{.State}} {{.Label "corral.runtime"}} {{.Label "corral.key"}}' | paste -sd, -)"
