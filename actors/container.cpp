@@ -320,7 +320,11 @@ void create_container(self_ptr self) {
   // Unique per creation: a released key can be acquired again before the old one is gone.
   char suffix[9];
   std::snprintf(suffix, sizeof suffix, "%08x", static_cast<unsigned>(st.random() & 0xffffffffu));
-  request.name = "corral-" + st.args.cfg.name + "-" + st.args.key + "-" + suffix;
+  // A principal's key "alice@x/k" becomes "alice_x.k": container names allow [A-Za-z0-9_.-].
+  std::string key_part = st.args.key;
+  std::replace(key_part.begin(), key_part.end(), '/', '.');
+  std::replace(key_part.begin(), key_part.end(), '@', '_');
+  request.name = "corral-" + st.args.cfg.name + "-" + key_part + "-" + suffix;
   if (request.name.size() > 200) request.name = "corral-" + std::string(suffix);
   st.container_name = request.name;
   if (st.args.cfg.before_create_for_tests) st.args.cfg.before_create_for_tests(st.args.plan);

@@ -14,14 +14,25 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <caf/fwd.hpp>
 
+#include "actors/policy_file.hpp"
 #include "messages/interfaces.hpp"
 
 namespace corral::actors {
 
+// Principals: a client names its principal in the hello handshake (hello_atom, version,
+// principal); every later request of that client (its CAF node) acts as that principal. Keys
+// are per principal ("session-42" of alice is "alice/session-42" to the supervisor); other
+// principals get not_found and see nothing of it. Admins see and manage everyone's and may
+// name another principal's sandbox as PRINCIPAL/KEY. A principal is a namespace and a quota,
+// not a boundary against a hostile certificate holder (README: the threat model).
 struct facade_options {
+  // What one principal may hold at once: sandboxes, running execs, queued execs.
+  principal_budget per_principal;
+  std::vector<std::string> admins;
   // Receives one JSON line (no newline) per acquire, exec, release, release_all and prune:
   // time, principal, peer, operation, key, the decision and the result. Empty: no audit.
   std::function<void(const std::string&)> audit;

@@ -1,4 +1,5 @@
 #include "actors/policy.hpp"
+#include "actors/spec_record.hpp"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -557,12 +558,33 @@ caf::error verify_workspace_mount(const workspace_identity& checked, int64_t pid
   return {};
 }
 
-caf::error check_key(std::string_view key) {
-  const bool ok = !key.empty() && key.size() <= 128 &&
-                  std::isalnum(static_cast<unsigned char>(key[0])) &&
-                  std::all_of(key.begin(), key.end(), [](unsigned char c) {
-                    return std::isalnum(c) || c == '_' || c == '.' || c == '-';
+caf::error check_principal_name(std::string_view name) {
+  const bool ok = !name.empty() && name.size() <= 64 &&
+                  std::isalnum(static_cast<unsigned char>(name[0])) &&
+                  std::all_of(name.begin(), name.end(), [](unsigned char c) {
+                    return std::isalnum(c) || c == '_' || c == '.' || c == '-' || c == '@';
                   });
+  if (!ok) {
+    return make_error(corral_errc::invalid_request,
+                      "principal " + shown(name) +
+                          " is invalid: 1-64 characters of letters, digits, '_', '.', '-', '@', "
+                          "starting with a letter or digit");
+  }
+  return {};
+}
+
+caf::error check_key(std::string_view key) {
+  auto plain_key_ok = [](std::string_view k) {
+    return !k.empty() && k.size() <= 128 && std::isalnum(static_cast<unsigned char>(k[0])) &&
+           std::all_of(k.begin(), k.end(), [](unsigned char c) {
+             return std::isalnum(c) || c == '_' || c == '.' || c == '-';
+           });
+  };
+  // A node's keys are per principal: "alice/session-42" (the facade adds the prefix).
+  bool ok = plain_key_ok(key);
+  if (const auto slash = key.find('/'); !ok && slash != std::string_view::npos) {
+    ok = !check_principal_name(key.substr(0, slash)) && plain_key_ok(key.substr(slash + 1));
+  }
   if (!ok) {
     return make_error(corral_errc::invalid_request,
                       "sandbox key " + shown(key) +
@@ -877,10 +899,14 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
   plan.idle_limit = spec.idle_limit.count() > 0 ? to_ms(spec.idle_limit) : pol.defaults.idle;
   plan.setup_command = spec.setup_command;
 
-  plan.spec_hash = fingerprint(caf::deep_to_string(spec));
+  plan.spec_record = encode(make_spec_record(spec, cfg.spec_secret));
+  plan.spec_hash = fingerprint(plan.spec_record);
   c.labels[label_managed_by] = "corral";
   c.labels[label_runtime] = cfg.name;
   c.labels[label_key] = key;
+  if (const auto slash = key.find('/'); slash != std::string::npos)
+    c.labels[label_principal] = key.substr(0, slash);
+  c.labels[label_spec] = plan.spec_record;
   c.labels[label_created_at] = std::to_string(now_ms);
   c.labels[label_spec_hash] = plan.spec_hash;
   c.stop_signal = "SIGTERM";

@@ -30,6 +30,11 @@ inline constexpr const char* label_runtime = "corral.runtime";
 inline constexpr const char* label_key = "corral.key";
 inline constexpr const char* label_created_at = "corral.created-at";
 inline constexpr const char* label_spec_hash = "corral.spec-hash";
+// Per-field digests of the spec (actors/spec_record.hpp): an acquire with another spec names
+// the fields that differ.
+inline constexpr const char* label_spec = "corral.spec";
+// The principal whose key this is ("alice" of key "alice/session-42"); none for the embedder's.
+inline constexpr const char* label_principal = "corral.principal";
 
 // The workspace directory as it was checked: the container actor compares the mount the
 // engine made against it before anything else runs in the sandbox.
@@ -52,6 +57,7 @@ struct sandbox_plan {
   std::chrono::milliseconds lifetime{0};
   std::chrono::milliseconds idle_limit{0};
   std::string spec_hash;
+  std::string spec_record;  // encoded, as in the corral.spec label
 };
 
 struct exec_plan {
@@ -93,7 +99,11 @@ caf::error verify_workspace_mount(const workspace_identity& checked, int64_t pid
 
 // -- the rest --------------------------------------------------------------------------------
 
+// A sandbox key: KEY, or PRINCIPAL/KEY for a principal's (the facade scopes a node's keys).
 caf::error check_key(std::string_view key);
+
+// A principal's name, as a client gives it in the hello handshake and as a key's prefix.
+caf::error check_principal_name(std::string_view name);
 caf::error check_image_reference(std::string_view image);
 // Prefix-boundary allowlist: an entry ending in '/', ':' or '@' is a prefix, any other entry a
 // repository (any tag or digest of it); "*" allows any image; an empty list none.

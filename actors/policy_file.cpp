@@ -342,11 +342,14 @@ std::string check_env_key(std::string& s) {
 }
 
 std::string check_principal(std::string& s) {
-  if (s.empty() || s.size() > 256) return "a principal has 1 to 256 characters";
-  for (unsigned char c : s) {
-    if (std::isspace(c)) return json_quoted(s) + " contains white space";
-  }
-  return {};
+  const bool ok = !s.empty() && s.size() <= 64 && std::isalnum(static_cast<unsigned char>(s[0])) &&
+                  std::all_of(s.begin(), s.end(), [](unsigned char c) {
+                    return std::isalnum(c) || c == '_' || c == '.' || c == '-' || c == '@';
+                  });
+  return ok ? std::string()
+            : json_quoted(s) +
+                  " is not a principal: 1-64 letters, digits, '_', '.', '-', '@', starting with a "
+                  "letter or digit";
 }
 
 std::string check_root_path(const std::string& s) {

@@ -72,7 +72,7 @@ struct policy_budget {
   bool operator==(const policy_budget&) const = default;
 };
 
-// What one principal holds at once. Parsed and validated; enforced once principals exist.
+// What one principal holds at once (a node's facade enforces it, actors/facade.hpp).
 struct principal_budget {
   uint64_t sandboxes = 16;
   uint64_t execs = 32;
@@ -100,7 +100,8 @@ struct policy {
   principal_budget per_principal;
   // The lifetime of a `corral run` sandbox that asks for none: an abandoned one ends by itself.
   std::chrono::milliseconds run_lifetime = std::chrono::hours(1);
-  // Principals allowed to manage the node. Parsed and validated; used once principals exist.
+  // Principals who see and manage every principal's sandboxes (ls, rm --all, prune, and
+  // PRINCIPAL/KEY for one sandbox).
   std::vector<std::string> admins;
 
   // `corral node` without a policy file: no workspaces, no root, no capabilities, no writable

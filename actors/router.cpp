@@ -139,7 +139,15 @@ void connect(self_ptr self, std::size_t index) {
             }
             n.handle = caf::actor_cast<supervisor_actor>(ptr);
             self->monitor(n.handle);
-            learn(self, index, done);
+            // Who this router speaks for (the node scopes keys by it), then what it holds.
+            self->request(n.handle, self->state.options.connect_timeout, hello_atom_v,
+                          protocol_version, self->state.options.principal)
+                .then(
+                    [self, index, done](int32_t, const std::string&) { learn(self, index, done); },
+                    [self, index, done](const caf::error&) {
+                      self->state.nodes[index].handle = nullptr;
+                      done();
+                    });
           },
           [done](const caf::error&) { done(); });
 }
@@ -431,6 +439,10 @@ router_impl_actor::behavior_type router_impl(self_ptr self, router_options optio
         return rp;
       },
       [](hello_atom, int32_t) -> caf::result<int32_t, std::string> {
+        return caf::make_result(protocol_version, std::string(corral_version));
+      },
+      // The router's own callers are this process's: the nodes see the router's principal.
+      [](hello_atom, int32_t, const std::string&) -> caf::result<int32_t, std::string> {
         return caf::make_result(protocol_version, std::string(corral_version));
       },
       [self](resubscribe_atom) {

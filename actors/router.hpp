@@ -23,6 +23,7 @@ struct node_endpoint {
 
 struct router_options {
   std::vector<node_endpoint> nodes;
+  std::string principal;  // named to every node in the hello handshake
   std::chrono::milliseconds connect_timeout{std::chrono::seconds(2)};
   std::chrono::milliseconds reconnect_interval{std::chrono::seconds(1)};
   std::chrono::milliseconds request_timeout{std::chrono::minutes(2)};

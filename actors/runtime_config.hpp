@@ -38,6 +38,11 @@ struct runtime_config {
   std::size_t max_env_bytes = 256 << 10;
   std::size_t max_stdin_bytes = 64 << 20;
 
+  // The HMAC key of environment values in a sandbox's spec record (actors/spec_record.hpp).
+  // Empty: the supervisor loads it from spec_secret_path (root) or makes one for the process.
+  std::string spec_secret;
+  std::string spec_secret_path;  // a node keeps it beside its TLS material
+
   // The engine's data root (dockerd --data-root): never a workspace, nor any directory above.
   std::string engine_data_root = "/var/lib/docker";
 

@@ -15,6 +15,7 @@
 #include "actors/engine_errors.hpp"
 #include "actors/pending_calls.hpp"
 #include "actors/policy.hpp"
+#include "actors/spec_record.hpp"
 #include "actors/supervisor_seams.hpp"
 #include "actors/units.hpp"
 #include "docker/client.hpp"
@@ -37,6 +38,7 @@ struct entry {
   sandbox_info info;
   std::chrono::milliseconds idle_limit{0};
   int64_t memory = 0;  // its memory limit, counted against budget.memory while live
+  spec_record asked;   // what its creator asked for, per field (empty: not known)
 };
 
 struct supervisor_state {
@@ -253,6 +255,7 @@ void spawn_entry(self_ptr self, const std::string& key, sandbox_plan plan, std::
   const auto idle = plan.idle_limit;
   args.plan = std::move(plan);
   entry e;
+  e.asked = decode_spec_record(args.plan.spec_record);
   e.idle_limit = idle;
   e.memory = args.plan.create.host.memory;
   st.memory_in_use += e.memory;
@@ -281,6 +284,8 @@ void adopt_one(self_ptr self, const docker::container_summary& c, const std::str
   plan.create.image = c.image;
   // Counted at the ceiling until the container actor's inspect says what it has.
   plan.create.host.memory = pol.limits.memory;
+  if (auto record = c.labels.find(label_spec); record != c.labels.end())
+    plan.spec_record = record->second;
   spawn_entry(self, key, std::move(plan), c.id);
   auto& info = st.sandboxes[key].info;
   info.container_id = c.id;
@@ -433,6 +438,19 @@ void do_acquire(self_ptr self, caf::typed_response_promise<sandbox_info> rp, con
   if (auto it = st.sandboxes.find(key); it != st.sandboxes.end()) {
     if (it->second.handle && !is_terminal(it->second.info.status) &&
         it->second.info.status != sandbox_status::stopping) {
+      // Never another caller's spec: one who asks for something else is told what differs.
+      if (!it->second.asked.empty()) {
+        const auto differ =
+            differing_fields(it->second.asked, make_spec_record(spec, st.cfg.spec_secret));
+        if (!differ.empty()) {
+          std::string fields;
+          for (const auto& f : differ) fields += (fields.empty() ? "" : ", ") + f;
+          return void(rp.deliver(make_error(
+              corral_errc::conflict,
+              "sandbox " + key + " exists with another spec; these fields differ: " + fields +
+                  " (release it first, or ask for the same)")));
+        }
+      }
       it->second.info.last_used_ms = now_ms();
       return acquire_from(self, rp, key, spec, attempt);
     }
@@ -584,6 +602,7 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.make_container = std::move(make);
+  if (st.cfg.spec_secret.empty()) st.cfg.spec_secret = load_spec_secret(st.cfg.spec_secret_path);
   st.stats.runtime_name = st.cfg.name;
   st.stats.capacity = st.cfg.policy.budget.sandboxes;
   if (st.cfg.socket_path.empty()) {
@@ -775,6 +794,10 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
         return rp;
       },
       [](hello_atom, int32_t) -> caf::result<int32_t, std::string> {
+        return caf::make_result(protocol_version, std::string(corral_version));
+      },
+      // In-process callers are the embedder's: one namespace, no principals.
+      [](hello_atom, int32_t, const std::string&) -> caf::result<int32_t, std::string> {
         return caf::make_result(protocol_version, std::string(corral_version));
       },
       [self](resume_atom, continuation& step) { step.run(); },

@@ -330,6 +330,11 @@ void describe(CLI::App& app, command_line& cl) {
                  "several, comma-separated, spread sandboxes over the nodes")
       ->type_name("HOST:PORT[,...]")
       ->envname("CORRAL_NODE");
+  app.add_option("--principal", cl.target.principal,
+                 "with --node: who this client speaks for (keys, quotas and the audit are per "
+                 "principal; default: the CN of the client certificate, else the user's name)")
+      ->type_name("NAME")
+      ->envname("CORRAL_PRINCIPAL");
   app.add_option("--policy", cl.policy_file,
                  "the operator's policy (JSON) for the embedded runtime or `corral node` "
                  "(default: /etc/corral/policy.json if it exists, else the built-in one)")
@@ -353,7 +358,7 @@ void describe(CLI::App& app, command_line& cl) {
     sub->set_help_flag("-h,--help", "print this help")->group("Flags");
     sub->option_defaults()->group("Flags");
     sub->footer(
-        "Global flags (--runtime, --node, --policy, --tls-cert/--tls-key/--tls-ca/--tls-dir) go before or\n"
+        "Global flags (--runtime, --node, --principal, --policy, --tls-*) go before or\n"
         "after the command: see `corral --help`.\n");
     c.flags(*sub, cl);
   }

@@ -147,6 +147,10 @@ int run_node(const node_options& options) {
   runtime.policy = options.policy;
   runtime.keep_sandboxes_on_shutdown = options.keep_sandboxes;
   runtime.shutdown_grace = options.grace;
+  // Beside the node's CA: the key of the spec records' env digests, kept across restarts so
+  // that an adopted sandbox's record still compares.
+  runtime.spec_secret_path =
+      (options.tls.dir.empty() ? std::string(default_tls_dir) : options.tls.dir) + "/spec.key";
   std::shared_ptr<audit_file> audit;
   if (!options.audit_log.empty()) {
     audit = std::make_shared<audit_file>(options.audit_log);
@@ -158,6 +162,13 @@ int run_node(const node_options& options) {
   auto sup = actors::spawn_supervisor(sys, runtime);
   // Peers reach the facade only: the supervisor's internal messages stay internal.
   actors::facade_options face;
+  face.per_principal = runtime.policy.per_principal;
+  // A share as large as the whole budget binds nothing: the budget's own refusal names it.
+  if (face.per_principal.sandboxes >= runtime.policy.budget.sandboxes)
+    face.per_principal.sandboxes = UINT64_MAX;
+  if (face.per_principal.execs >= runtime.policy.budget.execs)
+    face.per_principal.execs = UINT64_MAX;
+  face.admins = runtime.policy.admins;
   if (audit) face.audit = [audit](const std::string& line) { audit->write(line); };
   face.dropped = [&log](const std::string& what) { log.debug(what); };
   auto counters = std::make_shared<actors::facade_counters>();

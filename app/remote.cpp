@@ -1,9 +1,14 @@
 #include "app/remote.hpp"
 
+#include <pwd.h>
+#include <unistd.h>
+#include <cctype>
+
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
 #include "actors/supervisor.hpp"
+#include "app/tls_material.hpp"
 #include "messages/errors.hpp"
 
 namespace corral::app {
@@ -32,9 +37,26 @@ caf::expected<node_address> parse_node_address(const std::string& text, bool all
   return out;
 }
 
+std::string default_principal(const std::string& certificate_path) {
+  if (!certificate_path.empty()) {
+    // A CN made by hand (an openssl recipe) may hold what a principal may not: made valid,
+    // "corral test client" is "corral_test_client".
+    auto cn = certificate_common_name(certificate_path);
+    for (auto& c : cn) {
+      const auto u = static_cast<unsigned char>(c);
+      if (!std::isalnum(u) && c != '_' && c != '.' && c != '-' && c != '@') c = '_';
+    }
+    if (cn.size() > 64) cn.resize(64);
+    if (!cn.empty() && std::isalnum(static_cast<unsigned char>(cn[0]))) return cn;
+  }
+  if (const auto* pw = ::getpwuid(::geteuid()); pw && pw->pw_name) return pw->pw_name;
+  return "uid-" + std::to_string(::geteuid());
+}
+
 caf::expected<messages::supervisor_actor> connect_node(caf::scoped_actor& self,
                                                        const node_address& where,
-                                                       std::chrono::milliseconds timeout) {
+                                                       std::chrono::milliseconds timeout,
+                                                       const std::string& principal) {
   const std::string place = where.host + ":" + std::to_string(where.port);
   caf::expected<caf::strong_actor_ptr> found{caf::error{}};
   std::set<std::string> interface;
@@ -61,13 +83,27 @@ caf::expected<messages::supervisor_actor> connect_node(caf::scoped_actor& self,
   caf::error failure;
   int32_t node_protocol = -1;
   std::string node_version;
-  self->request(untyped, timeout, messages::hello_atom_v, messages::protocol_version)
+  self->request(untyped, timeout, messages::hello_atom_v, messages::protocol_version, principal)
       .receive(
           [&](int32_t protocol, std::string& version) {
             node_protocol = protocol;
             node_version = std::move(version);
           },
           [&](caf::error& err) { failure = std::move(err); });
+  // The node refused the principal: its own words.
+  if (failure && failure.category() == caf::atom(messages::error_category_name)) return failure;
+  if (failure) {
+    // A node of protocol 2 knows only the version-only hello: ask it, to name both versions.
+    caf::error again;
+    self->request(untyped, timeout, messages::hello_atom_v, messages::protocol_version)
+        .receive(
+            [&](int32_t protocol, std::string& version) {
+              node_protocol = protocol;
+              node_version = std::move(version);
+            },
+            [&](caf::error& err) { again = std::move(err); });
+    if (!again) failure = caf::error{};
+  }
   if (failure) {
     return make_error(corral_errc::version_mismatch,
                       "the service at " + place + " does not speak corral's protocol (" +

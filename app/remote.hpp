@@ -25,8 +25,14 @@ caf::expected<node_address> parse_node_address(const std::string& text,
 // Connects through the middleman actor with a deadline (CAF's blocking remote_actor has
 // none), checks the node's typed interface, and shakes hands on the protocol version: a
 // mismatch is an error naming both versions.
+// `principal` is who this client speaks for (the node scopes keys, quotas and the audit by it).
 caf::expected<messages::supervisor_actor> connect_node(caf::scoped_actor& self,
                                                        const node_address& where,
-                                                       std::chrono::milliseconds timeout);
+                                                       std::chrono::milliseconds timeout,
+                                                       const std::string& principal);
+
+// Who a client is when it does not say (--principal): the CN of its client certificate (what
+// `corral node issue-cert NAME` wrote), else the local user's name.
+std::string default_principal(const std::string& certificate_path);
 
 }  // namespace corral::app

@@ -110,15 +110,18 @@ int with_session(const runtime_target& target, const std::function<int(session&)
     }
     transport = *spawned;
   }
+  const auto principal =
+      target.principal.empty() ? default_principal(tls.certificate) : target.principal;
   caf::scoped_actor self{sys};
   messages::supervisor_actor sup;
   if (nodes.size() == 1) {
-    auto connected = connect_node(self, nodes.front(), std::chrono::seconds(2));
+    auto connected = connect_node(self, nodes.front(), std::chrono::seconds(2), principal);
     if (!connected) return fail(connected.error());
     sup = *connected;
   } else if (remote) {
     actors::router_options options;
     for (const auto& n : nodes) options.nodes.push_back({n.host, n.port});
+    options.principal = principal;
     sup = actors::spawn_router(sys, options);
   } else {
     actors::runtime_config runtime;

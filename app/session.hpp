@@ -26,6 +26,8 @@ struct runtime_target {
   std::string runtime = "local";  // runtime name in the labels of an embedded runtime
   std::string nodes;              // "HOST:PORT[,HOST:PORT...]"; empty: embedded
   tls_options tls;                // --tls-*: for the connections to the nodes
+  // Who this client speaks for at the nodes (--principal); empty: default_principal().
+  std::string principal;
   // What the embedded runtime allows (app/commands.cpp reads it); a node has its own.
   actors::policy policy = actors::policy::embedded_default();
 };

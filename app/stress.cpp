@@ -465,7 +465,8 @@ bool report_connects(const node_address& where, const tls_options& tls) {
     }
     caf::scoped_actor self{sys};
     const auto start = std::chrono::steady_clock::now();
-    auto connected = connect_node(self, where, std::chrono::seconds(2));
+    auto connected =
+        connect_node(self, where, std::chrono::seconds(2), default_principal(tls.certificate));
     if (!connected) {
       std::fprintf(stderr, "corral stress: %s\n", describe(connected.error()).c_str());
       return false;
@@ -571,7 +572,8 @@ int run_stress(const stress_options& options_in) {
       rc.max_execs_per_sandbox = 16;
       sup = actors::spawn_supervisor(sys, rc);
     } else {
-      auto connected = connect_node(self, *where, std::chrono::seconds(2));
+      auto connected = connect_node(self, *where, std::chrono::seconds(2),
+                                    default_principal(tls.certificate));
       if (!connected) {
         std::fprintf(stderr, "corral stress: %s\n", describe(connected.error()).c_str());
         return exit_code::error;

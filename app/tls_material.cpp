@@ -24,6 +24,9 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "actors/policy.hpp"
+#include "messages/errors.hpp"
+
 namespace corral::app {
 
 namespace {
@@ -310,12 +313,23 @@ tls_options client_tls(const tls_options& given, std::string& why) {
   return files;
 }
 
+std::string certificate_common_name(const std::string& cert_path) {
+  auto* file = std::fopen(cert_path.c_str(), "r");
+  if (!file) return {};
+  X509* cert = PEM_read_X509(file, nullptr, nullptr, nullptr);
+  std::fclose(file);
+  if (!cert) return {};
+  char cn[256] = {};
+  const int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn,
+                                          static_cast<int>(sizeof cn));
+  X509_free(cert);
+  return n > 0 ? std::string(cn, static_cast<std::size_t>(n)) : std::string();
+}
+
 std::string issue_client_certificate(const std::string& ca_dir, const std::string& name,
                                      const std::string& out_dir, int days) {
-  if (name.empty() || name.size() > 64) return "a certificate's NAME has 1 to 64 characters";
-  for (unsigned char c : name)
-    if (c < 0x20 || c == 0x7f || c == '/' || c == '\\' || c == ',' || c == '=' || c == '+')
-      return "NAME '" + name + "' may not hold control characters or / \\ , = +";
+  // The CN is the holder's principal by default (app/session.cpp): a valid principal's name.
+  if (auto err = actors::check_principal_name(name)) return "NAME: " + messages::describe(err);
   auto [ca, e] = read_ca(ca_dir);
   if (!e.empty())
     return e + " (the CA lives in the node's --tls-dir, default " + std::string(default_tls_dir) +

@@ -39,6 +39,9 @@ tls_options node_tls(const tls_options& given, const std::string& listen_host, s
 // they cannot be read; `why` then says what was looked for (empty if nothing was).
 tls_options client_tls(const tls_options& given, std::string& why);
 
+// The subject's CN of the PEM certificate at `cert_path`; empty if it cannot be read.
+std::string certificate_common_name(const std::string& cert_path);
+
 // Writes a client certificate for NAME (the subject's CN), signed by the CA of `ca_dir`,
 // into `out_dir` (made 0700 if missing) as client.pem, client.key (0600) and ca.pem, valid
 // for `days`. Refuses to overwrite. Returns what is wrong, or empty.

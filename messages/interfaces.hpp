@@ -27,7 +27,7 @@ CAF_ADD_ATOM(corral, corral::messages, hello_atom, "hello")
 namespace corral::messages {
 
 // The protocol's version: a client and a node must agree on it (hello_atom).
-inline constexpr int32_t protocol_version = 2;
+inline constexpr int32_t protocol_version = 3;
 
 // What a release does with execs still running.
 enum class release_mode : uint8_t { wait_for_execs, cancel_execs };
@@ -45,8 +45,12 @@ using supervisor_actor = caf::typed_actor<
     caf::replies_to<stats_atom>::with<runtime_stats>,
     // Prune now: idle longer than the first span or older than the second (zero: no limit).
     caf::replies_to<prune_atom, caf::timespan, caf::timespan>::with<std::vector<std::string>>,
-    // Version handshake: the caller's protocol version; the reply is the node's.
-    caf::replies_to<hello_atom, int32_t>::with<int32_t, std::string>>;
+    // Version handshake: the caller's protocol version; the reply is the node's (and its
+    // corral version). Kept from protocol 2 so that old clients can name both versions.
+    caf::replies_to<hello_atom, int32_t>::with<int32_t, std::string>,
+    // Protocol 3: the caller's version and principal (a node's keys, quotas, ownership and
+    // audit are per principal, actors/facade.hpp); the reply as above.
+    caf::replies_to<hello_atom, int32_t, std::string>::with<int32_t, std::string>>;
 
 // One container, owned for its whole life.
 using container_actor =

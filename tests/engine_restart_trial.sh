@@ -324,11 +324,19 @@ for phase in "${phase_list[@]}"; do
     phase_hung=$((phase_hung + 1))
   fi
   # Everything on the private engine is the trial's: all of it counts. A container the engine
-  # is still removing (state `removing`, its DELETE answered by nobody yet) is given a bounded
-  # while to finish; whatever is left after it is leaked.
-  deadline=$((SECONDS + 20))
+  # is still removing (state `removing`: the engine works on a DELETE, slowly on 2 busy cores
+  # right after its restart) is given a bounded while to finish; whatever is left is leaked.
+  t_removing=${SECONDS}
+  deadline=$((SECONDS + 60))
   while [[ -n $(docker ps -aq --filter status=removing) ]] && ((SECONDS < deadline)); do sleep 0.5; done
+  ((SECONDS - t_removing < 2)) || tlog "phase ${phase}: the engine took $((SECONDS - t_removing)) s to finish removals in progress"
   leaked=$(docker ps -aq | wc -l)
+  if ((leaked > 0)); then
+    for id in $(docker ps -aq); do
+      tlog "phase ${phase}: what the engine logged of ${id}:"
+      grep -F "${id}" "${ENGINE_DIR}/dockerd.log" 2>/dev/null | tail -n 5 >&2 || true
+    done
+  fi
   if ((leaked > 0)); then
     tlog "phase ${phase}: LEAKED after the stop: $(docker ps -a --format '{{.ID}} {{.State}} {{.Label "corral.runtime"}} {{.Label "corral.key"}}' | paste -sd, -)"
   fi

@@ -55,7 +55,8 @@ TEST_CASE("sandboxes outlive the client processes that made them", "[node][cli]"
   INFO(created);
   REQUIRE(created.code == 0);
   CHECK(contains(created.out, "box-1"));
-  CHECK(f.engine.keys(node.name()) == std::set<std::string>{"box-1"});
+  // Keys are per principal: root's (the local client certificate's CN) "box-1".
+  CHECK(f.engine.keys(node.name()) == std::set<std::string>{"root/box-1"});
 
   const auto wrote = cli({"exec", "box-1", "--", "sh", "-c", "echo kept > /tmp/f"});
   INFO(wrote);

@@ -38,24 +38,6 @@ std::size_t open_fds(pid_t pid) {
   return n;
 }
 
-std::vector<std::string> lines_of(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<std::string> out;
-  for (std::string line; std::getline(in, line);) out.push_back(line);
-  return out;
-}
-
-std::size_t count_with(const std::vector<std::string>& lines,
-                       std::initializer_list<std::string_view> needles) {
-  std::size_t n = 0;
-  for (const auto& line : lines) {
-    bool all = true;
-    for (auto needle : needles) all = all && contains(line, needle);
-    n += all;
-  }
-  return n;
-}
-
 }  // namespace
 
 TEST_CASE("a raw peer's internal messages reach nothing and the node keeps serving",
@@ -70,7 +52,7 @@ TEST_CASE("a raw peer's internal messages reach nothing and the node keeps servi
   caf::actor_system sys{cfg};
   auto transport = tls_client(sys);
   caf::scoped_actor self{sys};
-  auto sup = app::connect_node(self, {"127.0.0.1", node.port()}, 2000ms);
+  auto sup = app::connect_node(self, {"127.0.0.1", node.port()}, 2000ms, "tester");
   REQUIRE(what(sup) == "ok");
   auto info = ask<sandbox_info>(self, *sup, caf::timespan{60s}, acquire_atom_v, std::string("k"),
                                 sandbox_spec{});

@@ -208,7 +208,7 @@ TEST_CASE("huge and ill-typed requests are refused and the node keeps serving", 
   caf::actor_system sys{cfg};
   auto transport = tls_client(sys);
   caf::scoped_actor self{sys};
-  auto sup = app::connect_node(self, {"127.0.0.1", node.port()}, 2000ms);
+  auto sup = app::connect_node(self, {"127.0.0.1", node.port()}, 2000ms, "tester");
   REQUIRE(what(sup) == "ok");
 
   auto info = ask<sandbox_info>(self, *sup, caf::timespan{60s}, acquire_atom_v, std::string("big"),
@@ -242,7 +242,7 @@ TEST_CASE("huge and ill-typed requests are refused and the node keeps serving", 
     auto r = ask<std::string>(self, untyped, caf::timespan{10s}, std::string("hello?"));
     REQUIRE_FALSE(r);
     CHECK(r.error() == caf::sec::unexpected_message);
-    auto hello = app::connect_node(self, {"127.0.0.1", node.port()}, 2000ms);
+    auto hello = app::connect_node(self, {"127.0.0.1", node.port()}, 2000ms, "tester");
     CHECK(what(hello) == "ok");
   }
 
@@ -266,7 +266,7 @@ TEST_CASE("a run whose client dies mid-exec: the node releases its sandbox", "[n
   caf::actor_system sys{cfg};
   auto transport = tls_client(sys);
   caf::scoped_actor self{sys};
-  auto sup = app::connect_node(self, {"127.0.0.1", node.port()}, 2000ms);
+  auto sup = app::connect_node(self, {"127.0.0.1", node.port()}, 2000ms, "tester");
   REQUIRE(what(sup) == "ok");
   auto running = [&] {
     auto stats = ask<runtime_stats>(self, *sup, caf::timespan{10s}, stats_atom_v);

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -413,6 +414,16 @@ class engine_view {
     return out;
   }
 
+  // The keys of `principal`'s sandboxes of `runtime`, without the "PRINCIPAL/" a node adds.
+  std::set<std::string> keys(const std::string& runtime, const std::string& principal) {
+    std::set<std::string> out;
+    const auto prefix = principal + "/";
+    for (const auto& key : keys(runtime)) {
+      if (key.rfind(prefix, 0) == 0) out.insert(key.substr(prefix.size()));
+    }
+    return out;
+  }
+
   // Removes every container of `runtime`; returns how many there were.
   std::size_t remove_all(const std::string& runtime) {
     auto listed = containers(runtime);
@@ -517,6 +528,40 @@ caf::expected<T> ask(caf::scoped_actor& self, const Handle& dest, caf::timespan 
 template <class T>
 std::string what(const caf::expected<T>& x) {
   return x ? std::string("ok") : messages::describe(x.error());
+}
+
+// A policy (or any) file, removed at the end of the test.
+struct temp_file {
+  std::string path;
+  explicit temp_file(const std::string& text)
+      : path("/tmp/corral-node-policy-" + std::to_string(::getpid()) + "-" +
+             std::to_string(counter++) + ".json") {
+    std::ofstream(path) << text;
+  }
+  ~temp_file() { std::remove(path.c_str()); }
+  temp_file(const temp_file&) = delete;
+  temp_file& operator=(const temp_file&) = delete;
+  static inline int counter = 0;
+};
+
+// The lines of a file (an audit log).
+inline std::vector<std::string> lines_of(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::string> out;
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+// How many of `lines` hold every one of `needles`.
+inline std::size_t count_with(const std::vector<std::string>& lines,
+                              std::initializer_list<std::string_view> needles) {
+  std::size_t n = 0;
+  for (const auto& line : lines) {
+    bool all = true;
+    for (auto needle : needles) all = all && contains(line, needle);
+    n += all;
+  }
+  return n;
 }
 
 }  // namespace corral::node_tests

@@ -11,24 +11,6 @@
 
 using namespace corral::node_tests;
 
-namespace {
-
-// A file removed at the end of the test.
-struct temp_file {
-  std::string path;
-  explicit temp_file(const std::string& text)
-      : path("/tmp/corral-node-policy-" + std::to_string(::getpid()) + "-" +
-             std::to_string(counter++) + ".json") {
-    std::ofstream(path) << text;
-  }
-  ~temp_file() { std::remove(path.c_str()); }
-  temp_file(const temp_file&) = delete;
-  temp_file& operator=(const temp_file&) = delete;
-  static inline int counter = 0;
-};
-
-}  // namespace
-
 TEST_CASE("a node with a bad policy file does not start", "[node][policy]") {
   node_fixture f;
   temp_file bad("{\n  \"limits\": {\n    \"memory\": \"2x\"\n  }\n}\n");

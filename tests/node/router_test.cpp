@@ -52,13 +52,16 @@ TEST_CASE("a router spreads keys over three nodes, survives one dying and takes 
   node_fixture f;
   std::vector<std::string> names = {f.name("n1"), f.name("n2"), f.name("n3")};
   std::vector<node_process*> nodes;
-  for (const auto& name : names) nodes.push_back(&f.start(name));
+  // 60 keys of one principal over three nodes: more than a principal's default share of one.
+  temp_file policy(R"({"per_principal": {"sandboxes": 64}})");
+  for (const auto& name : names) nodes.push_back(&f.start(name, {"--policy", policy.path}));
 
   net_config cfg;
   caf::actor_system sys{cfg};
   auto transport = tls_client(sys);
   caf::scoped_actor self{sys};
   actors::router_options options;
+  options.principal = "tester";
   for (auto* n : nodes) options.nodes.push_back({"127.0.0.1", n->port()});
   options.request_timeout = std::chrono::seconds(60);
   auto router = actors::spawn_router(sys, options);
@@ -79,7 +82,7 @@ TEST_CASE("a router spreads keys over three nodes, survives one dying and takes 
   std::vector<std::set<std::string>> held;
   std::size_t total = 0;
   for (const auto& name : names) {
-    held.push_back(f.engine.keys(name));
+    held.push_back(f.engine.keys(name, "tester"));
     total += held.back().size();
     INFO(name << " holds " << held.back().size());
     CHECK(held.back().size() >= 10);
@@ -133,17 +136,18 @@ TEST_CASE("a router spreads keys over three nodes, survives one dying and takes 
     CHECK(what(info) == "ok");
   }
   {
-    const auto k1 = f.engine.keys(names[0]);
-    const auto k3 = f.engine.keys(names[2]);
+    const auto k1 = f.engine.keys(names[0], "tester");
+    const auto k3 = f.engine.keys(names[2], "tester");
     for (const auto& key : fresh) {
       INFO(key);
       CHECK((k1.count(key) + k3.count(key)) == 1);
     }
-    CHECK(f.engine.keys(names[1]) == held[1]);  // the dead node's containers are untouched
+    CHECK(f.engine.keys(names[1], "tester") ==
+          held[1]);  // the dead node's containers are untouched
   }
 
   // -- n2 comes back on its port, under its name ------------------------------------------
-  nodes[1] = &f.start(names[1], {}, "127.0.0.1:" + std::to_string(n2_port));
+  nodes[1] = &f.start(names[1], {"--policy", policy.path}, "127.0.0.1:" + std::to_string(n2_port));
   const auto restarted = steady::now();
   CHECK(eventually(10s, [&] {
     auto info = ask<sandbox_info>(self, router, caf::timespan{5s}, lookup_atom_v, on_n2);

@@ -158,7 +158,7 @@ TEST_CASE("a node given --tls-cert/--tls-key/--tls-ca serves clients of that CA,
     plain_net_config cfg;  // an old corral, or any BASP peer
     caf::actor_system sys{cfg};
     caf::scoped_actor self{sys};
-    auto r = corral::app::connect_node(self, {"127.0.0.1", node.port()}, 2000ms);
+    auto r = corral::app::connect_node(self, {"127.0.0.1", node.port()}, 2000ms, "tester");
     CHECK_FALSE(r);
   }
   check_good("a plain-text client");

@@ -48,6 +48,9 @@ supervisor_actor::behavior_type future_node() {
       [](hello_atom, int32_t) -> caf::result<int32_t, std::string> {
         return caf::make_result(int32_t{99}, std::string("9.9.9"));
       },
+      [](hello_atom, int32_t, const std::string&) -> caf::result<int32_t, std::string> {
+        return caf::make_result(int32_t{99}, std::string("9.9.9"));
+      },
   };
 }
 
@@ -277,7 +280,7 @@ TEST_CASE("connect_node names both versions when the node speaks another protoco
   const auto port = net.publish(net.server.spawn(future_node));
   caf::scoped_actor self{net.client};
   const auto start = steady::now();
-  auto connected = app::connect_node(self, {"127.0.0.1", port}, 2000ms);
+  auto connected = app::connect_node(self, {"127.0.0.1", port}, 2000ms, "tester");
   CHECK(since(start) < 3s);
   REQUIRE_FALSE(connected);
   const auto text = describe(connected.error());
@@ -296,7 +299,7 @@ TEST_CASE("connect_node refuses a service of another interface quickly", "[node]
     const auto port = net.publish(net.server.spawn(echo));
     caf::scoped_actor self{net.client};
     const auto start = steady::now();
-    auto connected = app::connect_node(self, {"127.0.0.1", port}, 2000ms);
+    auto connected = app::connect_node(self, {"127.0.0.1", port}, 2000ms, "tester");
     CHECK(since(start) < 3s);
     REQUIRE_FALSE(connected);
     INFO(describe(connected.error()));
@@ -307,7 +310,7 @@ TEST_CASE("connect_node refuses a service of another interface quickly", "[node]
     const auto port = net.publish(net.server.spawn(silent));
     caf::scoped_actor self{net.client};
     const auto start = steady::now();
-    auto connected = app::connect_node(self, {"127.0.0.1", port}, 1000ms);
+    auto connected = app::connect_node(self, {"127.0.0.1", port}, 1000ms, "tester");
     CHECK(since(start) < 3s);
     REQUIRE_FALSE(connected);
     INFO(describe(connected.error()));
@@ -317,7 +320,7 @@ TEST_CASE("connect_node refuses a service of another interface quickly", "[node]
   SECTION("a closed port") {
     caf::scoped_actor self{net.client};
     const auto start = steady::now();
-    auto connected = app::connect_node(self, {"127.0.0.1", 1}, 2000ms);
+    auto connected = app::connect_node(self, {"127.0.0.1", 1}, 2000ms, "tester");
     CHECK(since(start) < 2s);
     REQUIRE_FALSE(connected);
     CHECK(connected.error() == corral_errc::node_unavailable);

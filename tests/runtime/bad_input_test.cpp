@@ -181,7 +181,7 @@ TEST_CASE_METHOD(runtime_fixture, "unknown, invalid and released keys", "[runtim
   auto bad = exec("../x", {"true"});
   REQUIRE_FALSE(bad);
   CHECK(bad.error() == corral_errc::invalid_request);
-  auto bad_lookup = lookup("a/b");
+  auto bad_lookup = lookup("a/b/c");
   REQUIRE_FALSE(bad_lookup);
   CHECK(bad_lookup.error() == corral_errc::invalid_request);
 

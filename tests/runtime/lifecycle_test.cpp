@@ -149,6 +149,35 @@ TEST_CASE_METHOD(runtime_fixture, "capacity limits live sandboxes", "[runtime][l
   REQUIRE_OK(release_all());
 }
 
+TEST_CASE_METHOD(runtime_fixture,
+                 "an acquire of an existing key with another spec is a conflict naming the fields",
+                 "[runtime][lifecycle][conflict]") {
+  sandbox_spec squatter;
+  squatter.env = {{"TOKEN", "squatters-secret"}};
+  squatter.memory_bytes = 128 << 20;
+  REQUIRE_OK(acquire("session-42", squatter));
+  // The real owner's strict spec never gets the squatter's sandbox.
+  auto strict = acquire("session-42");
+  REQUIRE_FALSE(strict);
+  CHECK(strict.error() == corral_errc::conflict);
+  CHECK(contains(describe(strict.error()), "env.TOKEN, memory"));
+  CHECK_FALSE(contains(describe(strict.error()), "squatters-secret"));
+  // The same spec again is the same sandbox.
+  auto same = acquire("session-42", squatter);
+  REQUIRE_OK(same);
+  // The env value is in no label, in clear or otherwise recognisable.
+  for (const auto& c : containers()) {
+    for (const auto& [name, value] : c.labels) {
+      INFO(name << "=" << value);
+      CHECK_FALSE(contains(value, "squatters-secret"));
+    }
+  }
+  REQUIRE_OK(release("session-42"));
+  // Released, the key is free for any spec.
+  CHECK_OK(acquire("session-42"));
+  REQUIRE_OK(release_all());
+}
+
 TEST_CASE_METHOD(runtime_fixture, "the memory budget sums the live sandboxes' memory",
                  "[runtime][lifecycle]") {
   rt.policy.budget.memory = 100LL << 20;

@@ -122,17 +122,38 @@ msg::exec_request request(std::vector<std::string> argv) {
 
 TEST_CASE("policy: check_key accepts 1-128 safe characters", "[policy]") {
   for (const std::string& key :
-       {"a"s, "k1"s, "agent-7.session_2"s, "A.b-C_d"s, "0"s, std::string(128, 'x')}) {
+       {"a"s, "k1"s, "agent-7.session_2"s, "A.b-C_d"s, "0"s, std::string(128, 'x'),
+        // A principal's, as a node's facade scopes them.
+        "alice/k1"s, "alice@corp.example/session-42"s}) {
     INFO("key: " << key);
     CHECK_FALSE(pol::check_key(key));
   }
 }
 
 TEST_CASE("policy: check_key refuses empty, long, relative and odd keys", "[policy]") {
-  for (const std::string& key :
-       {""s, std::string(129, 'x'), "../x"s, ".."s, "."s, "-x"s, "_x"s, ".hidden"s, "a b"s, "a/b"s,
-        "a\\b"s, "a:b"s, "a\nb"s, "a\0b"s, "\xd0\xba\xd0\xbb\xd1\x8e\xd1\x87"s, "caf\xc3\xa9"s,
-        "a;b"s, "$(x)"s}) {
+  for (const std::string& key : {""s,
+                                 std::string(129, 'x'),
+                                 "../x"s,
+                                 ".."s,
+                                 "."s,
+                                 "-x"s,
+                                 "_x"s,
+                                 ".hidden"s,
+                                 "a b"s,
+                                 "a/b/c"s,
+                                 "/b"s,
+                                 "a/"s,
+                                 "../b"s,
+                                 "a/../b"s,
+                                 "a b/c"s,
+                                 "a\\b"s,
+                                 "a:b"s,
+                                 "a\nb"s,
+                                 "a\0b"s,
+                                 "\xd0\xba\xd0\xbb\xd1\x8e\xd1\x87"s,
+                                 "caf\xc3\xa9"s,
+                                 "a;b"s,
+                                 "$(x)"s}) {
     INFO("key: " << key);
     const auto err = pol::check_key(key);
     CHECK(err == corral_errc::invalid_request);
@@ -289,7 +310,9 @@ TEST_CASE("policy: an empty spec gets exactly the strict defaults", "[policy]") 
   CHECK(h.tmpfs == std::map<std::string, std::string>{
                        {"/tmp", "rw,noexec,nosuid,nodev,size=67108864,uid=1000,gid=1000"}});
 
-  CHECK(c.labels.size() == 5);
+  CHECK(c.labels.size() == 6);
+  CHECK(c.labels.at("corral.spec") == p->spec_record);
+  CHECK(c.labels.count("corral.principal") == 0);  // the embedder's key: no principal
   CHECK(c.labels.at("corral.managed-by") == "corral");
   CHECK(c.labels.at("corral.runtime") == "local");
   CHECK(c.labels.at("corral.key") == "sbx-1");
@@ -364,7 +387,7 @@ TEST_CASE("policy: spec values override the runtime's defaults", "[policy]") {
   CHECK(p->idle_limit == 5min);
   CHECK(p->create.working_dir == "/opt/app");
   CHECK(p->create.labels.at("team") == "a");
-  CHECK(p->create.labels.size() == 6);
+  CHECK(p->create.labels.size() == 7);
 }
 
 // -- plan_sandbox: key and image -------------------------------------------------------------
