@@ -21,6 +21,7 @@ enum class corral_errc : uint8_t {
   engine_error,          // passed through from docker/: the engine refused or failed
   version_mismatch,      // client and node speak different protocol versions
   node_unavailable,      // no corral node answers at the given address
+  name_in_use,           // another live runtime holds this runtime name on the engine
 };
 
 const char* to_string(corral_errc x) noexcept;

@@ -97,6 +97,8 @@ const char* to_string(corral_errc x) noexcept {
       return "version_mismatch";
     case corral_errc::node_unavailable:
       return "node_unavailable";
+    case corral_errc::name_in_use:
+      return "name_in_use";
   }
   return "?";
 }
