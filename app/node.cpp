@@ -9,8 +9,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <thread>
 #include <utility>
+#include <variant>
 
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
@@ -18,10 +20,12 @@
 #include <caf/io/all.hpp>
 
 #include "actors/facade.hpp"
+#include "actors/runtime_lock.hpp"
 #include "actors/supervisor.hpp"
 #include "app/exit_codes.hpp"
 #include "app/tls_listener.hpp"
 #include "app/tls_material.hpp"
+#include "docker/client.hpp"
 #include "docker/json.hpp"
 #include "messages/errors.hpp"
 #include "messages/registration.hpp"
@@ -93,6 +97,29 @@ class audit_file {
   uint64_t failures_ = 0;
 };
 
+// Holds the node's name on its engine for the process's life, or says why it cannot start.
+// Taken before anything else: a node that shares a name with a live one must not adopt, and
+// then remove, the other's sandboxes.
+std::optional<actors::runtime_lock> hold_name(const std::string& name, const std::string& socket,
+                                              node_log& log) {
+  auto taken = actors::lock_runtime_name(socket, name);
+  if (auto* lock = std::get_if<actors::runtime_lock>(&taken)) return std::move(*lock);
+  const auto& refusal = std::get<actors::runtime_lock_refusal>(taken);
+  if (!refusal.held_elsewhere) {
+    log.error("cannot make the runtime name '" + name + "' exclusive on the engine at " + socket +
+              ": " + refusal.reason);
+    return std::nullopt;
+  }
+  const std::string holder = refusal.holder > 0 ? "pid " + std::to_string(refusal.holder)
+                                                : "another process (its pid not visible here)";
+  log.error(messages::describe(messages::make_error(
+      messages::corral_errc::name_in_use,
+      "the runtime name '" + name + "' is held on the engine at " + socket + " by " + holder +
+          " (lock " + refusal.path +
+          "); two runtimes of one name would take each other's sandboxes: pick another --name")));
+  return std::nullopt;
+}
+
 }  // namespace
 
 int issue_cert(const node_options& options) {
@@ -115,6 +142,12 @@ int issue_cert(const node_options& options) {
 
 int run_node(const node_options& options) {
   node_log log(options.log_format, options.log_level);
+  const std::string name = options.name.empty() ? hostname() : options.name;
+  // The lock and the supervisor must mean one engine: the supervisor gets the path locked.
+  const auto resolved = docker::resolve_engine_socket();
+  const std::string socket = resolved ? *resolved : std::string("/var/run/docker.sock");
+  const auto name_lock = hold_name(name, socket, log);
+  if (!name_lock) return exit_code::error;
   // Mutual TLS on every listener: CAF 0.17's protocol cannot keep authenticated peers apart,
   // so only holders of a certificate of the node's CA reach it.
   std::string problem;
@@ -143,7 +176,8 @@ int run_node(const node_options& options) {
   }
 
   actors::runtime_config runtime;
-  runtime.name = options.name.empty() ? hostname() : options.name;
+  runtime.name = name;
+  if (resolved) runtime.socket_path = socket;  // else the supervisor reports why not
   runtime.policy = options.policy;
   runtime.keep_sandboxes_on_shutdown = options.keep_sandboxes;
   runtime.shutdown_grace = options.grace;

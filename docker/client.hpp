@@ -31,7 +31,10 @@ inline constexpr std::string_view min_api_version = "1.41";
 inline constexpr std::string_view max_api_version = "1.43";
 
 struct client_options {
-  http_client_options http;  // http.socket_path: see resolve_engine_socket()
+  // http.socket_path: see resolve_engine_socket(). exec_start, events, container_wait and
+  // image_pull are long-lived: they draw on http.max_stream_connections, and every other
+  // call keeps the rest of http.max_connections to itself.
+  http_client_options http;
 };
 
 // Where the engine listens: DOCKER_HOST (unix:// only), then /var/run/docker.sock, then

@@ -169,6 +169,7 @@ unix_http_client::request_id client::container_wait(const std::string& id, wait_
   auto r = make_request(http_method::post,
                         versioned(container_path(id, std::string("/wait?condition=") + name)));
   r.timeout = timeout;
+  r.long_lived = true;  // until the container reaches the condition
   return http_.send(std::move(r), parse_reply<container_wait_response>(
                                       "POST /containers/{id}/wait", std::move(done),
                                       [](const http_response& resp) {

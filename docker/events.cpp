@@ -25,6 +25,7 @@ unix_http_client::request_id client::events(const events_options& options,
   auto r = make_request(http_method::get, std::move(target));
   // The stream lives until cancelled; its deadline is the far future, not the default.
   r.timeout = std::chrono::hours(24 * 365);
+  r.long_lived = true;
 
   auto lines = std::make_shared<json_lines_splitter>(
       [on_event = std::move(on_event)](std::string_view line) {

@@ -57,6 +57,7 @@ unix_http_client::request_id client::exec_start(const std::string& exec_id,
       make_json_request(http_method::post, versioned("/exec/" + url_encode(exec_id) + "/start"),
                         R"({"Detach":false,"Tty":false})");
   r.upgrade = true;
+  r.long_lived = true;  // as long as the process runs
   r.timeout = options.timeout;
   if (options.stdin_data) r.upload = std::move(options.stdin_data);
 

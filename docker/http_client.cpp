@@ -62,6 +62,7 @@ struct connection {
   unix_socket socket;
   beast::flat_buffer buffer;
   bool reused = false;
+  bool held_by_stream = false;  // counted in impl::stream_connections until released
 };
 
 // -- operation: one request from queue to completion ------------------------------------
@@ -104,20 +105,33 @@ class unix_http_client::impl : public std::enable_shared_from_this<impl> {
   request_id submit(http_request request, body_sink sink, stream_completion done,
                     head_handler on_head, std::optional<std::uint64_t> max_body);
 
-  std::deque<std::shared_ptr<operation>> queue;
+  // Whether a connection can be had now, parked or new, whatever the kind of request.
+  bool pool_has_room() const { return !idle.empty() || open < options.max_connections; }
+  bool stream_budget_left() const {
+    const auto budget = std::clamp<std::size_t>(options.max_stream_connections, 1,
+                                                std::max<std::size_t>(options.max_connections, 1));
+    return stream_connections < budget;
+  }
+  void pump_queue(std::deque<std::shared_ptr<operation>>& waiting, bool streams);
+
+  std::deque<std::shared_ptr<operation>> queue;         // control requests
+  std::deque<std::shared_ptr<operation>> stream_queue;  // long-lived requests
   std::unordered_map<request_id, std::shared_ptr<operation>> active;
   std::vector<std::unique_ptr<connection>> idle;
-  std::size_t open = 0;  // idle + busy + connecting
+  std::size_t open = 0;                // idle + busy + connecting
+  std::size_t stream_connections = 0;  // busy or connecting for a long-lived request
 
   // Mirrors for stats(), readable from any thread.
-  std::atomic<std::size_t> stat_open{0}, stat_idle{0}, stat_active{0}, stat_queued{0};
+  std::atomic<std::size_t> stat_open{0}, stat_idle{0}, stat_active{0}, stat_queued{0},
+      stat_streams{0};
   std::atomic<uint64_t> stat_opened{0}, stat_completed{0};
 
   void update_stats() {
     stat_open = open;
     stat_idle = idle.size();
     stat_active = active.size();
-    stat_queued = queue.size();
+    stat_queued = queue.size() + stream_queue.size();
+    stat_streams = stream_connections;
   }
 };
 
@@ -137,6 +151,7 @@ class operation : public std::enable_shared_from_this<operation> {
 
   request_id id() const { return id_; }
   bool finished() const { return finished_; }
+  bool long_lived() const { return request_.long_lived; }
 
   void arm_deadline() {
     auto timeout = request_.timeout.count() > 0 ? request_.timeout : owner_.options.default_timeout;
@@ -438,21 +453,34 @@ void unix_http_client::impl::enqueue(std::shared_ptr<operation> op) {
 }
 
 void unix_http_client::impl::acquire_connection(const std::shared_ptr<operation>& op) {
+  const bool streams = op->long_lived();
+  if (!pool_has_room() || (streams && !stream_budget_left())) {
+    (streams ? stream_queue : queue).push_back(op);
+    return;
+  }
+  std::unique_ptr<connection> conn;
   if (!idle.empty()) {
-    auto conn = std::move(idle.back());
+    conn = std::move(idle.back());
     idle.pop_back();
     conn->reused = true;
-    op->start(std::move(conn));
-  } else if (open < options.max_connections) {
+  } else {
     ++open;
     ++stat_opened;
-    op->start(std::make_unique<connection>(io));
-  } else {
-    queue.push_back(op);
+    conn = std::make_unique<connection>(io);
   }
+  if (streams) {
+    conn->held_by_stream = true;
+    ++stream_connections;
+  }
+  op->start(std::move(conn));
 }
 
 void unix_http_client::impl::release(std::unique_ptr<connection> conn, bool reusable) {
+  if (conn->held_by_stream) {
+    // A wait's connection is parked like any other: whoever takes it next counts it anew.
+    conn->held_by_stream = false;
+    --stream_connections;
+  }
   if (reusable && !closed && idle.size() < options.max_idle) {
     conn->buffer.clear();
     idle.push_back(std::move(conn));
@@ -473,9 +501,17 @@ void unix_http_client::impl::drop_idle() {
 }
 
 void unix_http_client::impl::pump() {
-  while (!queue.empty() && (!idle.empty() || open < options.max_connections)) {
-    auto op = std::move(queue.front());
-    queue.pop_front();
+  // Control requests first: they are short, and a stream that waits a moment longer for its
+  // start loses nothing, while a stop that waits behind streams may lose its deadline.
+  pump_queue(queue, false);
+  pump_queue(stream_queue, true);
+}
+
+void unix_http_client::impl::pump_queue(std::deque<std::shared_ptr<operation>>& waiting,
+                                        bool streams) {
+  while (!waiting.empty() && pool_has_room() && (!streams || stream_budget_left())) {
+    auto op = std::move(waiting.front());
+    waiting.pop_front();
     if (op->finished()) continue;
     acquire_connection(op);
   }
@@ -485,13 +521,15 @@ void unix_http_client::impl::cancel(request_id id) {
   auto it = active.find(id);
   if (it == active.end()) return;
   auto op = it->second;
-  queue.erase(std::remove(queue.begin(), queue.end(), op), queue.end());
+  auto& waiting = op->long_lived() ? stream_queue : queue;
+  waiting.erase(std::remove(waiting.begin(), waiting.end(), op), waiting.end());
   op->abort(error{errc::cancelled, "request cancelled", 0});
 }
 
 void unix_http_client::impl::close_all() {
   closed = true;
   queue.clear();
+  stream_queue.clear();
   std::vector<std::shared_ptr<operation>> running;
   running.reserve(active.size());
   for (auto& [id, op] : active) running.push_back(op);
@@ -581,6 +619,7 @@ http_client_stats unix_http_client::stats() const {
   s.idle_connections = impl_->stat_idle;
   s.active_requests = impl_->stat_active;
   s.queued_requests = impl_->stat_queued;
+  s.stream_connections = impl_->stat_streams;
   s.connections_opened = impl_->stat_opened;
   s.requests_completed = impl_->stat_completed;
   return s;

@@ -1,7 +1,9 @@
 // HTTP/1.1 over a unix stream socket, asynchronous, on its own I/O thread.
 //
 // One unix_http_client owns an io_context and the one thread that runs it, a bounded pool of
-// keep-alive connections and a queue of requests waiting for one. Nothing here blocks the
+// keep-alive connections and queues of requests waiting for one. Long-lived requests (an
+// exec's stream, events, a wait) draw on a budget of their own within the pool, so however
+// many of them run, short control requests still find a connection. Nothing here blocks the
 // caller: send() hands the request to the I/O thread and returns. Every request ends in
 // exactly one call of its completion, on the I/O thread, also when it times out, is
 // cancelled, or the client shuts down. Callbacks must therefore be quick and must not call
@@ -37,6 +39,10 @@ struct http_request {
   // With upgrade: bytes to write on the raw stream (the process's stdin), after which our
   // side is half-closed so the process sees EOF. Written while the output is being read.
   std::optional<std::string> upload;
+  // Holds its connection for as long as something runs on the engine (an exec's stream,
+  // events, a wait, a pull): served from max_stream_connections, never from the connections
+  // reserved for control requests.
+  bool long_lived = false;
 };
 
 struct http_response_head {
@@ -59,8 +65,14 @@ using response_completion = std::function<void(result<http_response>)>;
 
 struct http_client_options {
   std::string socket_path = "/var/run/docker.sock";
-  std::size_t max_connections = 64;  // open at once; requests beyond wait in a queue
-  std::size_t max_idle = 16;         // kept-alive connections parked for reuse
+  // Open at once, of both kinds; requests beyond wait in a queue (control requests first).
+  std::size_t max_connections = 80;
+  // Of those, held by long-lived requests at most (at least 1); more wait in their own
+  // queue. The rest, max_connections - max_stream_connections, stay for control requests
+  // (create, start, stop, remove, inspect, list, exec create and inspect): 64 hanging
+  // execs cannot make a stop wait out its timeout.
+  std::size_t max_stream_connections = 64;
+  std::size_t max_idle = 16;  // kept-alive connections parked for reuse
   std::chrono::milliseconds default_timeout{std::chrono::seconds(60)};
   std::size_t max_header_bytes = 64 * 1024;          // an endless header is a protocol error
   std::size_t max_error_body = 64 * 1024;            // error bodies are read up to this, then cut
@@ -71,7 +83,8 @@ struct http_client_stats {
   std::size_t open_connections = 0;
   std::size_t idle_connections = 0;
   std::size_t active_requests = 0;
-  std::size_t queued_requests = 0;
+  std::size_t queued_requests = 0;     // of both kinds
+  std::size_t stream_connections = 0;  // held by long-lived requests
   uint64_t connections_opened = 0;
   uint64_t requests_completed = 0;
 };

@@ -88,6 +88,7 @@ unix_http_client::request_id client::image_pull(
   auto r = make_request(http_method::post, std::move(target));
   // Pulls are slow by nature; give them a generous deadline of their own.
   r.timeout = std::chrono::minutes(30);
+  r.long_lived = true;
 
   // The engine reports a failed pull as a line in a 200 stream: remember the first one.
   auto failure = std::make_shared<std::string>();

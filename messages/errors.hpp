@@ -22,6 +22,7 @@ enum class corral_errc : uint8_t {
   version_mismatch,      // client and node speak different protocol versions
   node_unavailable,      // no corral node answers at the given address
   conflict,              // the key holds a sandbox made with another spec
+  name_in_use,           // another live runtime holds this runtime name on the engine
 };
 
 const char* to_string(corral_errc x) noexcept;

@@ -99,6 +99,8 @@ const char* to_string(corral_errc x) noexcept {
       return "node_unavailable";
     case corral_errc::conflict:
       return "conflict";
+    case corral_errc::name_in_use:
+      return "name_in_use";
   }
   return "?";
 }

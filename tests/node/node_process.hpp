@@ -379,6 +379,12 @@ class node_process {
   uint16_t port_ = 0;
 };
 
+// Runs `corral --node NODE ARGS...` to its end.
+inline cli_result node_cli(node_process& node, std::vector<std::string> args) {
+  args.insert(args.begin(), {"--node", node.address()});
+  return run_cli(std::move(args));
+}
+
 // -- the engine, seen directly -------------------------------------------------------------
 
 class engine_view {

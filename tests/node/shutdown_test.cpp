@@ -7,23 +7,14 @@
 
 using namespace corral::node_tests;
 
-namespace {
-
-cli_result cli(node_process& node, std::vector<std::string> args) {
-  args.insert(args.begin(), {"--node", node.address()});
-  return run_cli(std::move(args));
-}
-
-}  // namespace
-
 TEST_CASE("SIGTERM lets a running exec finish, then removes the node's sandboxes",
           "[node][shutdown]") {
   node_fixture f;
   auto& node = f.start(f.name("n"), {"--grace", "10s"});
-  const auto created = cli(node, {"create", "long"});
+  const auto created = node_cli(node, {"create", "long"});
   INFO(created);
   REQUIRE(created.code == 0);
-  REQUIRE(cli(node, {"create", "idle"}).code == 0);
+  REQUIRE(node_cli(node, {"create", "idle"}).code == 0);
 
   auto exec =
       start_cli({"--node", node.address(), "exec", "long", "--", "sh", "-c", "sleep 3; echo done"});
@@ -34,7 +25,7 @@ TEST_CASE("SIGTERM lets a running exec finish, then removes the node's sandboxes
 
   // No new clients once it stops.
   std::this_thread::sleep_for(300ms);
-  const auto late = cli(node, {"ls"});
+  const auto late = node_cli(node, {"ls"});
   INFO(late);
   CHECK(late.code == 125);
 
@@ -76,32 +67,32 @@ TEST_CASE(
   const auto name = f.name("n");
   {
     auto& first = f.start(name, {"--keep-sandboxes"});
-    REQUIRE(cli(first, {"create", "k1"}).code == 0);
-    REQUIRE(cli(first, {"create", "k2"}).code == 0);
-    REQUIRE(cli(first, {"exec", "k1", "--", "sh", "-c", "echo kept > /tmp/f"}).code == 0);
+    REQUIRE(node_cli(first, {"create", "k1"}).code == 0);
+    REQUIRE(node_cli(first, {"create", "k2"}).code == 0);
+    REQUIRE(node_cli(first, {"exec", "k1", "--", "sh", "-c", "echo kept > /tmp/f"}).code == 0);
     CHECK(first.stop(30s) == 0);
     const auto left = f.engine.containers(name);
     REQUIRE(left.size() == 2);
     for (const auto& c : left) CHECK(c.state == "running");
   }
   auto& second = f.start(name, {"--keep-sandboxes"});
-  const auto listed = cli(second, {"ls"});
+  const auto listed = node_cli(second, {"ls"});
   INFO(listed);
   CHECK(listed.code == 0);
   CHECK(contains(listed.out, "k1"));
   CHECK(contains(listed.out, "k2"));
-  const auto json = cli(second, {"ls", "--json"});
+  const auto json = node_cli(second, {"ls", "--json"});
   CHECK(contains(json.out, R"("key":"k1","container_id")"));
   CHECK(std::count(json.out.begin(), json.out.end(), '{') == 2);
   CHECK(!contains(json.out, "\"status\":\"lost\""));
   CHECK(contains(json.out, "\"status\":\"ready\""));
-  const auto read = cli(second, {"exec", "k1", "--", "cat", "/tmp/f"});
+  const auto read = node_cli(second, {"exec", "k1", "--", "cat", "/tmp/f"});
   INFO(read);
   CHECK(read.code == 0);
   CHECK(read.out == "kept\n");
-  CHECK(cli(second, {"exec", "k2", "--", "true"}).code == 0);
+  CHECK(node_cli(second, {"exec", "k2", "--", "true"}).code == 0);
 
-  const auto removed = cli(second, {"rm", "--all"});
+  const auto removed = node_cli(second, {"rm", "--all"});
   INFO(removed);
   CHECK(removed.code == 0);
   CHECK(contains(removed.out, "released 2 sandboxes"));
@@ -112,7 +103,7 @@ TEST_CASE(
 TEST_CASE("a second signal during the grace period exits at once", "[node][shutdown]") {
   node_fixture f;
   auto& node = f.start(f.name("n"), {"--grace", "60s"});
-  REQUIRE(cli(node, {"create", "busy"}).code == 0);
+  REQUIRE(node_cli(node, {"create", "busy"}).code == 0);
   auto exec = start_cli({"--node", node.address(), "exec", "busy", "--", "sleep", "30"});
   std::this_thread::sleep_for(1s);
   node.signal(SIGTERM);

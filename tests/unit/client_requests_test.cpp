@@ -66,6 +66,17 @@ struct json_body {
   simdjson::dom::element doc;
 };
 
+// Polls a condition on the client's stats (updated on its I/O thread).
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds timeout = 2s) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < until) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(1ms);
+  }
+  return pred();
+}
+
 std::vector<std::string> strings(simdjson::dom::element array) {
   std::vector<std::string> out;
   for (auto item : array.get_array()) out.emplace_back(std::string_view(item));
@@ -1096,4 +1107,76 @@ TEST_CASE("events: the engine ending the stream is engine_unavailable", "[client
   CHECK(r.err().code == errc::engine_unavailable);
   CHECK(events == 1);
   CHECK(f.engine.last_request().target == "/v1.41/events");
+}
+
+// -- connection budgets -------------------------------------------------------------------
+
+TEST_CASE("long-lived calls (exec streams, events, waits) cannot starve control calls",
+          "[client]") {
+  engine_and_client f;
+  f.engine.set_handler([](const received_request& r) {
+    const auto path = r.path();
+    if (path.ends_with("/start") && path.starts_with("/v1.41/exec/")) return reply::hang();
+    if (path == "/v1.41/events" || path.ends_with("/wait")) return reply::hang();
+    if (path == "/v1.41/containers/create") return reply::json(201, R"({"Id":"c1"})");
+    if (path == "/v1.41/containers/json") return reply::json(200, "[]");
+    if (path == "/v1.41/containers/c1/json")
+      return reply::json(200, R"({"Id":"c1","State":{"Status":"running","Running":true}})");
+    if (path == "/v1.41/containers/c1/exec") return reply::json(201, R"({"Id":"e2"})");
+    if (path == "/v1.41/exec/e2/json") return reply::json(200, R"({"ID":"e2","Running":true})");
+    return reply::empty(204);  // start, stop, remove
+  });
+  // A pool of 4 with 3 for streams; the old single pool let 4 streams take all 4.
+  docker::client_options options = engine_and_client::options(f.engine);
+  options.http.max_connections = 4;
+  options.http.max_stream_connections = 3;
+  docker::client client(options);
+
+  std::atomic<int> ended{0};
+  auto count_end = [&ended](auto) { ++ended; };
+  docker::exec_start_options long_exec;
+  long_exec.timeout = 60s;
+  client.exec_start("e0", long_exec, count_end);
+  client.exec_start("e1", long_exec, count_end);
+  client.events(
+      {}, [](const docker::event_message&) {}, count_end);
+  client.container_wait("c0", docker::wait_condition::not_running, 60s, count_end);
+  REQUIRE(f.engine.wait_for_requests(3));
+  REQUIRE(eventually([&] { return client.http().stats().queued_requests == 1; }));
+
+  // Each control call completes (before its 5 s deadline) while the streams hang.
+  docker::container_create_request create;
+  create.image = "corral/sandbox:busybox";
+  auto created = docker::blocking<docker::container_create_response>(
+      [&](auto done) { client.container_create(create, done); });
+  INFO(why(created));
+  REQUIRE(created.ok());
+  auto started = docker::blocking<docker::change_outcome>(
+      [&](auto done) { client.container_start("c1", done); });
+  CHECK(started.ok());
+  auto listed = docker::blocking<std::vector<docker::container_summary>>(
+      [&](auto done) { client.container_list({}, done); });
+  CHECK(listed.ok());
+  auto inspected = docker::blocking<docker::container_inspect_response>(
+      [&](auto done) { client.container_inspect("c1", done); });
+  CHECK(inspected.ok());
+  docker::exec_create_request exec;
+  exec.cmd = {"true"};
+  auto exec_created = docker::blocking<docker::exec_create_response>(
+      [&](auto done) { client.exec_create("c1", exec, done); });
+  CHECK(exec_created.ok());
+  auto exec_inspected = docker::blocking<docker::exec_inspect_response>(
+      [&](auto done) { client.exec_inspect("e2", done); });
+  CHECK(exec_inspected.ok());
+  auto stopped = docker::blocking<docker::change_outcome>(
+      [&](auto done) { client.container_stop("c1", 1s, done); });
+  CHECK(stopped.ok());
+  auto removed =
+      docker::blocking<void>([&](auto done) { client.container_remove("c1", true, done); });
+  CHECK(removed.ok());
+  CHECK(ended == 0);  // the streams still run
+  CHECK(client.http().stats().stream_connections == 3);
+
+  client.shutdown();
+  CHECK(ended == 4);
 }

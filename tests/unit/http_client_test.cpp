@@ -329,7 +329,7 @@ TEST_CASE("bounded pool: 10 slow requests over at most 2 connections", "[http_cl
 TEST_CASE("a burst of 100 concurrent requests all complete", "[http_client]") {
   fake_engine engine([](const received_request& r) { return reply::json(200, r.target); });
   collector<http_response> results;
-  docker::unix_http_client client(options_for(engine));  // max_connections 64
+  docker::unix_http_client client(options_for(engine));
 
   for (int i = 0; i < 100; ++i) client.send(get("/n/" + std::to_string(i)), results.callback(i));
   REQUIRE(results.wait_calls(100));
@@ -338,7 +338,62 @@ TEST_CASE("a burst of 100 concurrent requests all complete", "[http_client]") {
     REQUIRE(r.ok());
     CHECK(r->body == "/n/" + std::to_string(i));
   }
-  CHECK(engine.max_open() <= 64);
+  CHECK(engine.max_open() <= client.options().max_connections);
+}
+
+TEST_CASE("streams holding their whole budget leave control requests their connections",
+          "[http_client]") {
+  // Long-lived requests hang, as execs of `sleep` do; everything else answers at once.
+  fake_engine engine([](const received_request& r) {
+    if (r.path().starts_with("/stream/")) return reply::hang();
+    return reply::json(200, r.target);
+  });
+  collector<docker::http_response_head> streams;
+  collector<http_response> controls;
+  docker::unix_http_client client(options_for(engine));  // the default budgets
+  const auto budget = static_cast<int>(client.options().max_stream_connections);
+  REQUIRE(budget < static_cast<int>(client.options().max_connections));
+
+  auto open_stream = [&](int i) {
+    auto r = get("/stream/" + std::to_string(i), 60s);  // outlives the test's waits
+    r.long_lived = true;
+    return client.stream(std::move(r), {}, streams.callback(i));
+  };
+  std::vector<docker::unix_http_client::request_id> ids;
+  for (int i = 0; i < budget; ++i) ids.push_back(open_stream(i));
+  REQUIRE(engine.wait_for_requests(budget));
+  // One more stream than the budget waits for a stream's connection, not for a control one.
+  open_stream(budget);
+  REQUIRE(eventually([&] { return client.stats().queued_requests == 1; }));
+  CHECK(client.stats().stream_connections == static_cast<std::size_t>(budget));
+
+  // More control requests than the connections left: they take turns on those and each
+  // gets its answer, long before its 5 s deadline.
+  const int control_count = 2 * static_cast<int>(client.options().max_connections);
+  for (int i = 0; i < control_count; ++i) {
+    const char* targets[] = {"/containers/create", "/containers/c/stop", "/containers/c",
+                             "/containers/json", "/containers/c/exec"};
+    client.send(get(targets[i % 5] + std::string("?n=") + std::to_string(i)), controls.callback(i));
+  }
+  REQUIRE(controls.wait_calls(control_count, 10s));
+  for (int i = 0; i < control_count; ++i) {
+    auto r = controls.first(i);
+    INFO("control request " << i << ": " << (r.ok() ? "ok" : r.err().describe()));
+    CHECK(r.ok());
+  }
+  CHECK(streams.calls() == 0);  // every stream still runs
+  CHECK(engine.request_count() == static_cast<std::size_t>(budget + control_count));
+
+  // A stream that ends hands its connection to the one waiting.
+  client.cancel(ids.front());
+  REQUIRE(engine.wait_for_requests(budget + control_count + 1));
+  CHECK(engine.last_request().target == "/stream/" + std::to_string(budget));
+  CHECK(client.stats().queued_requests == 0);
+
+  client.shutdown();
+  REQUIRE(streams.calls() == static_cast<std::size_t>(budget + 1));
+  for (int i = 0; i <= budget; ++i) CHECK(streams.calls(i) == 1);
+  CHECK(client.stats().stream_connections == 0);
 }
 
 // -- deadlines, cancellation, shutdown ----------------------------------------------------
