@@ -534,9 +534,8 @@ void on_exit_code(self_ptr self, uint64_t seq, docker::result<docker::exec_inspe
   // Only a command that is not there is 127: runc names it (`exec: "x": ...`). The same words
   // about a namespace path (`lstat /proc/N/ns/ipc: no such file or directory`) mean the
   // container's init is gone: that is the dying-container case below.
-  if (run.result.exit_code == 126 &&
-      (says("executable file not found") ||
-       (says("no such file or directory") && says("exec: \"")))) {
+  if (run.result.exit_code == 126 && (says("executable file not found") ||
+                                      (says("no such file or directory") && says("exec: \"")))) {
     run.result.exit_code = 127;
   } else if (run.result.exit_code == 126) {
     // The engine could not start it. A dying container (killed from outside) makes the engine

@@ -14,8 +14,8 @@
 
 #include <caf/all.hpp>
 
-#include "app/remote.hpp"
 #include "actors/policy_file.hpp"
+#include "app/remote.hpp"
 #include "app/system_config.hpp"
 #include "messages/errors.hpp"
 #include "messages/interfaces.hpp"

@@ -12,6 +12,7 @@ cd "${ROOT}"
 readonly PACKAGES=(
   cmake ninja-build g++ ccache pkg-config git
   clang libclang-rt-14-dev # tests/fuzz.sh: libFuzzer (GCC's sanitizers come with g++)
+  clang-format             # tests/format_check.sh
   libcaf-dev libboost-dev libsimdjson-dev libspdlog-dev catch2 libcli11-dev
   docker.io busybox-static gnuplot-nox openssl procps
 )

@@ -240,18 +240,18 @@ caf::behavior driver(caf::stateful_actor<driver_state>* self, supervisor_actor s
                             caf::error err;
                             // Killed under it (exit 137 from a signal corral did not send):
                             // the workload's outside kills do that.
-                            const bool lost =
-                                r.end == exec_end::sandbox_lost || r.end == exec_end::killed ||
-                                r.end == exec_end::oom_killed ||
-                                (r.end == exec_end::exited && r.exit_code == 137);
+                            const bool lost = r.end == exec_end::sandbox_lost ||
+                                              r.end == exec_end::killed ||
+                                              r.end == exec_end::oom_killed ||
+                                              (r.end == exec_end::exited && r.exit_code == 137);
                             if (kind == op_kind::timeout_exec && r.end != exec_end::timed_out &&
                                 !lost) {
                               err = make_error(
                                   corral_errc::timeout,
-                                  "expected a timeout, got " + std::string(to_string(r.end)) +
-                                      " " + std::to_string(r.exit_code) + " after " +
-                                      std::to_string(r.duration.count() / 1000000) + " ms: " +
-                                      (r.stdout_data + r.stderr_data).substr(0, 300));
+                                  "expected a timeout, got " + std::string(to_string(r.end)) + " " +
+                                      std::to_string(r.exit_code) + " after " +
+                                      std::to_string(r.duration.count() / 1000000) +
+                                      " ms: " + (r.stdout_data + r.stderr_data).substr(0, 300));
                             } else if (lost || (kind != op_kind::timeout_exec &&
                                                 r.end != exec_end::exited)) {
                               // The sandbox died under it: an outside kill's doing.
@@ -572,8 +572,8 @@ int run_stress(const stress_options& options_in) {
       rc.max_execs_per_sandbox = 16;
       sup = actors::spawn_supervisor(sys, rc);
     } else {
-      auto connected = connect_node(self, *where, std::chrono::seconds(2),
-                                    default_principal(tls.certificate));
+      auto connected =
+          connect_node(self, *where, std::chrono::seconds(2), default_principal(tls.certificate));
       if (!connected) {
         std::fprintf(stderr, "corral stress: %s\n", describe(connected.error()).c_str());
         return exit_code::error;
