@@ -11,6 +11,7 @@
 #include "actors/engine_bridge.hpp"
 #include "actors/engine_errors.hpp"
 #include "actors/monitor.hpp"
+#include "actors/spec_record.hpp"
 #include "docker/client.hpp"
 #include "messages/errors.hpp"
 
@@ -61,7 +62,9 @@ struct container_state {
   bool removing = false;
   std::optional<steady::time_point> oom_seen_at;
   std::mt19937_64 random{std::random_device{}()};
-  std::string container_name;  // chosen before create: lets a lost create be cleaned up
+  std::string container_name;  // the key's claim (claim_name): lets a lost create be cleaned up
+  int claim_attempts = 0;      // looks at a name another container holds (claim_taken)
+  bool shared_claim = false;   // adopted from another live process: its commands are not orphans
   caf::error startup_failure;  // why the sandbox never became ready, for those who waited
   int remove_attempts = 0;
   int engine_waits = 0;  // removals retried while no engine answered (a restart)
@@ -314,23 +317,125 @@ void start_container(self_ptr self) {
       }));
 }
 
+// The container's name is the key's claim on the engine: derived from (runtime, key) alone
+// (a node's key holds its principal), so the engine itself refuses a second container for a
+// key (409), across processes and restarts. SHA-256, because the readable part maps '/' and
+// '@' away and is cut short: only the digest keeps two keys' names apart.
+std::string claim_name(const std::string& runtime, const std::string& key) {
+  std::string readable = key.substr(0, 40);
+  std::replace(readable.begin(), readable.end(), '/', '.');
+  std::replace(readable.begin(), readable.end(), '@', '_');
+  return "corral-" + readable + "-" + sha256_hex(runtime + "\n" + key, 10);
+}
+
+void create_container(self_ptr self);
+void refuse_claim(self_ptr self, caf::error err);
+
+// The name's holder could not be inspected: gone since (create again), or an engine failure.
+// Not inlined: GCC 12 at -O2 then sees the variant as maybe uninitialised (a false positive).
+[[gnu::noinline]] void claim_unseen(self_ptr self, const docker::error& err) {
+  if (err.code == docker::errc::not_found) return create_container(self);
+  refuse_claim(self, from_engine(err, "looking at the key's sandbox"));
+}
+
+// How long a name held by a container that is being created, started or removed elsewhere
+// is waited for: polls of 200 ms, 30 s in all; then its creator is taken to have died.
+constexpr int max_claim_attempts = 150;
+constexpr auto claim_poll = std::chrono::milliseconds(200);
+
+void claim_again_later(self_ptr self, std::function<void()> step) {
+  self->delayed_send(self, claim_poll, resume_atom_v, continuation{std::move(step)});
+}
+
+// Fails without touching the container that holds the name: it is someone else's.
+void refuse_claim(self_ptr self, caf::error err) {
+  self->state.info.container_id.clear();
+  fail_startup(self, std::move(err));
+}
+
+void claim_taken(self_ptr self);
+void adopt_container(self_ptr self);
+
+// The name is held by a container that is no longer of use (exited, dead, or left in
+// `created` by a creator that died): it goes, and the create is tried again.
+void clear_claim(self_ptr self, const std::string& holder) {
+  engine(self).container_remove(
+      holder, true, back_to<void>(self, [self](docker::result<void> r) {
+        if (!r && r.err().code != docker::errc::not_found &&
+            r.err().code != docker::errc::conflict) {
+          return refuse_claim(self, from_engine(r.err(), "removing a dead sandbox of this key"));
+        }
+        // 409: its removal is under way elsewhere; the next look sees it gone.
+        claim_again_later(self, [self] { create_container(self); });
+      }));
+}
+
+// The create met a container of the key's name: adopt it if it is a live sandbox of this key
+// (another process won the race), wait while it is being created, started or removed, and
+// clear it if it is dead.
+void claim_taken(self_ptr self) {
+  auto& st = self->state;
+  if (st.releasing) return begin_removal(self, sandbox_status::removed, {});
+  if (++st.claim_attempts > max_claim_attempts) {
+    return refuse_claim(
+        self, make_error(corral_errc::timeout, "sandbox " + st.info.key + ": its container name " +
+                                                   st.container_name + " stayed taken for 30 s"));
+  }
+  engine(self).container_inspect(
+      st.container_name,
+      back_to<docker::container_inspect_response>(
+          self, [self](docker::result<docker::container_inspect_response> r) {
+            auto& st = self->state;
+            if (!r) return claim_unseen(self, r.err());
+            auto label = [&](const char* name) {
+              auto it = r->labels.find(name);
+              return it == r->labels.end() ? std::string() : it->second;
+            };
+            if (label(label_runtime) != st.args.cfg.name || label(label_key) != st.info.key) {
+              return refuse_claim(
+                  self, make_error(corral_errc::conflict,
+                                   "sandbox " + st.info.key + ": container name " +
+                                       st.container_name + " is held by container " +
+                                       r->id.substr(0, 12) + ", which is not this key's"));
+            }
+            const auto& state = r->state;
+            if (state.running && !state.paused && !state.restarting) {
+              // Never another caller's spec: the same rule as for a key this process holds.
+              const auto differ = differing_fields(decode_spec_record(label(label_spec)),
+                                                   decode_spec_record(st.args.plan.spec_record));
+              if (!differ.empty() && !label(label_spec).empty()) {
+                std::string fields;
+                for (const auto& f : differ) fields += (fields.empty() ? "" : ", ") + f;
+                return refuse_claim(self, make_error(corral_errc::conflict,
+                                                     "sandbox " + st.info.key +
+                                                         " exists with another spec; these fields "
+                                                         "differ: " +
+                                                         fields));
+              }
+              st.shared_claim = true;
+              st.args.adopt_container_id = r->id;
+              return adopt_container(self);
+            }
+            if (state.status == "exited" || state.status == "dead" ||
+                (state.status == "created" && st.claim_attempts >= max_claim_attempts / 2)) {
+              return clear_claim(self, r->id);
+            }
+            // created, restarting, removing: someone is at work on it.
+            claim_again_later(self, [self] { claim_taken(self); });
+          }));
+}
+
 void create_container(self_ptr self) {
   auto& st = self->state;
+  if (st.releasing) return begin_removal(self, sandbox_status::removed, {});
   auto request = st.args.plan.create;
-  // Unique per creation: a released key can be acquired again before the old one is gone.
-  char suffix[9];
-  std::snprintf(suffix, sizeof suffix, "%08x", static_cast<unsigned>(st.random() & 0xffffffffu));
-  // A principal's key "alice@x/k" becomes "alice_x.k": container names allow [A-Za-z0-9_.-].
-  std::string key_part = st.args.key;
-  std::replace(key_part.begin(), key_part.end(), '/', '.');
-  std::replace(key_part.begin(), key_part.end(), '@', '_');
-  request.name = "corral-" + st.args.cfg.name + "-" + key_part + "-" + suffix;
-  if (request.name.size() > 200) request.name = "corral-" + std::string(suffix);
+  request.name = claim_name(st.args.cfg.name, st.args.key);
   st.container_name = request.name;
   if (st.args.cfg.before_create_for_tests) st.args.cfg.before_create_for_tests(st.args.plan);
   engine(self).container_create(
       request, back_to<docker::container_create_response>(
                    self, [self](docker::result<docker::container_create_response> r) {
+                     if (!r && r.err().code == docker::errc::conflict) return claim_taken(self);
                      if (!r) {
                        // The engine may have created it and lost only its answer: remove by name.
                        if (r.err().code != docker::errc::not_found &&
@@ -406,6 +511,8 @@ void adopt_container(self_ptr self) {
             st.info.memory_bytes = r->host.memory;
             st.info.nano_cpus = r->host.nano_cpus;
             st.info.pids_limit = r->host.pids_limit;
+            // Another live process's sandbox: its commands are running, not orphaned.
+            if (st.shared_claim) return become_ready(self);
             stop_orphans(self);
           }));
 }

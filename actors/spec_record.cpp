@@ -59,6 +59,13 @@ bool is_env_field(const std::string& field) {
 
 }  // namespace
 
+std::string sha256_hex(std::string_view text, std::size_t bytes) {
+  std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
+  unsigned int len = 0;
+  EVP_Digest(text.data(), text.size(), md.data(), &len, EVP_sha256(), nullptr);
+  return hex(md.data(), std::min<std::size_t>(len, bytes));
+}
+
 spec_record make_spec_record(const messages::sandbox_spec& spec, std::string_view secret) {
   spec_record r;
   r["secret"] = sha256(secret);  // names the key, reveals nothing of it

@@ -29,6 +29,9 @@ spec_record decode_spec_record(std::string_view label);
 // from a process with another secret) compare environment variables by name only.
 std::vector<std::string> differing_fields(const spec_record& kept, const spec_record& asked);
 
+// The first `bytes` bytes of SHA-256(text), in hex.
+std::string sha256_hex(std::string_view text, std::size_t bytes);
+
 // The runtime's HMAC secret: read from (or created in) `path` when the process may (root-only
 // file, 0600), else a random one for this process only. Never empty.
 std::string load_spec_secret(const std::string& path);

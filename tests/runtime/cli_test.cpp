@@ -1,5 +1,8 @@
 // The corral command line, run as a real process: output, exit codes, and state kept in the
 // engine from one invocation to the next.
+#include <future>
+#include <set>
+
 #include "cli_process.hpp"
 
 using namespace corral::runtime_tests;
@@ -71,6 +74,50 @@ TEST_CASE_METHOD(runtime_fixture, "corral create, exec, ls, rm across processes"
   INFO(gone);
   CHECK(gone.code == 125);
   CHECK(contains(gone.err, "not_found"));
+}
+
+TEST_CASE_METHOD(runtime_fixture,
+                 "six processes creating one key at once make one container and all use it",
+                 "[runtime][cli][claim]") {
+  // The container's name is the key's claim: the engine refuses a second one, and each
+  // process that loses the race adopts the winner.
+  std::vector<std::future<cli_result>> racers;
+  for (int i = 0; i < 6; ++i) {
+    racers.push_back(std::async(std::launch::async, [&] {
+      return run_cli({"create", "parkey", "--env", "MODE=shared"}, rt.name);
+    }));
+  }
+  std::set<std::string> ids;
+  for (auto& racer : racers) {
+    const auto r = racer.get();
+    INFO(r);
+    CHECK(r.code == 0);
+    CHECK(contains(r.out, "parkey "));
+    ids.insert(r.out);
+  }
+  CHECK(ids.size() == 1);  // every process printed the same container
+  REQUIRE(containers().size() == 1);
+  // State written through one process is seen through the next: one sandbox.
+  REQUIRE(run_cli({"exec", "parkey", "--", "sh", "-c", "echo one > /tmp/state"}, rt.name).code ==
+          0);
+  const auto seen = run_cli({"exec", "parkey", "--", "cat", "/tmp/state"}, rt.name);
+  INFO(seen);
+  CHECK(seen.out == "one\n");
+  // Another process asking the key with another spec is told what differs, nothing is made.
+  const auto other = run_cli({"create", "parkey", "--memory", "256m"}, rt.name);
+  INFO(other);
+  CHECK(other.code == 125);
+  CHECK(contains(other.err, "conflict"));
+  CHECK(contains(other.err, "memory"));
+  CHECK(containers().size() == 1);
+  // Released, the key is made afresh at once (the old container's name is cleared first).
+  REQUIRE(run_cli({"rm", "parkey"}, rt.name).code == 0);
+  const auto again = run_cli({"create", "parkey"}, rt.name);
+  INFO(again);
+  CHECK(again.code == 0);
+  CHECK(containers().size() == 1);
+  REQUIRE(run_cli({"rm", "parkey"}, rt.name).code == 0);
+  CHECK(containers().empty());
 }
 
 TEST_CASE_METHOD(runtime_fixture, "corral help and version", "[runtime][cli]") {
