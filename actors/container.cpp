@@ -64,6 +64,7 @@ struct container_state {
   std::mt19937_64 random{std::random_device{}()};
   std::string container_name;  // the key's claim (claim_name): lets a lost create be cleaned up
   int claim_attempts = 0;      // looks at a name another container holds (claim_taken)
+  std::string claim_nonce;     // in the create's labels: a holder with it is this actor's own
   bool shared_claim = false;   // adopted from another live process: its commands are not orphans
   caf::error startup_failure;  // why the sandbox never became ready, for those who waited
   int remove_attempts = 0;
@@ -399,6 +400,14 @@ void claim_taken(self_ptr self) {
                                        r->id.substr(0, 12) + ", which is not this key's"));
             }
             const auto& state = r->state;
+            // This actor's own create went through and only its answer was lost (or the
+            // client sent it again on a fresh connection): the holder is ours to start.
+            if (!st.claim_nonce.empty() && label(label_claim) == st.claim_nonce) {
+              if (state.status == "exited" || state.status == "dead")
+                return clear_claim(self, r->id);
+              st.info.container_id = r->id;
+              return start_container(self);
+            }
             if (state.running && !state.paused && !state.restarting) {
               // Never another caller's spec: the same rule as for a key this process holds.
               const auto differ = differing_fields(decode_spec_record(label(label_spec)),
@@ -430,6 +439,12 @@ void create_container(self_ptr self) {
   if (st.releasing) return begin_removal(self, sandbox_status::removed, {});
   auto request = st.args.plan.create;
   request.name = claim_name(st.args.cfg.name, st.args.key);
+  if (st.claim_nonce.empty()) {
+    char nonce[17];
+    std::snprintf(nonce, sizeof nonce, "%016llx", static_cast<unsigned long long>(st.random()));
+    st.claim_nonce = nonce;
+  }
+  request.labels[label_claim] = st.claim_nonce;
   st.container_name = request.name;
   if (st.args.cfg.before_create_for_tests) st.args.cfg.before_create_for_tests(st.args.plan);
   engine(self).container_create(

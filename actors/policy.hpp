@@ -35,6 +35,9 @@ inline constexpr const char* label_spec_hash = "corral.spec-hash";
 inline constexpr const char* label_spec = "corral.spec";
 // The principal whose key this is ("alice" of key "alice/session-42"); none for the embedder's.
 inline constexpr const char* label_principal = "corral.principal";
+// A random tag of the container actor that created it: a create that meets its own name
+// (its answer lost, or sent again) knows the holder is its own (actors/container.cpp).
+inline constexpr const char* label_claim = "corral.claim";
 
 // The workspace directory as it was checked: the container actor compares the mount the
 // engine made against it before anything else runs in the sandbox.
