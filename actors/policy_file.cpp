@@ -550,41 +550,43 @@ parsed_policy parse_policy(std::string_view json, std::string_view source_name) 
   }
   policy p = policy::node_default();
   bool given_per_principal = false;
-  r.members(
-      root, "",
-      {"images", "users", "workspace_roots", "networks", "capabilities", "env_allowlist", "limits",
-       "defaults", "writable_root", "budget", "per_principal", "run_lifetime", "admins"},
-      [&](std::string_view key, const std::string& at, const element& v) {
-        if (key == "images") {
-          if (r.strings(v, at, check_image_entry, p.images) && p.images.empty())
-            r.fail(at, "allows no image at all (\"*\" allows any)");
-        } else if (key == "users") {
-          read_users(r, v, p.users);
-        } else if (key == "workspace_roots") {
-          read_roots(r, v, p.workspace_roots);
-        } else if (key == "networks") {
-          r.strings(v, at, check_network, p.networks);
-        } else if (key == "capabilities") {
-          r.strings(v, at, check_capability, p.capabilities);
-        } else if (key == "env_allowlist") {
-          r.strings(v, at, check_env_key, p.env_allowlist);
-        } else if (key == "limits") {
-          read_limits(r, v, p.limits);
-        } else if (key == "defaults") {
-          read_defaults(r, v, p.defaults);
-        } else if (key == "writable_root") {
-          r.boolean(v, at, p.writable_root);
-        } else if (key == "budget") {
-          read_budget(r, v, p.budget);
-        } else if (key == "per_principal") {
-          given_per_principal = true;
-          read_per_principal(r, v, p.per_principal);
-        } else if (key == "run_lifetime") {
-          r.duration(v, at, false, p.run_lifetime);
-        } else {
-          r.strings(v, at, check_principal, p.admins);
-        }
-      });
+  r.members(root, "",
+            {"images", "users", "workspace_roots", "networks", "capabilities", "env_allowlist",
+             "limits", "defaults", "writable_root", "budget", "per_principal", "run_lifetime",
+             "admins", "require_userns_remap"},
+            [&](std::string_view key, const std::string& at, const element& v) {
+              if (key == "images") {
+                if (r.strings(v, at, check_image_entry, p.images) && p.images.empty())
+                  r.fail(at, "allows no image at all (\"*\" allows any)");
+              } else if (key == "users") {
+                read_users(r, v, p.users);
+              } else if (key == "workspace_roots") {
+                read_roots(r, v, p.workspace_roots);
+              } else if (key == "networks") {
+                r.strings(v, at, check_network, p.networks);
+              } else if (key == "capabilities") {
+                r.strings(v, at, check_capability, p.capabilities);
+              } else if (key == "env_allowlist") {
+                r.strings(v, at, check_env_key, p.env_allowlist);
+              } else if (key == "limits") {
+                read_limits(r, v, p.limits);
+              } else if (key == "defaults") {
+                read_defaults(r, v, p.defaults);
+              } else if (key == "writable_root") {
+                r.boolean(v, at, p.writable_root);
+              } else if (key == "budget") {
+                read_budget(r, v, p.budget);
+              } else if (key == "per_principal") {
+                given_per_principal = true;
+                read_per_principal(r, v, p.per_principal);
+              } else if (key == "run_lifetime") {
+                r.duration(v, at, false, p.run_lifetime);
+              } else if (key == "require_userns_remap") {
+                r.boolean(v, at, p.require_userns_remap);
+              } else {
+                r.strings(v, at, check_principal, p.admins);
+              }
+            });
   // Left out, a principal's share is at most the whole budget.
   if (!given_per_principal) {
     p.per_principal.sandboxes = std::min(p.per_principal.sandboxes, p.budget.sandboxes);
@@ -670,8 +672,15 @@ std::string to_json(const policy& p) {
          ", \"execs\": " + std::to_string(p.per_principal.execs) +
          ", \"queued_execs\": " + std::to_string(p.per_principal.queued_execs) + "},\n";
   out += "  \"run_lifetime\": " + duration(p.run_lifetime) + ",\n";
-  out += "  \"admins\": " + json_strings(p.admins) + "\n";
+  out += "  \"admins\": " + json_strings(p.admins) + ",\n";
+  out += std::string("  \"require_userns_remap\": ") + (p.require_userns_remap ? "true" : "false") +
+         "\n";
   return out + "}\n";
+}
+
+bool policy::reaches_host_files() const {
+  return users.allow_root || std::any_of(workspace_roots.begin(), workspace_roots.end(),
+                                         [](const workspace_root& r) { return r.writable; });
 }
 
 }  // namespace corral::actors

@@ -103,6 +103,13 @@ struct policy {
   // Principals who see and manage every principal's sandboxes (ls, rm --all, prune, and
   // PRINCIPAL/KEY for one sandbox).
   std::vector<std::string> admins;
+  // A node whose policy lets a sandbox write to the host (a writable workspace root) or run as
+  // root refuses to start on an engine that does not remap user namespaces, unless this is
+  // false: without remapping, uid 0 in a sandbox is root on the host for every file it reaches.
+  bool require_userns_remap = true;
+
+  // Whether this policy lets a sandbox write host files or be root (what remapping protects).
+  bool reaches_host_files() const;
 
   // `corral node` without a policy file: no workspaces, no root, no capabilities, no writable
   // root, network none only. Also what a key left out of a policy file takes.

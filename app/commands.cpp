@@ -13,8 +13,10 @@
 #include "actors/policy_file.hpp"
 #include "actors/supervisor.hpp"
 #include "app/cli_output.hpp"
+#include "app/engine_report.hpp"
 #include "app/exit_codes.hpp"
 #include "app/fake_engine.hpp"
+#include "docker/client.hpp"
 #include "messages/errors.hpp"
 #include "messages/type_ids.hpp"
 
@@ -198,6 +200,13 @@ int cmd_prune(command_line& cl) {
 int cmd_version(command_line&) {
   std::printf("corral %s (protocol %d, CAF %d.%d.%d)\n", actors::corral_version, protocol_version,
               CAF_MAJOR_VERSION, CAF_MINOR_VERSION, CAF_PATCH_VERSION);
+  // The local engine's safety, as an embedded runtime would use it.
+  const auto socket = docker::resolve_engine_socket();
+  if (!socket) {
+    std::printf("engine: %s\n", socket.err().describe().c_str());
+  } else {
+    std::printf("engine: %s\n", describe_engine(probe_engine(*socket)).c_str());
+  }
   return exit_code::ok;
 }
 

@@ -22,6 +22,7 @@
 #include "actors/facade.hpp"
 #include "actors/runtime_lock.hpp"
 #include "actors/supervisor.hpp"
+#include "app/engine_report.hpp"
 #include "app/exit_codes.hpp"
 #include "app/tls_listener.hpp"
 #include "app/tls_material.hpp"
@@ -148,6 +149,14 @@ int run_node(const node_options& options) {
   const std::string socket = resolved ? *resolved : std::string("/var/run/docker.sock");
   const auto name_lock = hold_name(name, socket, log);
   if (!name_lock) return exit_code::error;
+  // What the engine does for safety, and whether this policy may run on it: writable
+  // workspaces or root in sandboxes need user-namespace remapping (README: the threat model).
+  const auto engine = probe_engine(socket);
+  log.info("engine: " + describe_engine(engine));
+  if (auto refused = check_engine_for(options.policy, engine); !refused.empty()) {
+    log.error(refused);
+    return exit_code::error;
+  }
   // Mutual TLS on every listener: CAF 0.17's protocol cannot keep authenticated peers apart,
   // so only holders of a certificate of the node's CA reach it.
   std::string problem;

@@ -107,6 +107,13 @@ void client::negotiate(callback<version_response> done) {
   });
 }
 
+bool system_info::userns_remapped() const {
+  for (const auto& option : security_options) {
+    if (option == "name=userns" || option.rfind("name=userns,", 0) == 0) return true;
+  }
+  return false;
+}
+
 void client::info(callback<system_info> done) {
   http_.send(make_request(http_method::get, versioned("/info")),
              parse_reply<system_info>("GET /info", std::move(done), [](const http_response& r) {
@@ -126,6 +133,9 @@ void client::info(callback<system_info> done) {
                i.images = get_int(obj, "Images");
                i.ncpu = get_int(obj, "NCPU");
                i.mem_total = get_int(obj, "MemTotal");
+               i.security_options = get_string_list(obj, "SecurityOptions");
+               i.live_restore = get_bool(obj, "LiveRestoreEnabled");
+               i.docker_root_dir = get_string(obj, "DockerRootDir");
                return i;
              }));
 }

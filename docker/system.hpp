@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace corral::docker {
 
@@ -32,6 +33,14 @@ struct system_info {
   int64_t images = 0;
   int64_t ncpu = 0;
   int64_t mem_total = 0;
+  // e.g. "name=seccomp,profile=default", "name=userns" (user namespaces remapped)
+  std::vector<std::string> security_options;
+  bool live_restore = false;
+  std::string docker_root_dir;
+
+  // The engine remaps user namespaces (dockerd --userns-remap): uid 0 in a sandbox is not root
+  // on the host.
+  bool userns_remapped() const;
 };
 
 }  // namespace corral::docker

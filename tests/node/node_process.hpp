@@ -41,6 +41,7 @@
 #include "app/tls_material.hpp"
 #include "docker/blocking.hpp"
 #include "docker/client.hpp"
+#include "docker/system.hpp"
 #include "messages/errors.hpp"
 #include "messages/interfaces.hpp"
 #include "messages/registration.hpp"
@@ -395,6 +396,13 @@ class engine_view {
     options.http.socket_path = socket ? *socket : "/var/run/docker.sock";
     options.http.default_timeout = 60s;
     docker_ = std::make_unique<docker::client>(options);
+  }
+
+  // Whether the engine remaps user namespaces (asked directly, not through corral).
+  bool userns_remapped() {
+    auto info = docker::blocking<docker::system_info>([&](auto done) { docker_->info(done); });
+    if (!info) FAIL("cannot ask the engine: " << info.err().describe());
+    return info->userns_remapped();
   }
 
   // Every container (any state) labelled with this runtime name.

@@ -94,3 +94,37 @@ TEST_CASE("a node's policy file loosens what it lists, and its budget caps sandb
   CHECK(cli({"rm", "one"}).code == 0);
   CHECK(node.stop() == 0);
 }
+
+TEST_CASE("a node whose policy reaches host files needs an engine that remaps user namespaces",
+          "[node][policy][userns]") {
+  node_fixture f;
+  const bool remapped = f.engine.userns_remapped();
+  INFO("the engine remaps user namespaces: " << remapped);
+  temp_file writable(R"({"workspace_roots": [{"path": "/srv/corral-test-ws", "writable": true}]})");
+  temp_file root(R"({"users": {"allow_root": true}})");
+  temp_file accepted(R"({"workspace_roots": [{"path": "/srv/corral-test-ws", "writable": true}],
+                         "require_userns_remap": false})");
+  for (auto* policy : {&writable, &root}) {
+    INFO(policy->path);
+    const auto r = run_cli(
+        {"node", "--listen", "127.0.0.1:0", "--name", f.name("refused"), "--policy", policy->path},
+        {}, 30s);
+    INFO(r);
+    if (remapped) {
+      // It would start (and serve): that case is the other branch's; here it must not refuse.
+      CHECK_FALSE(contains(r.err, "does not remap user namespaces"));
+    } else {
+      CHECK(r.code == 125);
+      CHECK(contains(r.err, "does not remap user namespaces"));
+      CHECK(contains(r.err, "require_userns_remap"));
+      CHECK(contains(r.err, "--userns-remap=default"));
+    }
+  }
+  // The operator's explicit acceptance: the node starts and says what the engine does.
+  auto& node = f.start(f.name("accepted"), {"--policy", accepted.path});
+  CHECK(eventually(10s, [&] {
+    return contains(node.log(),
+                    remapped ? "user namespaces remapped" : "user namespaces NOT remapped");
+  }));
+  CHECK(node.stop() == 0);
+}

@@ -151,7 +151,7 @@ TEST_CASE("policy file: unknown and duplicate keys are errors, with their line",
   CHECK(error_of("{\n  \"images\": [\"corral/\"],\n  \"imagez\": []\n}") ==
         "p.json:3: imagez: unknown key (known here: images, users, workspace_roots, networks, "
         "capabilities, env_allowlist, limits, defaults, writable_root, budget, per_principal, "
-        "run_lifetime, admins)");
+        "run_lifetime, admins, require_userns_remap)");
   CHECK_THAT(error_of("{\"limits\": {\n\"memory\": \"1g\",\n\"swap\": \"1g\"}}"),
              Catch::StartsWith("p.json:3: limits.swap: unknown key"));
   CHECK_THAT(error_of("{\"workspace_roots\": [{\"path\": \"/a\",\n \"mode\": \"rw\"}]}"),
