@@ -64,11 +64,13 @@ struct container_state {
   std::mt19937_64 random{std::random_device{}()};
   std::string container_name;  // the key's claim (claim_name): lets a lost create be cleaned up
   int claim_attempts = 0;      // looks at a name another container holds (claim_taken)
+  int clear_attempts = 0;      // removals of a dead holder the engine failed
   std::string claim_nonce;     // in the create's labels: a holder with it is this actor's own
   bool shared_claim = false;   // adopted from another live process: its commands are not orphans
   caf::error startup_failure;  // why the sandbox never became ready, for those who waited
   int remove_attempts = 0;
   int engine_waits = 0;  // removals retried while no engine answered (a restart)
+  int busy_waits = 0;    // removals retried while the engine found the root filesystem busy
   // Tags of execs whose end we could not see (the engine went away mid-command): their
   // processes may still run, owned by nobody; killed once the engine answers again.
   std::vector<std::string> cut_tags;
@@ -190,6 +192,18 @@ void begin_removal(self_ptr self, sandbox_status final_status, std::string detai
             st.removing = false;
             const auto status = final_status;
             self->delayed_send(self, std::chrono::seconds(1), resume_atom_v,
+                               continuation{[self, status] { begin_removal(self, status, {}); }});
+            return;
+          } else if (r.err().message.find("device or resource busy") != std::string::npos &&
+                     ++st.busy_waits <= 3) {
+            // The engine could not unmount the container's root filesystem yet: a process of
+            // the container (killed by an engine restart, say) still holds it, and the engine
+            // does not try again by itself. Retried three times, 2 s apart; callers are
+            // answered now (seen by tests/engine_restart_trial.sh: a container left `removing`).
+            if (st.busy_waits == 1) answer_callers(self);
+            st.removing = false;
+            const auto status = final_status;
+            self->delayed_send(self, std::chrono::seconds(2), resume_atom_v,
                                continuation{[self, status] { begin_removal(self, status, {}); }});
             return;
           } else if (++st.remove_attempts < 4) {
@@ -362,11 +376,15 @@ void adopt_container(self_ptr self);
 void clear_claim(self_ptr self, const std::string& holder) {
   engine(self).container_remove(
       holder, true, back_to<void>(self, [self](docker::result<void> r) {
-        if (!r && r.err().code != docker::errc::not_found &&
-            r.err().code != docker::errc::conflict) {
-          return refuse_claim(self, from_engine(r.err(), "removing a dead sandbox of this key"));
+        // Removed, or its removal under way elsewhere (409), or the
+        // engine failed it (a busy root filesystem, say): the next look
+        // at the name decides again, within the claim's bounded attempts.
+        if (!r && r.err().code != docker::errc::not_found) {
+          if (++self->state.clear_attempts > 6) {
+            return refuse_claim(self, from_engine(r.err(), "removing a dead sandbox of this key"));
+          }
+          return claim_again_later(self, [self] { claim_taken(self); });
         }
-        // 409: its removal is under way elsewhere; the next look sees it gone.
         claim_again_later(self, [self] { create_container(self); });
       }));
 }

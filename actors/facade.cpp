@@ -319,6 +319,17 @@ void exec_done(self_ptr self, const std::string& principal) {
   }
 }
 
+// The node's protocol and corral version, as the supervisor states them, for a hello.
+caf::result<int32_t, std::string> node_version(self_ptr self, int32_t version) {
+  auto rp = self->make_response_promise<int32_t, std::string>();
+  self->request(self->state.inner, std::chrono::seconds(30), hello_atom_v, version)
+      .then([rp](int32_t v, std::string& s) mutable { rp.deliver(v, std::move(s)); },
+            [rp](caf::error& err) mutable {
+              rp.deliver(from_actor(err, corral_errc::shutting_down, "hello"));
+            });
+  return rp;
+}
+
 supervisor_actor::behavior_type facade_impl(self_ptr self, supervisor_actor inner,
                                             facade_options options,
                                             std::shared_ptr<facade_counters> counters) {
@@ -614,13 +625,7 @@ supervisor_actor::behavior_type facade_impl(self_ptr self, supervisor_actor inne
       },
       // The version-only hello of protocol 2 clients: answered, so they can name both versions.
       [self](hello_atom, int32_t version) -> caf::result<int32_t, std::string> {
-        auto rp = self->make_response_promise<int32_t, std::string>();
-        self->request(self->state.inner, std::chrono::seconds(30), hello_atom_v, version)
-            .then([rp](int32_t v, std::string& s) mutable { rp.deliver(v, std::move(s)); },
-                  [rp](caf::error& err) mutable {
-                    rp.deliver(from_actor(err, corral_errc::shutting_down, "hello"));
-                  });
-        return rp;
+        return node_version(self, version);
       },
       [self](hello_atom, int32_t version,
              std::string& principal) -> caf::result<int32_t, std::string> {
@@ -641,13 +646,7 @@ supervisor_actor::behavior_type facade_impl(self_ptr self, supervisor_actor inne
           const auto addr = caf::actor_cast<caf::actor_addr>(sender);
           if (who.greeters.insert(addr).second) self->monitor(sender);
         }
-        auto rp = self->make_response_promise<int32_t, std::string>();
-        self->request(self->state.inner, std::chrono::seconds(30), hello_atom_v, version)
-            .then([rp](int32_t v, std::string& s) mutable { rp.deliver(v, std::move(s)); },
-                  [rp](caf::error& err) mutable {
-                    rp.deliver(from_actor(err, corral_errc::shutting_down, "hello"));
-                  });
-        return rp;
+        return node_version(self, version);
       },
   };
 }
