@@ -340,6 +340,24 @@ for phase in "${phase_list[@]}"; do
       grep -F "Handler for DELETE" | grep -qF "device or resource busy"; then
       engine_failed=$((engine_failed + 1))
       tlog "phase ${phase}: the engine failed corral's removal of ${id} (root filesystem busy):"
+      # Who holds the mount: every process whose mount table still has it (for the next look).
+      merged=$(grep -F "${id}" "${ENGINE_DIR}/dockerd.log" | grep -oE 'unlinkat [^:]+/merged' |
+        tail -n 1 | cut -d' ' -f2 || true)
+      if [[ -n ${merged} ]]; then
+        grep -qF -- "${merged}" /proc/self/mountinfo && tlog "  ${merged} is still mounted on the host"
+        # Other mount namespaces that keep it (one line each, at most ten).
+        declare -A seen_ns=()
+        for f in /proc/[0-9]*/mountinfo; do
+          holder=${f#/proc/}
+          holder=${holder%/mountinfo}
+          ns=$(readlink "/proc/${holder}/ns/mnt" 2>/dev/null) || continue
+          [[ ${ns} != "$(readlink /proc/self/ns/mnt)" && -z ${seen_ns[${ns}]:-} ]] || continue
+          grep -qF -- "${merged}" "${f}" 2>/dev/null || continue
+          seen_ns[${ns}]=1
+          ((${#seen_ns[@]} <= 10)) || break
+          tlog "  ... and in ${ns} of pid ${holder}: $(tr '\0' ' ' <"/proc/${holder}/cmdline" 2>/dev/null | cut -c1-200)"
+        done
+      fi
     else
       leaked=$((leaked + 1))
       tlog "phase ${phase}: what the engine logged of ${id} (no failed removal):"
