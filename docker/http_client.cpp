@@ -238,6 +238,14 @@ class operation : public std::enable_shared_from_this<operation> {
     if (ec) return fail_transport(ec, "reading the engine's response head failed");
     auto& msg = parser_->get();
     head_.status = static_cast<int>(msg.result_int());
+    // Beast takes any three digits; below 100 is no HTTP status (found by the http_response
+    // fuzz target: "HTTP/1.1 000" passed as a success). The connection is not reused.
+    if (head_.status < 100) {
+      return finish(error{errc::protocol,
+                          "the engine answered with status " + std::to_string(head_.status) +
+                              ", which is no HTTP status",
+                          0});
+    }
     for (const auto& field : msg)
       head_.headers[lower(field.name_string())] = std::string(field.value());
     if (on_head_) on_head_(head_);

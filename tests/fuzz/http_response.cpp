@@ -76,7 +76,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
       client.send(std::move(request), [&, calls](docker::result<docker::http_response> r) {
         if (r) {
           CORRAL_FUZZ_CHECK(r->body.size() <= max_buffered_body);
-          CORRAL_FUZZ_CHECK(r->head.status > 0 && r->head.status < 1000);
+          CORRAL_FUZZ_CHECK(r->head.status >= 100 && r->head.status < 1000);
         } else {
           check_error(r.err());
         }
@@ -106,7 +106,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
             if (++*calls == 1) finished.set_value();
           },
           [](const docker::http_response_head& head) {
-            CORRAL_FUZZ_CHECK(head.status > 0 && head.status < 1000);
+            CORRAL_FUZZ_CHECK(head.status >= 100 && head.status < 1000);
           });
       break;
     }

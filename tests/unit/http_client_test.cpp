@@ -563,6 +563,18 @@ TEST_CASE("an overlong socket path is engine_unavailable, not a crash", "[http_c
   CHECK(client.stats().open_connections == 0);
 }
 
+TEST_CASE("a status below 100 is a protocol error, not a success", "[http_client]") {
+  // Found by the http_response fuzz target: Beast takes any three digits as the status.
+  fake_engine engine([](const received_request&) {
+    return reply::raw("HTTP/1.1 000 Nothing\r\nContent-Length: 0\r\n\r\n");
+  });
+  docker::unix_http_client client(options_for(engine));
+  auto r = get_now(client, "/x");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.err().code == errc::protocol);
+  CHECK(r.err().message.find("status 0") != std::string::npos);
+}
+
 TEST_CASE("an engine that closes without answering is engine_unavailable", "[http_client]") {
   fake_engine engine([](const received_request&) { return reply::close(); });
   docker::unix_http_client client(options_for(engine));
