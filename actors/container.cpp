@@ -157,6 +157,14 @@ void finish(self_ptr self) {
 }
 
 // Removes the container (whatever state it is in) and ends in `final_status`.
+// The removal failed in a way worth another try: begin it again after `delay`.
+void remove_again_after(self_ptr self, std::chrono::milliseconds delay,
+                        sandbox_status final_status) {
+  self->state.removing = false;
+  self->delayed_send(self, delay, resume_atom_v,
+                     continuation{[self, final_status] { begin_removal(self, final_status, {}); }});
+}
+
 void begin_removal(self_ptr self, sandbox_status final_status, std::string detail) {
   auto& st = self->state;
   if (st.removing) return;
@@ -189,11 +197,7 @@ void begin_removal(self_ptr self, sandbox_status final_status, std::string detai
             // the container to the runtime's next start (tests/engine_restart_trial.sh).
             // Callers are answered now: nothing of this sandbox will run any more.
             if (st.engine_waits == 1) answer_callers(self);
-            st.removing = false;
-            const auto status = final_status;
-            self->delayed_send(self, std::chrono::seconds(1), resume_atom_v,
-                               continuation{[self, status] { begin_removal(self, status, {}); }});
-            return;
+            return remove_again_after(self, std::chrono::seconds(1), final_status);
           } else if (r.err().message.find("device or resource busy") != std::string::npos &&
                      ++st.busy_waits <= 3) {
             // The engine could not unmount the container's root filesystem yet: a process of
@@ -201,19 +205,11 @@ void begin_removal(self_ptr self, sandbox_status final_status, std::string detai
             // does not try again by itself. Retried three times, 2 s apart; callers are
             // answered now (seen by tests/engine_restart_trial.sh: a container left `removing`).
             if (st.busy_waits == 1) answer_callers(self);
-            st.removing = false;
-            const auto status = final_status;
-            self->delayed_send(self, std::chrono::seconds(2), resume_atom_v,
-                               continuation{[self, status] { begin_removal(self, status, {}); }});
-            return;
+            return remove_again_after(self, std::chrono::seconds(2), final_status);
           } else if (++st.remove_attempts < 4) {
             // The engine failed the remove: try again shortly rather than leak the container.
-            st.removing = false;
-            const auto status = final_status;
-            self->delayed_send(self, std::chrono::milliseconds(200 * st.remove_attempts),
-                               resume_atom_v,
-                               continuation{[self, status] { begin_removal(self, status, {}); }});
-            return;
+            return remove_again_after(self, std::chrono::milliseconds(200 * st.remove_attempts),
+                                      final_status);
           } else {
             // Said exactly: the runtime's next start lists and removes what is left.
             st.info.status = sandbox_status::failed;

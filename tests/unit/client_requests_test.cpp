@@ -17,6 +17,7 @@
 
 #include "docker/blocking.hpp"
 #include "docker/client.hpp"
+#include "tests/unit/eventually.hpp"
 #include "tests/unit/fake_engine.hpp"
 
 namespace docker = corral::docker;
@@ -66,16 +67,7 @@ struct json_body {
   simdjson::dom::element doc;
 };
 
-// Polls a condition on the client's stats (updated on its I/O thread).
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds timeout = 2s) {
-  const auto until = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < until) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(1ms);
-  }
-  return pred();
-}
+using corral::unit_tests::eventually;
 
 std::vector<std::string> strings(simdjson::dom::element array) {
   std::vector<std::string> out;

@@ -17,6 +17,7 @@
 
 #include "docker/blocking.hpp"
 #include "docker/http_client.hpp"
+#include "tests/unit/eventually.hpp"
 #include "tests/unit/fake_engine.hpp"
 
 namespace docker = corral::docker;
@@ -105,16 +106,7 @@ class collector {
   std::size_t calls_ = 0;
 };
 
-// Polls a condition on the client's stats (updated on its I/O thread).
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds timeout = 2s) {
-  const auto until = steady::now() + timeout;
-  while (steady::now() < until) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(1ms);
-  }
-  return pred();
-}
+using corral::unit_tests::eventually;
 
 std::string chunk(std::string_view data) {
   char size[32];
