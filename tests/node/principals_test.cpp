@@ -6,10 +6,14 @@
 
 #include <sstream>
 
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
 #include <catch2/catch.hpp>
 
 #include "tests/node/node_process.hpp"
 
+using namespace corral;
+using namespace corral::messages;
 using namespace corral::node_tests;
 
 TEST_CASE("keys are per principal: foreign sandboxes are invisible and untouchable",
@@ -123,6 +127,62 @@ TEST_CASE("a principal's share of sandboxes and commands is bounded", "[node][pr
   REQUIRE(as("alice", {"rm", "a2"}).code == 0);
   CHECK(as("alice", {"create", "a3"}).code == 0);
   CHECK(f.engine.keys(node.name()) == std::set<std::string>{"alice/a1", "alice/a3", "bob/b1"});
+  REQUIRE(node.stop() == 0);
+  CHECK(f.engine.keys(node.name()).empty());
+}
+
+TEST_CASE("a raw peer cannot act without saying who it is, nor change who it is",
+          "[node][principals]") {
+  node_fixture f;
+  auto& node = f.start(f.name("n"));
+  net_config cfg;
+  caf::actor_system sys{cfg};
+  auto transport = tls_client(sys);
+  caf::scoped_actor self{sys};
+  // Connected as corral's own client would, but without its hello.
+  auto mm = caf::actor_cast<caf::io::middleman_actor>(sys.registry().get(caf::atom("corral-tls")));
+  REQUIRE(mm);
+  caf::actor face;
+  self->request(mm, caf::timespan{10s}, caf::connect_atom_v, std::string("127.0.0.1"), node.port())
+      .receive([&](const caf::node_id&, caf::strong_actor_ptr& ptr,
+                   const std::set<std::string>&) { face = caf::actor_cast<caf::actor>(ptr); },
+               [&](caf::error& err) { FAIL("connect: " << sys.render(err)); });
+  REQUIRE(face);
+  auto hello = [&](const std::string& principal) {
+    caf::error failure;
+    self->request(face, caf::timespan{10s}, hello_atom_v, protocol_version, principal)
+        .receive([](int32_t, std::string&) {}, [&](caf::error& err) { failure = err; });
+    return failure;
+  };
+
+  // Every request before a hello is refused, and makes nothing.
+  auto early = ask<sandbox_info>(self, face, caf::timespan{30s}, acquire_atom_v,
+                                 std::string("sneaky"), sandbox_spec{});
+  INFO(what(early));
+  REQUIRE_FALSE(early);
+  CHECK(early.error() == corral_errc::invalid_request);
+  CHECK(contains(describe(early.error()), "has not said who it is"));
+  auto early_ls = ask<std::vector<sandbox_info>>(self, face, caf::timespan{30s}, list_atom_v);
+  REQUIRE_FALSE(early_ls);
+  CHECK(early_ls.error() == corral_errc::invalid_request);
+
+  // A principal that is not a name (a path, a prefix of another's keys) is refused.
+  for (const char* bad : {"../root", "alice/x", "", "a b"}) {
+    INFO("principal '" << bad << "'");
+    const auto refused = hello(bad);
+    CHECK(refused == corral_errc::invalid_request);
+  }
+  // Once alice, this client stays alice: a second hello as bob is refused.
+  REQUIRE_FALSE(hello("alice"));
+  const auto switched = hello("bob");
+  CHECK(switched == corral_errc::invalid_request);
+  CHECK(contains(describe(switched), "already said it is principal alice"));
+  auto made = ask<sandbox_info>(self, face, caf::timespan{60s}, acquire_atom_v, std::string("mine"),
+                                sandbox_spec{});
+  REQUIRE(what(made) == "ok");
+  CHECK(made->key == "mine");  // the caller's own name for it
+  CHECK(f.engine.keys(node.name()) == std::set<std::string>{"alice/mine"});
+  CHECK(f.engine.keys(node.name()).count("sneaky") == 0);
   REQUIRE(node.stop() == 0);
   CHECK(f.engine.keys(node.name()).empty());
 }
