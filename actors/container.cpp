@@ -1,18 +1,26 @@
 #include "actors/container.hpp"
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <deque>
+#include <filesystem>
 #include <map>
 #include <random>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <caf/all.hpp>
 
+#include "actors/agent_link.hpp"
 #include "actors/engine_bridge.hpp"
 #include "actors/engine_errors.hpp"
 #include "actors/monitor.hpp"
 #include "actors/spec_record.hpp"
 #include "docker/client.hpp"
+#include "messages/agent_protocol.hpp"
 #include "messages/errors.hpp"
 
 namespace corral::actors {
@@ -41,10 +49,28 @@ struct running_exec {
   std::string tag;  // CORRAL_EXEC value: finds every process of this exec inside the sandbox
   std::string exec_id;
   docker::unix_http_client::request_id stream = 0;
+  uint32_t agent_id = 0;  // run by the agent: its command id
   steady::time_point started = steady::now();
   bool timed_out = false;
   bool killed = false;  // by a release with cancel, or the lifetime limit
   exec_result result;   // filled when the stream ends, delivered after the exit code is read
+};
+
+// How the agent says a command ended (messages/agent_protocol.hpp, exited frame).
+struct agent_exit {
+  agent_protocol::end how = agent_protocol::end::exited;
+  int32_t code = 0;
+  int32_t signal = 0;
+  uint64_t totals[2] = {0, 0};
+  bool truncated[2] = {false, false};
+  bool oom = false;
+  std::string detail;
+};
+
+// A command the agent runs for us: where its output and its end go.
+struct agent_command {
+  std::function<void(output_stream, std::string&)> on_output;
+  std::function<void(agent_exit&)> on_exit;
 };
 
 struct container_state {
@@ -75,6 +101,11 @@ struct container_state {
   // processes may still run, owned by nobody; killed once the engine answers again.
   std::vector<std::string> cut_tags;
   int cut_attempts = 0;
+  // The agent (plan.agent): the link to it, and the commands it runs for us by id.
+  agent_hub::link_id link = 0;
+  std::function<void()> on_agent_ready;  // after the welcome (and configure, when ours)
+  std::map<uint32_t, agent_command> agent_commands;
+  uint32_t next_agent_id = 1;
 };
 
 using self_ptr = container_impl_actor::stateful_pointer<container_state>;
@@ -140,6 +171,8 @@ void answer_callers(self_ptr self) {
   st.queue.clear();
   for (auto& [seq, run] : st.running) {
     run.result.end = st.info.status == sandbox_status::oom_killed ? exec_end::oom_killed
+                     : run.killed                                 ? exec_end::killed
+                     : run.timed_out                              ? exec_end::timed_out
                                                                   : exec_end::sandbox_lost;
     run.result.exit_code = 137;
     run.rp.deliver(run.result);
@@ -147,8 +180,13 @@ void answer_callers(self_ptr self) {
   st.running.clear();
 }
 
+void close_agent_link(self_ptr self);
+void remove_run_dir(self_ptr self);
+
 void finish(self_ptr self) {
   auto& st = self->state;
+  close_agent_link(self);
+  remove_run_dir(self);
   answer_callers(self);
   for (auto& rp : st.release_waiters) rp.deliver(st.info);
   st.release_waiters.clear();
@@ -234,6 +272,236 @@ void fail_startup(self_ptr self, const caf::error& err) {
   begin_removal(self, sandbox_status::failed, describe(err));
 }
 
+// -- the agent -----------------------------------------------------------------------------
+//
+// With cfg.agent_path, each sandbox runs corral-agent as PID 1 and every command goes through
+// it over one link (actors/agent_link.hpp): a start frame, output frames answered with credit,
+// an exited frame. The agent enforces the command's deadline and output caps itself; the
+// monitor's timer here is only the backstop should the agent not answer.
+
+void complete_exec(self_ptr self, uint64_t seq);
+
+agent_hub& agents(self_ptr self) {
+  return *self->state.args.agents;
+}
+
+std::string agent_socket(self_ptr self) {
+  return self->state.args.plan.run_dir + "/" + agent_protocol::socket_name;
+}
+
+void send_to_agent(self_ptr self, std::string frame) {
+  if (self->state.link != 0) agents(self).send(self->state.link, std::move(frame));
+}
+
+// The sandbox's user as the agent takes it: numbers (check_user made it "uid:gid").
+std::pair<uint32_t, uint32_t> numeric_user(const std::string& user) {
+  const auto colon = user.find(':');
+  const auto uid = static_cast<uint32_t>(std::strtoul(user.c_str(), nullptr, 10));
+  const auto gid = colon == std::string::npos
+                       ? uid
+                       : static_cast<uint32_t>(std::strtoul(user.c_str() + colon + 1, nullptr, 10));
+  return {uid, gid};
+}
+
+// The run directory: the agent's socket lives here, reachable by the sandbox's root only.
+caf::error make_run_dir(self_ptr self) {
+  const auto& cfg = self->state.args.cfg;
+  const auto& dir = self->state.args.plan.run_dir;
+  std::error_code ec;
+  std::filesystem::create_directories(cfg.agent_run_root, ec);
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+    return make_error(corral_errc::engine_error, "cannot make the sandbox's run directory " + dir +
+                                                     ": " + std::strerror(errno));
+  if (::chown(dir.c_str(), cfg.agent_root_uid, cfg.agent_root_gid) != 0 ||
+      ::chmod(dir.c_str(), 0700) != 0)
+    return make_error(corral_errc::engine_error, "cannot give the sandbox's run directory " + dir +
+                                                     " to its root: " + std::strerror(errno));
+  return {};
+}
+
+void remove_run_dir(self_ptr self) {
+  const auto& plan = self->state.args.plan;
+  if (!plan.agent || plan.run_dir.empty()) return;
+  std::error_code ec;
+  std::filesystem::remove_all(plan.run_dir, ec);
+}
+
+// Every command the agent ran for us ends now: the link is gone.
+void agent_link_lost(self_ptr self, const std::string& why) {
+  auto& st = self->state;
+  st.link = 0;
+  auto commands = std::move(st.agent_commands);
+  st.agent_commands.clear();
+  for (auto& [id, cmd] : commands) {
+    agent_exit lost;
+    lost.how = agent_protocol::end::lost;
+    lost.code = 137;
+    lost.detail = why;
+    cmd.on_exit(lost);
+  }
+  if (st.removing) return;
+  if (st.info.status != sandbox_status::ready) {
+    return fail_startup(self, make_error(corral_errc::sandbox_lost,
+                                         "sandbox " + st.info.key + " lost its agent: " + why));
+  }
+  begin_removal(self, sandbox_status::lost, "the sandbox's agent went away: " + why);
+}
+
+void on_agent_frame(self_ptr self, uint8_t type, uint32_t id, std::string& payload) {
+  namespace proto = agent_protocol;
+  auto& st = self->state;
+  proto::reader r(payload);
+  switch (static_cast<proto::frame>(type)) {
+    case proto::frame::welcome: {
+      const uint32_t version = r.u32();
+      const std::string sandbox_id = r.str();
+      if (!r.ok() || version != proto::version) {
+        agents(self).close(st.link);
+        return agent_link_lost(self, "the agent speaks protocol " + std::to_string(version) +
+                                         ", corral " + std::to_string(proto::version));
+      }
+      if (!sandbox_id.empty()) {
+        // Bound already (a sandbox adopted from another process): nothing to configure.
+        if (auto ready = std::move(st.on_agent_ready)) ready();
+        return;
+      }
+      const auto& plan = st.args.plan;
+      const auto [uid, gid] = numeric_user(plan.user);
+      const int64_t deadline =
+          plan.lifetime.count() > 0 ? st.info.created_ms + plan.lifetime.count() : 0;
+      send_to_agent(self, proto::writer(proto::frame::configure, 0)
+                              .str(plan.sandbox_id)
+                              .str(st.info.key)
+                              .i64(deadline)
+                              .i64(plan.idle_limit.count())
+                              .strs(plan.sandbox_env)
+                              .strs(plan.main_command)
+                              .u32(uid)
+                              .u32(gid)
+                              .strs(plan.command_caps)
+                              .finish());
+      return;
+    }
+    case proto::frame::pong:
+      if (id == 0) {
+        if (auto ready = std::move(st.on_agent_ready)) ready();
+      }
+      return;
+    case proto::frame::output: {
+      const auto stream = r.u8() == 2 ? output_stream::stderr_stream : output_stream::stdout_stream;
+      std::string bytes = r.str();
+      send_to_agent(self, proto::writer(proto::frame::credit, id).u64(bytes.size()).finish());
+      if (auto it = st.agent_commands.find(id); it != st.agent_commands.end() && r.ok())
+        it->second.on_output(stream, bytes);
+      return;
+    }
+    case proto::frame::exited: {
+      agent_exit e;
+      e.how = static_cast<proto::end>(r.u8());
+      e.code = r.i32();
+      e.signal = r.i32();
+      e.totals[0] = r.u64();
+      e.totals[1] = r.u64();
+      e.truncated[0] = r.u8() != 0;
+      e.truncated[1] = r.u8() != 0;
+      e.oom = r.u8() != 0;
+      e.detail = r.str();
+      auto it = st.agent_commands.find(id);
+      if (it == st.agent_commands.end()) return;
+      auto cmd = std::move(it->second);
+      st.agent_commands.erase(it);
+      cmd.on_exit(e);
+      return;
+    }
+    case proto::frame::refused: {
+      std::string reason = r.str();
+      if (id == 0 && st.on_agent_ready) {
+        agents(self).close(st.link);
+        return agent_link_lost(self, "the agent refused us: " + reason);
+      }
+      auto it = st.agent_commands.find(id);
+      if (it == st.agent_commands.end()) return;
+      auto cmd = std::move(it->second);
+      st.agent_commands.erase(it);
+      agent_exit e;
+      e.how = proto::end::spawn_failed;
+      e.code = 126;
+      e.detail = std::move(reason);
+      cmd.on_exit(e);
+      return;
+    }
+    default:
+      return;  // started, and frames of later versions we do not need
+  }
+}
+
+// Links to the sandbox's agent; `ready` runs once it has said welcome (and taken our configure
+// if the sandbox is new).
+void connect_agent(self_ptr self, std::function<void()> ready) {
+  auto& st = self->state;
+  st.on_agent_ready = std::move(ready);
+  caf::weak_actor_ptr weak = self->ctrl();
+  agent_link_handlers h;
+  h.on_frame = [weak, self](uint8_t type, uint32_t id, std::string payload) {
+    if (auto strong = weak.lock())
+      caf::anon_send(caf::actor_cast<caf::actor>(strong), resume_atom_v,
+                     continuation{[self, type, id, payload = std::move(payload)]() mutable {
+                       on_agent_frame(self, type, id, payload);
+                     }});
+  };
+  h.on_closed = [weak, self](std::string why) {
+    if (auto strong = weak.lock())
+      caf::anon_send(caf::actor_cast<caf::actor>(strong), resume_atom_v,
+                     continuation{[self, why = std::move(why)] { agent_link_lost(self, why); }});
+  };
+  st.link = agents(self).open(agent_socket(self), std::chrono::seconds(10), std::move(h));
+}
+
+// Starts one command in the agent; its output and end go to `cmd`.
+uint32_t agent_start(self_ptr self, const std::vector<std::string>& argv,
+                     const std::vector<std::string>& env, const std::string& workdir,
+                     std::chrono::milliseconds timeout, uint64_t max_stdout, uint64_t max_stderr,
+                     const std::string* stdin_data, agent_command cmd) {
+  namespace proto = agent_protocol;
+  auto& st = self->state;
+  const uint32_t id = st.next_agent_id++;
+  const auto [uid, gid] = numeric_user(st.args.plan.user);
+  st.agent_commands.emplace(id, std::move(cmd));
+  send_to_agent(self, proto::writer(proto::frame::start, id)
+                          .strs(argv)
+                          .strs(env)
+                          .str(workdir)
+                          .u32(uid)
+                          .u32(gid)
+                          .i64(timeout.count())
+                          .u64(max_stdout)
+                          .u64(max_stderr)
+                          .u8(stdin_data ? 1 : 0)
+                          .u64(1 << 20)
+                          .finish());
+  if (stdin_data) {
+    constexpr std::size_t piece = 1 << 20;
+    for (std::size_t at = 0; at < stdin_data->size(); at += piece)
+      send_to_agent(self, proto::writer(proto::frame::stdin_data, id)
+                              .str(std::string_view(*stdin_data).substr(at, piece))
+                              .finish());
+    send_to_agent(self, proto::writer(proto::frame::stdin_close, id).finish());
+  }
+  return id;
+}
+
+void close_agent_link(self_ptr self) {
+  auto& st = self->state;
+  if (st.link != 0) agents(self).close(st.link);
+  st.link = 0;
+  // Their ends will not come: answered as the sandbox's end (answer_callers).
+  st.agent_commands.clear();
+}
+
+void agent_kill(self_ptr self, uint32_t id) {
+  send_to_agent(self, agent_protocol::writer(agent_protocol::frame::signal, id).u32(9).finish());
+}
+
 // -- lifecycle: create, start, setup, ready ------------------------------------------------
 
 void become_ready(self_ptr self) {
@@ -250,6 +518,26 @@ void become_ready(self_ptr self) {
 void run_setup(self_ptr self) {
   auto& st = self->state;
   if (st.args.plan.setup_command.empty()) return become_ready(self);
+  if (st.args.plan.agent) {
+    auto errors = std::make_shared<std::string>();
+    agent_command cmd;
+    cmd.on_output = [errors](output_stream stream, std::string& bytes) {
+      if (stream == output_stream::stderr_stream) *errors += bytes;
+    };
+    cmd.on_exit = [self, errors](agent_exit& e) {
+      if (e.how == agent_protocol::end::lost) return;  // the link's end says it
+      if (e.code != 0 || e.how != agent_protocol::end::exited) {
+        const std::string why = !e.detail.empty() ? e.detail : errors->substr(0, 500);
+        return fail_startup(self, make_error(corral_errc::invalid_request,
+                                             "setup command exited " + std::to_string(e.code) +
+                                                 (why.empty() ? "" : ": " + why)));
+      }
+      become_ready(self);
+    };
+    agent_start(self, st.args.plan.setup_command, {}, {}, st.args.plan.exec_timeout, 64 * 1024,
+                64 * 1024, nullptr, std::move(cmd));
+    return;
+  }
   docker::exec_create_request req;
   req.cmd = st.args.plan.setup_command;
   req.user = st.args.plan.user;
@@ -324,6 +612,8 @@ void start_container(self_ptr self) {
       back_to<docker::change_outcome>(self, [self](docker::result<docker::change_outcome> r) {
         if (!r) return fail_startup(self, from_engine(r.err(), "starting the sandbox"));
         if (self->state.releasing) return begin_removal(self, sandbox_status::removed, {});
+        if (self->state.args.plan.agent)
+          return connect_agent(self, [self] { verify_workspace(self); });
         verify_workspace(self);
       }));
 }
@@ -460,6 +750,9 @@ void create_container(self_ptr self) {
   }
   request.labels[label_claim] = st.claim_nonce;
   st.container_name = request.name;
+  if (st.args.plan.agent) {
+    if (auto err = make_run_dir(self)) return fail_startup(self, err);
+  }
   if (st.args.cfg.before_create_for_tests) st.args.cfg.before_create_for_tests(st.args.plan);
   engine(self).container_create(
       request, back_to<docker::container_create_response>(
@@ -534,6 +827,27 @@ void adopt_container(self_ptr self) {
             auto& st = self->state;
             if (auto it = r->labels.find(label_created_at); it != r->labels.end()) {
               st.info.created_ms = std::strtoll(it->second.c_str(), nullptr, 10);
+            }
+            if (auto id = r->labels.find(label_sandbox_id); id != r->labels.end()) {
+              // Made with the agent: link to it. Its commands run on to their deadlines, which
+              // it enforces, so none is an orphan to stop here.
+              if (!st.args.agents) {
+                return fail_startup(
+                    self,
+                    make_error(corral_errc::sandbox_lost,
+                               "sandbox " + st.info.key +
+                                   " runs corral's agent, and this runtime has none "
+                                   "(runtime_config.agent_path): removed instead of adopted"));
+              }
+              auto& plan = st.args.plan;
+              plan.agent = true;
+              plan.sandbox_id = id->second;
+              plan.run_dir = st.args.cfg.agent_run_root + "/" + plan.sandbox_id;
+              st.info.image = r->config_image;
+              st.info.memory_bytes = r->host.memory;
+              st.info.nano_cpus = r->host.nano_cpus;
+              st.info.pids_limit = r->host.pids_limit;
+              return connect_agent(self, [self] { become_ready(self); });
             }
             st.args.plan.user = r->user.empty() ? st.args.plan.user : r->user;
             st.info.image = r->config_image;
@@ -730,6 +1044,81 @@ void on_stream_end(self_ptr self, uint64_t seq, docker::result<docker::exec_outp
                        self, [self, seq](auto ins) { on_exit_code(self, seq, std::move(ins)); }));
 }
 
+// An exec through the agent: output kept up to the caps (the agent sends no more) and passed
+// on live to a subscriber; the end as the agent saw it.
+void start_agent_exec(self_ptr self, uint64_t seq) {
+  auto& st = self->state;
+  auto& run = st.running.at(seq);
+  agent_command cmd;
+  cmd.on_output = [self, seq](output_stream stream, std::string& bytes) {
+    auto it = self->state.running.find(seq);
+    if (it == self->state.running.end()) return;
+    auto& run = it->second;
+    const bool err = stream == output_stream::stderr_stream;
+    std::string& kept = err ? run.result.stderr_data : run.result.stdout_data;
+    const uint64_t cap = err ? run.plan.max_stderr : run.plan.max_stdout;
+    if (kept.size() < cap)
+      kept.append(bytes, 0, std::min<uint64_t>(bytes.size(), cap - kept.size()));
+    if (run.request.subscriber) {
+      output_chunk chunk;
+      chunk.exec_seq = seq;
+      chunk.stream = stream;
+      chunk.bytes = std::move(bytes);
+      caf::anon_send(run.request.subscriber, output_atom_v, std::move(chunk));
+    }
+  };
+  cmd.on_exit = [self, seq](agent_exit& e) {
+    namespace proto = agent_protocol;
+    auto& st = self->state;
+    auto it = st.running.find(seq);
+    if (it == st.running.end()) return;
+    auto& run = it->second;
+    auto& r = run.result;
+    r.stdout_bytes = e.totals[0];
+    r.stderr_bytes = e.totals[1];
+    r.stdout_truncated = e.truncated[0] || r.stdout_data.size() < e.totals[0];
+    r.stderr_truncated = e.truncated[1] || r.stderr_data.size() < e.totals[1];
+    r.warnings = run.plan.warnings;
+    r.exit_code = e.code;
+    switch (e.how) {
+      case proto::end::timed_out:
+        r.end = exec_end::timed_out;
+        break;
+      case proto::end::killed:
+        r.end = run.timed_out ? exec_end::timed_out : exec_end::killed;
+        r.exit_code = run.timed_out ? 124 : 137;
+        break;
+      case proto::end::lost:
+        // The agent went away: by our own removal (a release with cancel, the lifetime) or not.
+        r.end = run.killed      ? exec_end::killed
+                : run.timed_out ? exec_end::timed_out
+                                : exec_end::sandbox_lost;
+        r.exit_code = run.timed_out ? 124 : 137;
+        break;
+      case proto::end::spawn_failed:
+        r.end = exec_end::exited;
+        if (!e.detail.empty()) r.stderr_data += "corral: " + e.detail + "\n";
+        break;
+      case proto::end::exited:
+        r.end = e.oom ? exec_end::oom_killed : exec_end::exited;
+        if (!e.oom && e.code == 137) {
+          // Killed by a signal we did not send: the engine's oom event, or the sandbox's end.
+          return self->delayed_send(self, std::chrono::milliseconds(300), finalize_atom_v, seq);
+        }
+        break;
+    }
+    complete_exec(self, seq);
+  };
+  std::vector<std::string> env = run.plan.create.env;
+  run.agent_id =
+      agent_start(self, run.request.argv, env, run.plan.create.working_dir, run.plan.timeout,
+                  run.plan.max_stdout, run.plan.max_stderr,
+                  run.request.has_stdin ? &run.request.stdin_data : nullptr, std::move(cmd));
+  // The agent ends it at its deadline; the monitor's timer is the backstop if it does not.
+  self->send(st.monitor, watch_atom_v, seq,
+             caf::timespan{run.plan.timeout + std::chrono::seconds(5)});
+}
+
 void start_exec(self_ptr self, pending_exec pending) {
   auto& st = self->state;
   const uint64_t seq = st.next_seq++;
@@ -740,6 +1129,11 @@ void start_exec(self_ptr self, pending_exec pending) {
   char tag[17];
   std::snprintf(tag, sizeof tag, "%016llx", static_cast<unsigned long long>(st.random()));
   run.tag = tag;
+  if (st.args.plan.agent) {
+    st.running.emplace(seq, std::move(run));
+    publish(self);
+    return start_agent_exec(self, seq);
+  }
   auto create = run.plan.create;
   create.env.push_back("CORRAL_EXEC=" + run.tag);
   st.running.emplace(seq, std::move(run));
@@ -850,6 +1244,11 @@ container_impl_actor::behavior_type container_impl(self_ptr self, container_args
   st.info.pids_limit = st.args.plan.create.host.pids_limit;
   st.info.warnings = st.args.plan.warnings;
   st.info.status = sandbox_status::creating;
+  if (st.args.agents && st.args.adopt_container_id.empty()) {
+    char id[17];
+    std::snprintf(id, sizeof id, "%016llx", static_cast<unsigned long long>(st.random()));
+    use_agent(st.args.plan, st.args.cfg, id);
+  }
   st.monitor =
       spawn_monitor(self->system(), caf::actor_cast<monitored_actor>(self), st.args.plan.lifetime);
   publish(self);
@@ -947,6 +1346,12 @@ container_impl_actor::behavior_type container_impl(self_ptr self, container_args
         auto it = self->state.running.find(seq);
         if (it == self->state.running.end()) return;
         it->second.timed_out = true;
+        if (self->state.args.plan.agent) {
+          // The agent missed the deadline: kill it by hand, and the sandbox if that fails too.
+          agent_kill(self, it->second.agent_id);
+          self->delayed_send(self, std::chrono::seconds(5), fallback_atom_v, seq);
+          return;
+        }
         kill_exec_tree(self, seq);
       },
       [self](fallback_atom, uint64_t seq) {

@@ -19,8 +19,12 @@ class client;
 
 namespace corral::actors {
 
+class agent_hub;
+
 struct container_args {
   std::shared_ptr<docker::client> docker;
+  // Set when cfg.agent_path is: the links to the sandboxes' agents.
+  std::shared_ptr<agent_hub> agents;
   runtime_config cfg;
   std::string key;
   sandbox_plan plan;

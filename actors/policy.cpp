@@ -1,5 +1,7 @@
 #include "actors/policy.hpp"
+
 #include "actors/spec_record.hpp"
+#include "messages/agent_protocol.hpp"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -913,6 +915,33 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
   c.stop_timeout =
       static_cast<int>(std::chrono::duration_cast<std::chrono::seconds>(cfg.stop_grace).count());
   return plan;
+}
+
+void use_agent(sandbox_plan& plan, const runtime_config& cfg, const std::string& sandbox_id) {
+  auto& c = plan.create;
+  auto& h = c.host;
+  plan.agent = true;
+  plan.sandbox_id = sandbox_id;
+  plan.run_dir = cfg.agent_run_root + "/" + sandbox_id;
+  plan.sandbox_env = std::move(c.env);
+  c.env.clear();
+  // The keep-alive is the agent itself; a `command` of the spec is its first command.
+  const bool keep_alive = c.cmd == std::vector<std::string>{"sleep", "2147483647"};
+  plan.main_command = keep_alive ? std::vector<std::string>{} : std::move(c.cmd);
+  c.entrypoint = {agent_protocol::agent_path_inside};
+  c.cmd = {"--socket",
+           std::string(agent_protocol::run_dir_inside) + "/" + agent_protocol::socket_name};
+  c.user = "0:0";
+  h.init = false;
+  plan.command_caps = h.cap_add;
+  for (const char* cap : {"SETUID", "SETGID", "KILL", "SETPCAP"})
+    if (std::find(h.cap_add.begin(), h.cap_add.end(), cap) == h.cap_add.end())
+      h.cap_add.push_back(cap);
+  // A negative OomScoreAdj for the agent fails the container's start on an engine without
+  // CAP_SYS_RESOURCE (this one): each command raises its own to 1000 instead (app/agent/).
+  h.binds.push_back(cfg.agent_path + ":" + agent_protocol::agent_path_inside + ":ro");
+  h.binds.push_back(plan.run_dir + ":" + agent_protocol::run_dir_inside + ":rw");
+  c.labels[label_sandbox_id] = sandbox_id;
 }
 
 caf::expected<exec_plan> plan_exec(const runtime_config& cfg, const sandbox_plan& sandbox,

@@ -38,6 +38,8 @@ inline constexpr const char* label_principal = "corral.principal";
 // A random tag of the container actor that created it: a create that meets its own name
 // (its answer lost, or sent again) knows the holder is its own (actors/container.cpp).
 inline constexpr const char* label_claim = "corral.claim";
+// The sandbox's id: names its run directory, where its agent listens.
+inline constexpr const char* label_sandbox_id = "corral.sandbox-id";
 
 // The workspace directory as it was checked: the container actor compares the mount the
 // engine made against it before anything else runs in the sandbox.
@@ -61,6 +63,13 @@ struct sandbox_plan {
   std::chrono::milliseconds idle_limit{0};
   std::string spec_hash;
   std::string spec_record;  // encoded, as in the corral.spec label
+  // With the agent (use_agent): what it holds instead of the container's config.
+  bool agent = false;
+  std::string sandbox_id;                 // names the run directory (label corral.sandbox-id)
+  std::string run_dir;                    // on the host
+  std::vector<std::string> sandbox_env;   // given to each command, never to the container
+  std::vector<std::string> main_command;  // the sandbox's `command`, run by the agent
+  std::vector<std::string> command_caps;  // left in commands' bounding set
 };
 
 struct exec_plan {
@@ -127,6 +136,11 @@ bool is_reserved_env_key(std::string_view key);
 caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::string& key,
                                          const messages::sandbox_spec& spec,
                                          const std::string& engine_socket, int64_t now_ms);
+
+// Makes a planned sandbox run the agent as PID 1 (cfg.agent_path): root with SETUID, SETGID,
+// KILL and SETPCAP only, no docker-init; the sandbox's env and command move from the
+// container's config to the agent, and its run directory is bound at /corral/run.
+void use_agent(sandbox_plan& plan, const runtime_config& cfg, const std::string& sandbox_id);
 
 caf::expected<exec_plan> plan_exec(const runtime_config& cfg, const sandbox_plan& sandbox,
                                    const messages::exec_request& request);

@@ -46,6 +46,15 @@ struct runtime_config {
   // The engine's data root (dockerd --data-root): never a workspace, nor any directory above.
   std::string engine_data_root = "/var/lib/docker";
 
+  // The sandbox agent (app/agent/): set, every sandbox runs it as PID 1 and commands go
+  // through it; empty, commands are `docker exec`s (the fake engine, which runs no process).
+  std::string agent_path;
+  // Each sandbox's run directory (its agent's socket) is made here, mode 0700, owned by the
+  // host uid/gid the engine maps the sandbox's root to (0 unless it remaps user namespaces).
+  std::string agent_run_root = "/run/corral/sandboxes";
+  uint32_t agent_root_uid = 0;
+  uint32_t agent_root_gid = 0;
+
   // Test seam, never set in production: called by the container actor after the plan and
   // before the create, so a test can swap the workspace and see the start-time check refuse.
   std::function<void(const sandbox_plan&)> before_create_for_tests;

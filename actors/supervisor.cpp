@@ -10,6 +10,7 @@
 #include <caf/all.hpp>
 
 #include "actors/actor_errors.hpp"
+#include "actors/agent_link.hpp"
 #include "actors/container.hpp"
 #include "actors/engine_bridge.hpp"
 #include "actors/engine_errors.hpp"
@@ -47,6 +48,7 @@ struct supervisor_state {
   runtime_config cfg;
   container_factory make_container;
   std::shared_ptr<docker::client> docker;
+  std::shared_ptr<agent_hub> agents;  // with cfg.agent_path: links to the sandboxes' agents
   std::map<std::string, entry> sandboxes;
   std::unordered_map<std::string, std::string> key_by_container;
   // Live container actors: counted and indexed, so acquire and down handling stay O(log n)
@@ -248,6 +250,7 @@ void spawn_entry(self_ptr self, const std::string& key, sandbox_plan plan, std::
   auto& st = self->state;
   container_args args;
   args.docker = st.docker;
+  args.agents = st.agents;
   args.cfg = st.cfg;
   args.key = key;
   args.adopt_container_id = std::move(adopt_id);
@@ -617,6 +620,7 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
       st.cfg.socket_path.empty() ? "/var/run/docker.sock" : st.cfg.socket_path;
   options.http.default_timeout = st.cfg.engine_timeout;
   st.docker = std::make_shared<docker::client>(options);
+  if (!st.cfg.agent_path.empty()) st.agents = std::make_shared<agent_hub>();
   if (st.engine_down)
     set_ready(self);
   else

@@ -26,6 +26,7 @@
 
 #include <caf/all.hpp>
 
+#include "actors/agent_link.hpp"
 #include "actors/supervisor.hpp"
 #include "app/exit_codes.hpp"
 #include "docker/blocking.hpp"
@@ -288,6 +289,7 @@ int main(int argc, char** argv) {
   rc.policy.budget = {.sandboxes = 256, .memory = int64_t{1} << 50, .execs = 1 << 20};
   rc.max_execs_per_sandbox = 64;
   rc.socket_path = *socket;
+  rc.agent_path = corral::actors::default_agent_path();
   corral_runtime corral{sys, corral::actors::spawn_supervisor(sys, rc)};
 
   std::vector<std::string> made;  // containers of the peers, removed at the end whatever happens

@@ -19,6 +19,7 @@
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
+#include "actors/agent_link.hpp"
 #include "actors/facade.hpp"
 #include "actors/runtime_lock.hpp"
 #include "actors/supervisor.hpp"
@@ -190,6 +191,7 @@ int run_node(const node_options& options) {
   runtime.policy = options.policy;
   runtime.keep_sandboxes_on_shutdown = options.keep_sandboxes;
   runtime.shutdown_grace = options.grace;
+  runtime.agent_path = actors::default_agent_path();
   // Beside the node's CA: the key of the spec records' env digests, kept across restarts so
   // that an adopted sandbox's record still compares.
   runtime.spec_secret_path =

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <vector>
 
+#include "actors/agent_link.hpp"
 #include "actors/router.hpp"
 #include "actors/supervisor.hpp"
 #include "app/exit_codes.hpp"
@@ -129,6 +130,7 @@ int with_session(const runtime_target& target, const std::function<int(session&)
     runtime.policy = target.policy;
     // State lives in the engine: what this process does not release stays for the next one.
     runtime.keep_sandboxes_on_shutdown = true;
+    runtime.agent_path = actors::default_agent_path();
     sup = actors::spawn_supervisor(sys, runtime);
   }
   // Stops our own supervisor or router (never a node's): the actor system waits for it.

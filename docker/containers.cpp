@@ -43,6 +43,7 @@ void write_host_config(json_writer& w, const host_config& h) {
   w.field("ReadonlyRootfs", h.readonly_rootfs);
   if (!h.network_mode.empty()) w.field("NetworkMode", h.network_mode);
   if (h.init) w.field("Init", true);
+  if (h.oom_score_adj != 0) w.field("OomScoreAdj", static_cast<int64_t>(h.oom_score_adj));
   w.field("AutoRemove", h.auto_remove);
   w.end_object();
 }
@@ -62,6 +63,7 @@ host_config read_host_config(simdjson::ondemand::object& h) {
   out.readonly_rootfs = get_bool(h, "ReadonlyRootfs");
   out.network_mode = get_string(h, "NetworkMode");
   out.init = get_bool(h, "Init");
+  out.oom_score_adj = static_cast<int>(get_int(h, "OomScoreAdj"));
   out.auto_remove = get_bool(h, "AutoRemove");
   return out;
 }

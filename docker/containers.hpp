@@ -24,6 +24,7 @@ struct host_config {
   std::string network_mode;  // "none"
   bool init = false;         // run docker-init as PID 1
   bool auto_remove = false;
+  int oom_score_adj = 0;  // -1000..1000: the container's processes' OOM score adjustment
 };
 
 struct container_create_request {

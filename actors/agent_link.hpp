@@ -1,0 +1,48 @@
+// Connections to the sandboxes' agents (app/agent/): framed unix-socket streams on one I/O
+// thread shared by a runtime's container actors. Like docker::client, every call returns at
+// once and every handler runs on the I/O thread, where actors only post a message.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace corral::actors {
+
+struct agent_link_handlers {
+  // One whole frame (messages/agent_protocol.hpp): its type, command id and payload.
+  std::function<void(uint8_t type, uint32_t id, std::string payload)> on_frame;
+  // Once, when the link ends by itself (never after close()): why, in words.
+  std::function<void(std::string why)> on_closed;
+};
+
+// Where corral's programs find the agent: $CORRAL_AGENT ("none": no agent, commands are
+// `docker exec`s), else `corral-agent` beside the running program or in ../lib/corral/.
+// Empty when there is none.
+std::string default_agent_path();
+
+class agent_hub {
+ public:
+  using link_id = uint64_t;
+
+  agent_hub();
+  ~agent_hub();  // closes every link and joins the I/O thread
+  agent_hub(const agent_hub&) = delete;
+  agent_hub& operator=(const agent_hub&) = delete;
+
+  // Connects to the agent's socket, trying again while it is not there yet (the agent starts
+  // with its container) for up to `patience`, then says hello; frames follow.
+  link_id open(std::string socket_path, std::chrono::milliseconds patience,
+               agent_link_handlers handlers);
+  // Queues one frame. Unknown or closed links are ignored. Safe from any thread.
+  void send(link_id id, std::string frame);
+  void close(link_id id);
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace corral::actors
