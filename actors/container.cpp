@@ -7,6 +7,7 @@
 #include <deque>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <random>
 
 #include <sys/stat.h>
@@ -106,6 +107,8 @@ struct container_state {
   std::function<void()> on_agent_ready;  // after the welcome (and configure, when ours)
   std::map<uint32_t, agent_command> agent_commands;
   uint32_t next_agent_id = 1;
+  std::optional<agent_protocol::bye_reason> agent_bye;  // why the agent said it ends the sandbox
+  std::string agent_bye_detail;
 };
 
 using self_ptr = container_impl_actor::stateful_pointer<container_state>;
@@ -328,8 +331,13 @@ void remove_run_dir(self_ptr self) {
 
 // Every command the agent ran for us ends now: the link is gone.
 void agent_link_lost(self_ptr self, const std::string& why) {
+  namespace proto = agent_protocol;
   auto& st = self->state;
   st.link = 0;
+  // The agent ended the sandbox at its lifetime: its commands were killed, as our own limit
+  // would have (lifetime_atom).
+  if (st.agent_bye == proto::bye_reason::lifetime)
+    for (auto& [seq, run] : st.running) run.killed = true;
   auto commands = std::move(st.agent_commands);
   st.agent_commands.clear();
   for (auto& [id, cmd] : commands) {
@@ -344,7 +352,26 @@ void agent_link_lost(self_ptr self, const std::string& why) {
     return fail_startup(self, make_error(corral_errc::sandbox_lost,
                                          "sandbox " + st.info.key + " lost its agent: " + why));
   }
-  begin_removal(self, sandbox_status::lost, "the sandbox's agent went away: " + why);
+  if (st.agent_bye == proto::bye_reason::lifetime)
+    return begin_removal(self, sandbox_status::timed_out, "the sandbox reached its lifetime limit");
+  if (st.agent_bye == proto::bye_reason::idle)
+    return begin_removal(self, sandbox_status::removed, "idle limit reached (ended by its agent)");
+  // Killed or stopped from outside: the engine's event (a monitor's mark) says which, if it
+  // comes within a moment; otherwise the sandbox is lost.
+  const std::string detail = st.agent_bye ? "the sandbox's agent ended it: " + st.agent_bye_detail
+                                          : "the sandbox's agent went away: " + why;
+  self->delayed_send(self, std::chrono::milliseconds(300), resume_atom_v,
+                     continuation{[self, detail] {
+                       if (!self->state.removing) begin_removal(self, sandbox_status::lost, detail);
+                     }});
+}
+
+// The agent's idle limit is a backstop for when no corral process runs: later than the
+// supervisor's pruning, which reports the sandbox as pruned while one does.
+std::chrono::milliseconds agent_idle_limit(self_ptr self) {
+  const auto& st = self->state;
+  if (st.args.plan.idle_limit.count() <= 0) return std::chrono::milliseconds(0);
+  return st.args.plan.idle_limit + 2 * st.args.cfg.prune_interval + std::chrono::seconds(5);
 }
 
 void on_agent_frame(self_ptr self, uint8_t type, uint32_t id, std::string& payload) {
@@ -373,7 +400,7 @@ void on_agent_frame(self_ptr self, uint8_t type, uint32_t id, std::string& paylo
                               .str(plan.sandbox_id)
                               .str(st.info.key)
                               .i64(deadline)
-                              .i64(plan.idle_limit.count())
+                              .i64(agent_idle_limit(self).count())
                               .strs(plan.sandbox_env)
                               .strs(plan.main_command)
                               .u32(uid)
@@ -413,6 +440,10 @@ void on_agent_frame(self_ptr self, uint8_t type, uint32_t id, std::string& paylo
       cmd.on_exit(e);
       return;
     }
+    case proto::frame::bye:
+      st.agent_bye = static_cast<proto::bye_reason>(r.u8());
+      st.agent_bye_detail = r.str();
+      return;
     case proto::frame::refused: {
       std::string reason = r.str();
       if (id == 0 && st.on_agent_ready) {

@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <unordered_map>
 
 #include <caf/all.hpp>
@@ -305,6 +307,39 @@ constexpr int64_t spare_created_ms = 60'000;
 
 void recheck_spared(self_ptr self);
 
+// Run directories (actors/container.cpp) whose sandbox is gone: a container removed by
+// another process, by hand, or left by a process that was killed. Every corral container on
+// the engine counts (all runtimes share the directory); one made in the last minute may be
+// another process's create in flight. Looked at once a minute.
+void sweep_run_dirs(self_ptr self) {
+  auto& st = self->state;
+  if (st.cfg.agent_path.empty() || st.shutting_down) return;
+  docker::container_list_options options;
+  options.all = true;
+  options.filters["label"] = {label_sandbox_id};
+  st.docker->container_list(
+      options, back_to<std::vector<docker::container_summary>>(self, [self](auto listed) {
+        auto& st = self->state;
+        if (st.shutting_down) return;
+        self->delayed_send(self, std::chrono::minutes(1), resume_atom_v,
+                           continuation{[self] { sweep_run_dirs(self); }});
+        if (!listed) return;
+        std::set<std::string> live;
+        for (const auto& c : *listed)
+          if (auto id = c.labels.find(label_sandbox_id); id != c.labels.end())
+            live.insert(id->second);
+        // A directory listing and a few removals: quick enough for a handler.
+        std::error_code ec;
+        const auto minute_ago =
+            std::filesystem::file_time_type::clock::now() - std::chrono::minutes(1);
+        for (const auto& dir : std::filesystem::directory_iterator(st.cfg.agent_run_root, ec)) {
+          const auto name = dir.path().filename().string();
+          if (live.count(name) || dir.last_write_time(ec) > minute_ago) continue;
+          std::filesystem::remove_all(dir.path(), ec);
+        }
+      }));
+}
+
 void adopt_existing(self_ptr self) {
   auto& st = self->state;
   docker::container_list_options options;
@@ -347,6 +382,7 @@ void adopt_existing(self_ptr self) {
           self->delayed_send(self, std::chrono::milliseconds(spare_for_ms + 1000), resume_atom_v,
                              continuation{[self] { recheck_spared(self); }});
         }
+        sweep_run_dirs(self);
         set_ready(self);
       }));
 }

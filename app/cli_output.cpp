@@ -1,8 +1,10 @@
 #include "app/cli_output.hpp"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 
@@ -128,8 +130,12 @@ caf::behavior terminal_writer(caf::event_based_actor*) {
   return {
       [](output_atom, const output_chunk& chunk) {
         FILE* out = chunk.stream == output_stream::stderr_stream ? stderr : stdout;
-        std::fwrite(chunk.bytes.data(), 1, chunk.bytes.size(), out);
-        std::fflush(out);
+        const bool written =
+            std::fwrite(chunk.bytes.data(), 1, chunk.bytes.size(), out) == chunk.bytes.size() &&
+            std::fflush(out) == 0;
+        // Nobody reads any more (SIGPIPE is blocked, so the write failed with EPIPE): say so
+        // to the process, whose `corral run` releases its sandbox on it.
+        if (!written && errno == EPIPE) ::kill(::getpid(), SIGPIPE);
       },
       [](caf::flush_atom) { return caf::flush_atom_v; },
   };

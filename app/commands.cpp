@@ -1,12 +1,16 @@
 #include "app/commands.hpp"
 
+#include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <optional>
 #include <random>
+#include <thread>
 
 #include <caf/all.hpp>
 
@@ -109,9 +113,53 @@ int run_exec(session& s, const command_line& cl, const std::string& key) {
 
 }  // namespace
 
+// `corral run`'s sandbox is its own: a signal that ends the CLI releases it first. The signals
+// are blocked in every thread (set before the actor system starts its threads) and taken by
+// one watcher; a closed stdout (EPIPE in terminal_writer) arrives as a process-wide SIGPIPE.
+class release_on_signal {
+ public:
+  static void block() {
+    sigset_t set = signals();
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  }
+
+  release_on_signal(session& s, std::string key) {
+    watcher_ = std::thread([this, &sys = s.self->home_system(), sup = s.sup, key = std::move(key)] {
+      const sigset_t set = signals();
+      const timespec tick{0, 100'000'000};
+      while (!done_) {
+        const int sig = sigtimedwait(&set, nullptr, &tick);
+        if (sig <= 0) continue;
+        caf::scoped_actor self{sys};
+        bool released = false;
+        self->request(sup, caf::timespan{30s}, release_atom_v, key, release_mode::cancel_execs)
+            .receive([&](sandbox_info&) { released = true; }, [](caf::error&) {});
+        std::fprintf(stderr, "corral: %s: %s\n", strsignal(sig),
+                     released ? "the sandbox was released" : "the sandbox could not be released");
+        std::_Exit(128 + sig);
+      }
+    });
+  }
+  ~release_on_signal() {
+    done_ = true;
+    watcher_.join();
+  }
+
+ private:
+  static sigset_t signals() {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGPIPE}) sigaddset(&set, sig);
+    return set;
+  }
+  std::atomic<bool> done_{false};
+  std::thread watcher_;
+};
+
 int cmd_run(command_line& cl) {
   if (cl.argv.empty())
     return usage_error("run", "run: no command given (corral run [flags] -- CMD...)");
+  release_on_signal::block();
   std::mt19937_64 random{std::random_device{}()};
   char key[40];
   std::snprintf(key, sizeof key, "run-%d-%08x", static_cast<int>(::getpid()),
@@ -122,6 +170,7 @@ int cmd_run(command_line& cl) {
         ask<sandbox_info>(s, caf::timespan{3min}, acquire_atom_v, std::string(key), cl.spec);
     if (!info) return fail(info.error());
     print_warnings(info->warnings);
+    const release_on_signal guard(s, key);
     const int code = run_exec(s, cl, key);
     auto released = ask<sandbox_info>(s, caf::timespan{2min}, release_atom_v, std::string(key),
                                       release_mode::cancel_execs);

@@ -51,7 +51,10 @@ enum class frame : uint8_t {
                  // u8 stdout truncated, u8 stderr truncated, u8 oom killed, str detail
   pong = 68,     // (none)
   refused = 69,  // str reason: the frame with this id was not carried out
+  bye = 70,      // u8 why (a bye_reason), str detail: the agent ends the sandbox now
 };
+
+enum class bye_reason : uint8_t { lifetime = 1, idle = 2, stopped = 3, main_command_ended = 4 };
 
 // How a command ended (exited frame).
 enum class end : uint8_t {

@@ -845,8 +845,15 @@ void flush_connection(connection& conn) {
   }
 }
 
-[[noreturn]] void end_sandbox(int code, const std::string& why) {
+[[noreturn]] void end_sandbox(int code, const std::string& why, proto::bye_reason reason) {
   log_line(why);
+  // Said to every reader first, so that corral reports the end as what it is.
+  for (auto& [n, conn] : A.conns) {
+    if (conn.closing || !conn.greeted) continue;
+    conn.out +=
+        proto::writer(proto::frame::bye, 0).u8(static_cast<uint8_t>(reason)).str(why).finish();
+    (void)!send(conn.fd, conn.out.data(), conn.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  }
   // Our exit as PID 1 kills every process left in the sandbox.
   _exit(code);
 }
@@ -912,14 +919,14 @@ int main(int argc, char** argv) {
       }
     }
     if (A.deadline_wall > 0 && wall_ms() >= A.deadline_wall)
-      end_sandbox(0, "the sandbox reached its lifetime deadline");
+      end_sandbox(0, "the sandbox reached its lifetime limit", proto::bye_reason::lifetime);
     if (A.deadline_wall > 0)
       wait = std::min(wait, std::max<int64_t>(0, A.deadline_wall - wall_ms()));
     bool busy = false;
     for (auto& [k, c] : A.commands) busy |= !c.main_command;
     if (A.idle_limit > 0 && !busy && now - A.last_activity >= A.idle_limit)
-      end_sandbox(0, "the sandbox was idle for its idle limit");
-    if (A.stopping) end_sandbox(0, "told to shut down");
+      end_sandbox(0, "the sandbox was idle for its idle limit", proto::bye_reason::idle);
+    if (A.stopping) end_sandbox(0, "told to shut down", proto::bye_reason::stopped);
 
     fds.clear();
     fds.push_back({A.listen_fd, POLLIN, 0});
@@ -964,13 +971,15 @@ int main(int argc, char** argv) {
       }
     }
     const int ready = poll(fds.data(), fds.size(), static_cast<int>(std::max<int64_t>(wait, 0)));
-    if (ready < 0 && errno != EINTR) end_sandbox(1, std::string("poll: ") + strerror(errno));
+    if (ready < 0 && errno != EINTR)
+      end_sandbox(1, std::string("poll: ") + strerror(errno), proto::bye_reason::stopped);
 
     if (fds[1].revents) {
       signalfd_siginfo si;
       while (read(A.signal_fd, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
         if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT || si.ssi_signo == SIGHUP)
-          end_sandbox(0, "stopped by signal " + std::to_string(si.ssi_signo));
+          end_sandbox(0, "stopped by signal " + std::to_string(si.ssi_signo),
+                      proto::bye_reason::stopped);
       }
     }
     reap_children();
@@ -992,7 +1001,7 @@ int main(int argc, char** argv) {
         if (main_ended) {
           const int st = A.main_exit;
           end_sandbox(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st),
-                      "the sandbox's command ended");
+                      "the sandbox's command ended", proto::bye_reason::main_command_ended);
         }
       } else {
         ++it;

@@ -144,7 +144,13 @@ struct test_config : caf::actor_system_config {
 
 class runtime_fixture {
  public:
-  runtime_fixture() : sys_(cfg_), self(sys_) { rt.name = unique_runtime_name(); }
+  // Sandboxes run the agent, as the CLI's and a node's do (CORRAL_AGENT=none: the docker exec
+  // path, e.g. to compare).
+  runtime_fixture() : sys_(cfg_), self(sys_) {
+    rt.name = unique_runtime_name();
+    const char* choice = std::getenv("CORRAL_AGENT");
+    rt.agent_path = choice && std::string_view(choice) == "none" ? "" : CORRAL_AGENT_PATH;
+  }
 
   ~runtime_fixture() {
     stop_all();

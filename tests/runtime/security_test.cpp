@@ -27,18 +27,36 @@ TEST_CASE_METHOD(runtime_fixture, "a sandbox is created hardened", "[runtime][se
     REQUIRE_OK(ins);
     const auto& h = ins->host;
     CHECK(ins->state.running);
-    CHECK(ins->user == "1000:1000");
     CHECK(h.readonly_rootfs);
     CHECK(h.network_mode == "none");
     CHECK(h.cap_drop == std::vector<std::string>{"ALL"});
-    CHECK(h.cap_add.empty());
+    if (rt.agent_path.empty()) {
+      CHECK(ins->user == "1000:1000");
+      CHECK(h.cap_add.empty());
+      CHECK(h.binds.empty());
+    } else {
+      // The agent is PID 1: the sandbox's root with four capabilities, which it drops in every
+      // command (behaviour below); its binary and run directory are the only binds.
+      CHECK(ins->user == "0:0");
+      auto caps = h.cap_add;
+      std::sort(caps.begin(), caps.end());
+      CHECK(caps == std::vector<std::string>{"KILL", "SETGID", "SETPCAP", "SETUID"});
+      CHECK_FALSE(h.init);
+      const auto sandbox_id = ins->labels.at(corral::actors::label_sandbox_id);
+      CHECK(h.binds ==
+            std::vector<std::string>{rt.agent_path + ":/corral/agent:ro",
+                                     rt.agent_run_root + "/" + sandbox_id + ":/corral/run:rw"});
+      struct stat run_dir {};
+      REQUIRE(::stat((rt.agent_run_root + "/" + sandbox_id).c_str(), &run_dir) == 0);
+      CHECK((run_dir.st_mode & 07777) == 0700);
+      CHECK(run_dir.st_uid == rt.agent_root_uid);
+    }
     CHECK(std::find(h.security_opt.begin(), h.security_opt.end(), "no-new-privileges") !=
           h.security_opt.end());
     CHECK(h.pids_limit == 32);
     CHECK(h.memory == rt.policy.defaults.memory);
     CHECK(h.memory_swap == h.memory);  // no swap on top
     CHECK(h.nano_cpus == rt.policy.defaults.nano_cpus);
-    CHECK(h.binds.empty());
     REQUIRE(h.tmpfs.count("/tmp") == 1);
     const auto& tmp = h.tmpfs.at("/tmp");
     CHECK(contains(tmp, "noexec"));
@@ -69,6 +87,7 @@ TEST_CASE_METHOD(runtime_fixture, "a sandbox is created hardened", "[runtime][se
     INFO(status->stdout_data);
     CHECK(contains(status->stdout_data, "CapEff:\t0000000000000000\n"));
     CHECK(contains(status->stdout_data, "CapPrm:\t0000000000000000\n"));
+    if (!rt.agent_path.empty()) CHECK(contains(status->stdout_data, "CapBnd:\t0000000000000000\n"));
     CHECK(contains(status->stdout_data, "NoNewPrivs:\t1\n"));
 
     // /tmp: the sandbox user may write there, but nothing written there may run.
