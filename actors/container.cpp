@@ -72,7 +72,13 @@ struct agent_exit {
 struct agent_command {
   std::function<void(output_stream, std::string&)> on_output;
   std::function<void(agent_exit&)> on_exit;
+  uint64_t taken = 0;  // output bytes received and not yet given back as credit
 };
+
+// The output window each command starts with, and how much of it is given back at once: most
+// commands' whole output fits, so most commands need no credit frame at all.
+constexpr uint64_t agent_window = 1 << 20;
+constexpr uint64_t agent_credit_batch = agent_window / 4;
 
 struct container_state {
   static inline const char* name = "corral.container";
@@ -417,9 +423,16 @@ void on_agent_frame(self_ptr self, uint8_t type, uint32_t id, std::string& paylo
     case proto::frame::output: {
       const auto stream = r.u8() == 2 ? output_stream::stderr_stream : output_stream::stdout_stream;
       std::string bytes = r.str();
-      send_to_agent(self, proto::writer(proto::frame::credit, id).u64(bytes.size()).finish());
-      if (auto it = st.agent_commands.find(id); it != st.agent_commands.end() && r.ok())
-        it->second.on_output(stream, bytes);
+      auto it = st.agent_commands.find(id);
+      if (it == st.agent_commands.end() || !r.ok()) return;
+      // Kept output is bounded by the caps and live output is passed on at once: the bytes
+      // are consumed here, so the credit goes back (in batches).
+      it->second.taken += bytes.size();
+      if (it->second.taken >= agent_credit_batch) {
+        send_to_agent(self, proto::writer(proto::frame::credit, id).u64(it->second.taken).finish());
+        it->second.taken = 0;
+      }
+      it->second.on_output(stream, bytes);
       return;
     }
     case proto::frame::exited: {
@@ -508,7 +521,7 @@ uint32_t agent_start(self_ptr self, const std::vector<std::string>& argv,
                           .u64(max_stdout)
                           .u64(max_stderr)
                           .u8(stdin_data ? 1 : 0)
-                          .u64(1 << 20)
+                          .u64(agent_window)
                           .finish());
   if (stdin_data) {
     constexpr std::size_t piece = 1 << 20;
@@ -1331,6 +1344,11 @@ container_impl_actor::behavior_type container_impl(self_ptr self, container_args
               corral_errc::sandbox_lost,
               "sandbox " + st.info.key + " is " +
                   (st.releasing ? std::string("being released") : to_string(st.info.status)));
+        }
+        if (st.args.plan.agent && st.link == 0 && st.info.status == sandbox_status::ready) {
+          return make_error(corral_errc::sandbox_lost,
+                            "sandbox " + st.info.key + " lost its agent" +
+                                (st.agent_bye ? ": " + st.agent_bye_detail : std::string()));
         }
         auto plan = plan_exec(st.args.cfg, st.args.plan, request);
         if (!plan) return std::move(plan.error());
