@@ -910,6 +910,8 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
     c.labels[label_principal] = key.substr(0, slash);
   c.labels[label_spec] = plan.spec_record;
   c.labels[label_created_at] = std::to_string(now_ms);
+  // The backstop: any later process removes the sandbox past this, whatever its agent does.
+  c.labels[label_deadline] = std::to_string(now_ms + plan.lifetime.count());
   c.labels[label_spec_hash] = plan.spec_hash;
   c.stop_signal = "SIGTERM";
   c.stop_timeout =

@@ -40,6 +40,8 @@ inline constexpr const char* label_principal = "corral.principal";
 inline constexpr const char* label_claim = "corral.claim";
 // The sandbox's id: names its run directory, where its agent listens.
 inline constexpr const char* label_sandbox_id = "corral.sandbox-id";
+// Unix ms after which the sandbox is over (created-at + lifetime): reaped by any process.
+inline constexpr const char* label_deadline = "corral.deadline";
 
 // The workspace directory as it was checked: the container actor compares the mount the
 // engine made against it before anything else runs in the sandbox.

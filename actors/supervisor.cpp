@@ -355,6 +355,13 @@ void adopt_existing(self_ptr self) {
         }
         int64_t spare_for_ms = 0;
         for (const auto& c : *listed) {
+          // Past its lifetime (its agent should have ended it): reaped, never adopted.
+          if (auto deadline = c.labels.find(label_deadline);
+              deadline != c.labels.end() &&
+              now_ms() > std::strtoll(deadline->second.c_str(), nullptr, 10)) {
+            remove_in_background(self, c.id);
+            continue;
+          }
           auto key = c.labels.find(label_key);
           const bool adoptable = key != c.labels.end() && !check_key(key->second) &&
                                  c.state == "running" &&

@@ -15,6 +15,7 @@
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
+#include "actors/agent_link.hpp"
 #include "actors/supervisor.hpp"
 #include "app/exit_codes.hpp"
 #include "app/fake_engine.hpp"
@@ -570,6 +571,8 @@ int run_stress(const stress_options& options_in) {
       // A workload generator: the budget is its --capacity, memory and commands unbounded.
       rc.policy.budget = {.sandboxes = o.capacity, .memory = int64_t{1} << 50, .execs = 1 << 20};
       rc.max_execs_per_sandbox = 16;
+      // On the real engine, sandboxes run the agent as the CLI's do; the fake runs no process.
+      if (!fake) rc.agent_path = actors::default_agent_path();
       sup = actors::spawn_supervisor(sys, rc);
     } else {
       auto connected =

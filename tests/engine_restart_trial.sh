@@ -210,9 +210,11 @@ for phase in "${phase_list[@]}"; do
     start_loop run run -- sh -c 'echo ok'
     start_loop create create "tmp${cycle}"
     start_loop rm rm "tmp${cycle}"
-    # A command running across the engine's restart: its stream is cut, so its client must
-    # get a typed error, and its processes must not outlive it in a kept sandbox.
-    "${CORRAL}" --node "${NODE_ADDR}" exec "keep$((2 % KEYS))" -- sh -c 'sleep 300; echo done' \
+    # A command running across the engine's restart. Its channel is the sandbox's agent, not
+    # the engine: under live-restore it runs on and ends at its own timeout (124); without,
+    # its sandbox dies with the engine and its client gets a typed error. Either way it ends
+    # in bounded time and its processes do not outlive it.
+    "${CORRAL}" --node "${NODE_ADDR}" exec --timeout 15s "keep$((2 % KEYS))" -- sh -c 'sleep 300; echo done' \
       </dev/null >"${C}/across.out" 2>"${C}/across.err" &
     across_pid=$!
     TRIAL_PIDS+=("${across_pid}")

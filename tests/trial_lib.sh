@@ -202,7 +202,9 @@ error_kinds() {
 
 # The processes a sandbox runs when no command does: docker-init (PID 1) and the keep-alive.
 is_idle_process() {
-  [[ $1 == "/sbin/docker-init -- sleep 2147483647" || $1 == "sleep 2147483647" ]]
+  # The agent (PID 1) and the keepers it runs each command under show as the agent itself.
+  [[ $1 == "/sbin/docker-init -- sleep 2147483647" || $1 == "sleep 2147483647" ||
+    $1 == "/corral/agent --socket /corral/run/agent.sock" ]]
 }
 
 # stray_processes ID: prints the processes of a running container other than its own init and

@@ -1017,9 +1017,13 @@ int main(int argc, char** argv) {
     for (auto it = A.conns.begin(); it != A.conns.end();) {
       if (it->second.closing && it->second.out.empty()) {
         close(it->second.fd);
-        // Its commands go on to their deadlines; their output is dropped from now on.
-        for (auto& [k, c] : A.commands)
-          if (c.conn == it->first) c.conn = -1;
+        // Its commands lost their owner (a client killed, a node crashed): nobody can have
+        // their results, so their trees are killed, as a terminal's hang-up would.
+        for (auto& [k, c] : A.commands) {
+          if (c.conn != it->first) continue;
+          c.conn = -1;
+          kill_command(c, false);
+        }
         it = A.conns.erase(it);
       } else {
         ++it;
