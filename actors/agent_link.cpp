@@ -95,6 +95,7 @@ struct link : std::enable_shared_from_this<link> {
       }
       self->in.append(self->chunk.data(), n);
       std::size_t offset = 0;
+      std::vector<agent_frame> frames;
       for (;;) {
         std::size_t used = 0;
         bool bad = false;
@@ -102,10 +103,10 @@ struct link : std::enable_shared_from_this<link> {
         if (bad) return self->end("the sandbox's agent sent a frame of a bad length");
         if (!f) break;
         offset += used;
-        if (self->handlers.on_frame)
-          self->handlers.on_frame(static_cast<uint8_t>(f->type), f->id, std::string(f->payload));
-        if (self->closed) return;
+        frames.push_back({static_cast<uint8_t>(f->type), f->id, std::string(f->payload)});
       }
+      if (!frames.empty() && self->handlers.on_frames) self->handlers.on_frames(std::move(frames));
+      if (self->closed) return;
       self->in.erase(0, offset);
       self->read_more();
     });

@@ -8,12 +8,20 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace corral::actors {
 
+// One whole frame (messages/agent_protocol.hpp): its type, command id and payload.
+struct agent_frame {
+  uint8_t type = 0;
+  uint32_t id = 0;
+  std::string payload;
+};
+
 struct agent_link_handlers {
-  // One whole frame (messages/agent_protocol.hpp): its type, command id and payload.
-  std::function<void(uint8_t type, uint32_t id, std::string payload)> on_frame;
+  // The whole frames of one read, in order: one call (so one message to an actor) per read.
+  std::function<void(std::vector<agent_frame> frames)> on_frames;
   // Once, when the link ends by itself (never after close()): why, in words.
   std::function<void(std::string why)> on_closed;
 };

@@ -486,11 +486,15 @@ void connect_agent(self_ptr self, std::function<void()> ready) {
   st.on_agent_ready = std::move(ready);
   caf::weak_actor_ptr weak = self->ctrl();
   agent_link_handlers h;
-  h.on_frame = [weak, self](uint8_t type, uint32_t id, std::string payload) {
+  h.on_frames = [weak, self](std::vector<agent_frame> frames) {
     if (auto strong = weak.lock())
       caf::anon_send(caf::actor_cast<caf::actor>(strong), resume_atom_v,
-                     continuation{[self, type, id, payload = std::move(payload)]() mutable {
-                       on_agent_frame(self, type, id, payload);
+                     continuation{[self, frames = std::move(frames)]() mutable {
+                       for (auto& f : frames) {
+                         // A frame may end the link (a refused hello): the rest is moot.
+                         if (self->state.link == 0) return;
+                         on_agent_frame(self, f.type, f.id, f.payload);
+                       }
                      }});
   };
   h.on_closed = [weak, self](std::string why) {
@@ -873,8 +877,8 @@ void adopt_container(self_ptr self) {
               st.info.created_ms = std::strtoll(it->second.c_str(), nullptr, 10);
             }
             if (auto id = r->labels.find(label_sandbox_id); id != r->labels.end()) {
-              // Made with the agent: link to it. Its commands run on to their deadlines, which
-              // it enforces, so none is an orphan to stop here.
+              // Made with the agent: link to it. A previous process's commands ended when
+              // its connections closed (the agent kills them), so none is left to stop here.
               if (!st.args.agents) {
                 return fail_startup(
                     self,

@@ -45,7 +45,7 @@ enum class frame : uint8_t {
   // agent -> corral
   welcome = 64,  // u32 version, str sandbox id, str key, i64 deadline, i64 idle limit,
                  // u32 count, then per running command: u32 id, i64 deadline, str argv[0]
-  started = 65,  // u32 pid
+  started = 65,  // u32 pid (reserved: not sent by version 1)
   output = 66,   // u8 stream (1 stdout, 2 stderr), str bytes
   exited = 67,   // u8 end, i32 exit code, i32 signal, u64 stdout total, u64 stderr total,
                  // u8 stdout truncated, u8 stderr truncated, u8 oom killed, str detail

@@ -732,9 +732,7 @@ void read_report(command& c) {
     c.report_buf.erase(0, sizeof r);
     if (r.kind == 1) {
       c.pid = r.a;
-      send_frame(
-          c.conn,
-          proto::writer(proto::frame::started, c.id).u32(static_cast<uint32_t>(r.a)).finish());
+      // No `started` frame: nobody needs the pid, and a frame less is CPU saved per command.
     } else if (r.kind == 2) {
       c.spawn_failed = true;
       c.spawn_errno = r.a;
