@@ -38,8 +38,7 @@ struct link : std::enable_shared_from_this<link> {
   std::string path;
   std::chrono::steady_clock::time_point give_up;
   agent_link_handlers handlers;
-  std::string in;
-  std::array<char, 64 * 1024> chunk{};
+  std::string in;  // a partial frame, between reads
   std::deque<std::string> out;
   bool connected = false;
   bool writing = false;
@@ -65,7 +64,12 @@ struct link : std::enable_shared_from_this<link> {
     socket.async_connect(stream::endpoint(path), [self = shared_from_this()](auto ec) {
       if (self->closed) return;
       if (ec) {
-        // The agent creates its socket a few milliseconds after the container starts.
+        // The agent creates its socket a few milliseconds after the container starts; a
+        // process out of descriptors has a few seconds to get one back.
+        const bool no_fds = ec == boost::system::errc::too_many_files_open ||
+                            ec == boost::system::errc::too_many_files_open_in_system;
+        if (no_fds && self->give_up < std::chrono::steady_clock::now() + std::chrono::seconds(5))
+          self->give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
         if (std::chrono::steady_clock::now() < self->give_up) {
           boost::system::error_code ignored;
           self->socket.close(ignored);
@@ -79,21 +83,31 @@ struct link : std::enable_shared_from_this<link> {
                          ec.message());
       }
       self->connected = true;
+      boost::system::error_code ignored;
+      self->socket.non_blocking(true, ignored);
       self->out.push_front(proto::writer(proto::frame::hello, 0).u32(proto::version).finish());
       self->write_next();
       self->read_more();
     });
   }
 
+  // Waits for the socket to be readable, then reads into the I/O thread's one buffer: a link
+  // holds no read buffer of its own while idle (ten thousand sandboxes, tests/scale).
   void read_more() {
-    socket.async_read_some(asio::buffer(chunk), [self = shared_from_this()](auto ec,
-                                                                            std::size_t n) {
+    socket.async_wait(stream::socket::wait_read, [self = shared_from_this()](auto ec) {
       if (self->closed) return;
-      if (ec) {
-        return self->end(ec == asio::error::eof ? "the sandbox's agent closed the connection"
-                                                : "the agent connection broke: " + ec.message());
+      if (ec) return self->end("the agent connection broke: " + ec.message());
+      static thread_local std::array<char, 64 * 1024> chunk;
+      boost::system::error_code read_ec;
+      const std::size_t n = self->socket.read_some(asio::buffer(chunk), read_ec);
+      if (read_ec == asio::error::would_block || read_ec == asio::error::try_again)
+        return self->read_more();
+      if (read_ec) {
+        return self->end(read_ec == asio::error::eof
+                             ? "the sandbox's agent closed the connection"
+                             : "the agent connection broke: " + read_ec.message());
       }
-      self->in.append(self->chunk.data(), n);
+      self->in.append(chunk.data(), n);
       std::size_t offset = 0;
       std::vector<agent_frame> frames;
       for (;;) {
@@ -108,6 +122,7 @@ struct link : std::enable_shared_from_this<link> {
       if (!frames.empty() && self->handlers.on_frames) self->handlers.on_frames(std::move(frames));
       if (self->closed) return;
       self->in.erase(0, offset);
+      if (self->in.empty()) std::string().swap(self->in);
       self->read_more();
     });
   }

@@ -110,7 +110,13 @@ struct container_state {
   int cut_attempts = 0;
   // The agent (plan.agent): the link to it, and the commands it runs for us by id.
   agent_hub::link_id link = 0;
-  std::function<void()> on_agent_ready;  // after the welcome (and configure, when ours)
+  // The link is made when a command needs it and closed when idle: a runtime holding ten
+  // thousand sandboxes holds descriptors only for those at work.
+  bool link_ready = false;                          // welcomed (and configured)
+  std::vector<std::function<void()>> link_waiters;  // run once it is
+  uint64_t link_uses = 0;                           // commands started: an idle check compares
+  bool idle_check_pending = false;
+  bool agent_gone = false;  // its link broke: the agent died, the sandbox is being lost
   std::map<uint32_t, agent_command> agent_commands;
   uint32_t next_agent_id = 1;
   std::optional<agent_protocol::bye_reason> agent_bye;  // why the agent said it ends the sandbox
@@ -340,6 +346,9 @@ void agent_link_lost(self_ptr self, const std::string& why) {
   namespace proto = agent_protocol;
   auto& st = self->state;
   st.link = 0;
+  st.link_ready = false;
+  st.link_waiters.clear();
+  st.agent_gone = true;
   // The agent ended the sandbox at its lifetime: its commands were killed, as our own limit
   // would have (lifetime_atom).
   if (st.agent_bye == proto::bye_reason::lifetime)
@@ -380,6 +389,9 @@ std::chrono::milliseconds agent_idle_limit(self_ptr self) {
   return st.args.plan.idle_limit + 2 * st.args.cfg.prune_interval + std::chrono::seconds(5);
 }
 
+void agent_link_ready(self_ptr self);
+void close_link_when_idle(self_ptr self);
+
 void on_agent_frame(self_ptr self, uint8_t type, uint32_t id, std::string& payload) {
   namespace proto = agent_protocol;
   auto& st = self->state;
@@ -395,8 +407,7 @@ void on_agent_frame(self_ptr self, uint8_t type, uint32_t id, std::string& paylo
       }
       if (!sandbox_id.empty()) {
         // Bound already (a sandbox adopted from another process): nothing to configure.
-        if (auto ready = std::move(st.on_agent_ready)) ready();
-        return;
+        return agent_link_ready(self);
       }
       const auto& plan = st.args.plan;
       const auto [uid, gid] = numeric_user(plan.user);
@@ -416,9 +427,7 @@ void on_agent_frame(self_ptr self, uint8_t type, uint32_t id, std::string& paylo
       return;
     }
     case proto::frame::pong:
-      if (id == 0) {
-        if (auto ready = std::move(st.on_agent_ready)) ready();
-      }
+      if (id == 0 && !st.link_ready) agent_link_ready(self);
       return;
     case proto::frame::output: {
       const auto stream = r.u8() == 2 ? output_stream::stderr_stream : output_stream::stdout_stream;
@@ -451,6 +460,7 @@ void on_agent_frame(self_ptr self, uint8_t type, uint32_t id, std::string& paylo
       auto cmd = std::move(it->second);
       st.agent_commands.erase(it);
       cmd.on_exit(e);
+      close_link_when_idle(self);
       return;
     }
     case proto::frame::bye:
@@ -459,7 +469,7 @@ void on_agent_frame(self_ptr self, uint8_t type, uint32_t id, std::string& paylo
       return;
     case proto::frame::refused: {
       std::string reason = r.str();
-      if (id == 0 && st.on_agent_ready) {
+      if (id == 0 && !st.link_ready) {
         agents(self).close(st.link);
         return agent_link_lost(self, "the agent refused us: " + reason);
       }
@@ -479,11 +489,15 @@ void on_agent_frame(self_ptr self, uint8_t type, uint32_t id, std::string& paylo
   }
 }
 
-// Links to the sandbox's agent; `ready` runs once it has said welcome (and taken our configure
-// if the sandbox is new).
-void connect_agent(self_ptr self, std::function<void()> ready) {
+// Runs `then` once the link to the sandbox's agent is up (welcomed, and configured if the
+// sandbox is new), making it if there is none. `patience`: how long the agent's socket may
+// take to appear (a container just started); later, a refused connection means it is dead.
+void with_agent(self_ptr self, std::function<void()> then,
+                std::chrono::milliseconds patience = std::chrono::milliseconds(0)) {
   auto& st = self->state;
-  st.on_agent_ready = std::move(ready);
+  if (st.link != 0 && st.link_ready) return then();
+  st.link_waiters.push_back(std::move(then));
+  if (st.link != 0) return;  // on its way
   caf::weak_actor_ptr weak = self->ctrl();
   agent_link_handlers h;
   h.on_frames = [weak, self](std::vector<agent_frame> frames) {
@@ -497,12 +511,43 @@ void connect_agent(self_ptr self, std::function<void()> ready) {
                        }
                      }});
   };
-  h.on_closed = [weak, self](std::string why) {
+  const auto link_id = std::make_shared<agent_hub::link_id>(0);
+  h.on_closed = [weak, self, link_id](std::string why) {
     if (auto strong = weak.lock())
       caf::anon_send(caf::actor_cast<caf::actor>(strong), resume_atom_v,
-                     continuation{[self, why = std::move(why)] { agent_link_lost(self, why); }});
+                     continuation{[self, link_id, why = std::move(why)] {
+                       // Only the current link's end counts (not one closed when idle).
+                       if (self->state.link == *link_id) agent_link_lost(self, why);
+                     }});
   };
-  st.link = agents(self).open(agent_socket(self), std::chrono::seconds(10), std::move(h));
+  st.link = agents(self).open(agent_socket(self), patience, std::move(h));
+  *link_id = st.link;
+}
+
+void agent_link_ready(self_ptr self) {
+  auto& st = self->state;
+  st.link_ready = true;
+  auto waiters = std::move(st.link_waiters);
+  st.link_waiters.clear();
+  for (auto& w : waiters) w();
+  close_link_when_idle(self);
+}
+
+// Closes the link once no command has used it for a second (checked every second).
+void close_link_when_idle(self_ptr self) {
+  auto& st = self->state;
+  if (st.idle_check_pending || st.link == 0 || !st.agent_commands.empty()) return;
+  st.idle_check_pending = true;
+  const auto uses = st.link_uses;
+  self->delayed_send(self, std::chrono::seconds(1), resume_atom_v, continuation{[self, uses] {
+                       auto& st = self->state;
+                       st.idle_check_pending = false;
+                       if (st.link == 0 || !st.agent_commands.empty() || !st.link_ready) return;
+                       if (st.link_uses != uses) return close_link_when_idle(self);
+                       agents(self).close(st.link);
+                       st.link = 0;
+                       st.link_ready = false;
+                     }});
 }
 
 // Starts one command in the agent; its output and end go to `cmd`.
@@ -515,26 +560,32 @@ uint32_t agent_start(self_ptr self, const std::vector<std::string>& argv,
   const uint32_t id = st.next_agent_id++;
   const auto [uid, gid] = numeric_user(st.args.plan.user);
   st.agent_commands.emplace(id, std::move(cmd));
-  send_to_agent(self, proto::writer(proto::frame::start, id)
-                          .strs(argv)
-                          .strs(env)
-                          .str(workdir)
-                          .u32(uid)
-                          .u32(gid)
-                          .i64(timeout.count())
-                          .u64(max_stdout)
-                          .u64(max_stderr)
-                          .u8(stdin_data ? 1 : 0)
-                          .u64(agent_window)
-                          .finish());
+  ++st.link_uses;
+  std::vector<std::string> frames;
+  frames.push_back(proto::writer(proto::frame::start, id)
+                       .strs(argv)
+                       .strs(env)
+                       .str(workdir)
+                       .u32(uid)
+                       .u32(gid)
+                       .i64(timeout.count())
+                       .u64(max_stdout)
+                       .u64(max_stderr)
+                       .u8(stdin_data ? 1 : 0)
+                       .u64(agent_window)
+                       .finish());
   if (stdin_data) {
     constexpr std::size_t piece = 1 << 20;
     for (std::size_t at = 0; at < stdin_data->size(); at += piece)
-      send_to_agent(self, proto::writer(proto::frame::stdin_data, id)
-                              .str(std::string_view(*stdin_data).substr(at, piece))
-                              .finish());
-    send_to_agent(self, proto::writer(proto::frame::stdin_close, id).finish());
+      frames.push_back(proto::writer(proto::frame::stdin_data, id)
+                           .str(std::string_view(*stdin_data).substr(at, piece))
+                           .finish());
+    frames.push_back(proto::writer(proto::frame::stdin_close, id).finish());
   }
+  // Should the link fail, the command's end (lost) comes from agent_link_lost.
+  with_agent(self, [self, frames = std::move(frames)]() mutable {
+    for (auto& f : frames) send_to_agent(self, std::move(f));
+  });
   return id;
 }
 
@@ -542,6 +593,8 @@ void close_agent_link(self_ptr self) {
   auto& st = self->state;
   if (st.link != 0) agents(self).close(st.link);
   st.link = 0;
+  st.link_ready = false;
+  st.link_waiters.clear();
   // Their ends will not come: answered as the sandbox's end (answer_callers).
   st.agent_commands.clear();
 }
@@ -661,7 +714,8 @@ void start_container(self_ptr self) {
         if (!r) return fail_startup(self, from_engine(r.err(), "starting the sandbox"));
         if (self->state.releasing) return begin_removal(self, sandbox_status::removed, {});
         if (self->state.args.plan.agent)
-          return connect_agent(self, [self] { verify_workspace(self); });
+          return with_agent(
+              self, [self] { verify_workspace(self); }, std::chrono::seconds(10));
         verify_workspace(self);
       }));
 }
@@ -895,7 +949,8 @@ void adopt_container(self_ptr self) {
               st.info.memory_bytes = r->host.memory;
               st.info.nano_cpus = r->host.nano_cpus;
               st.info.pids_limit = r->host.pids_limit;
-              return connect_agent(self, [self] { become_ready(self); });
+              return with_agent(
+                  self, [self] { become_ready(self); }, std::chrono::seconds(10));
             }
             st.args.plan.user = r->user.empty() ? st.args.plan.user : r->user;
             st.info.image = r->config_image;
@@ -980,7 +1035,7 @@ void complete_exec(self_ptr self, uint64_t seq) {
   auto& run = it->second;
   run.result.duration = std::chrono::duration_cast<caf::timespan>(steady::now() - run.started);
   run.rp.deliver(run.result);
-  if (st.monitor) self->send(st.monitor, unwatch_atom_v, seq);
+  if (st.monitor && run.agent_id == 0) self->send(st.monitor, unwatch_atom_v, seq);
   st.running.erase(it);
   st.info.execs_run++;
   st.info.last_used_ms = now_ms();
@@ -1162,9 +1217,9 @@ void start_agent_exec(self_ptr self, uint64_t seq) {
       agent_start(self, run.request.argv, env, run.plan.create.working_dir, run.plan.timeout,
                   run.plan.max_stdout, run.plan.max_stderr,
                   run.request.has_stdin ? &run.request.stdin_data : nullptr, std::move(cmd));
-  // The agent ends it at its deadline; the monitor's timer is the backstop if it does not.
-  self->send(st.monitor, watch_atom_v, seq,
-             caf::timespan{run.plan.timeout + std::chrono::seconds(5)});
+  // The agent ends it at its deadline, with or without us: no timer of the monitor's here
+  // (two messages less per command). Should the agent itself fail, its link ends and the
+  // command with it; the sandbox's lifetime stays the monitor's.
 }
 
 void start_exec(self_ptr self, pending_exec pending) {
@@ -1349,7 +1404,7 @@ container_impl_actor::behavior_type container_impl(self_ptr self, container_args
               "sandbox " + st.info.key + " is " +
                   (st.releasing ? std::string("being released") : to_string(st.info.status)));
         }
-        if (st.args.plan.agent && st.link == 0 && st.info.status == sandbox_status::ready) {
+        if (st.args.plan.agent && st.agent_gone) {
           return make_error(corral_errc::sandbox_lost,
                             "sandbox " + st.info.key + " lost its agent" +
                                 (st.agent_bye ? ": " + st.agent_bye_detail : std::string()));

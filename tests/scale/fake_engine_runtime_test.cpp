@@ -187,10 +187,12 @@ struct fault_run {
   bool stopped = false;
 };
 
+// `agent_path` "none": commands are docker execs (whose streams the fake can cut).
 fault_run run_under_faults(app::fake_engine& fake, std::size_t sandboxes, std::size_t execs,
-                           const std::string& what) {
+                           const std::string& what, const std::string& agent_path = {}) {
   fault_run out;
   auto cfg = config_for(fake, what);
+  cfg.agent_path = agent_path;
   cfg.engine_timeout = 5s;  // a stuck engine call surfaces well within the callers' 20 s
   runtime_harness rt(cfg);
   const auto began = steady::now();
@@ -380,7 +382,8 @@ TEST_CASE("runtime on the fake engine: exec streams cut mid-frame", "[scale][run
   options.seed = 11;
   options.truncate_rate = 0.1;
   app::fake_engine fake(options);
-  auto run = run_under_faults(fake, 50, 500, "cut");
+  // The docker exec path: sandboxes made before the agent still use it.
+  auto run = run_under_faults(fake, 50, 500, "cut", "none");
   WARN("cut streams: " << run.fake_stats.injected_truncations << "; exec: " << run.exec.report());
   CHECK(run.fake_stats.injected_truncations > 0);
   // A cut stream must not pass for a command that printed nothing.
@@ -393,7 +396,10 @@ TEST_CASE(
     "runtime on the fake engine: exec timeouts end by the kill exec, an OOM reaches the sandbox",
     "[scale][runtime][events]") {
   app::fake_engine fake(fast_options());
-  runtime_harness rt(config_for(fake, "kill"));
+  // The docker exec path's kill exec (the agent ends a command itself: runtime tests).
+  auto cfg = config_for(fake, "kill");
+  cfg.agent_path = "none";
+  runtime_harness rt(cfg);
   constexpr std::size_t sandboxes = 20;
   for (std::size_t i = 0; i < sandboxes; ++i) {
     auto info = rt.ask<sandbox_info>(caf::timespan{30s}, acquire_atom_v, key_of(i), sandbox_spec{});

@@ -2,6 +2,10 @@
 // it, blocking calls, and a runtime (actor system + supervisor) pointed at the fake.
 #pragma once
 
+#include <sys/resource.h>
+
+#include <filesystem>
+
 #include <unistd.h>
 
 #include <atomic>
@@ -112,14 +116,41 @@ inline std::optional<corral_errc> corral_code(const caf::error& err) {
 }
 
 class runtime_harness {
+  std::string run_root_;  // the sandboxes' run directories, removed at the end
+
  public:
+  // Sandboxes "run the agent" as on the real engine: the fake engine answers its protocol
+  // (app/fake_engine.cpp, "the in-memory agent") on a socket in a run directory of the test's
+  // own (CORRAL_AGENT=none: the docker exec path instead). Ten thousand sandboxes hold three
+  // descriptors each (the fake's listener, both ends of the link): the limit is raised.
   explicit runtime_harness(actors::runtime_config cfg,
                            actors::container_factory make = actors::spawn_container)
       : sys_(cfg_), self(sys_), cfg_rt_(std::move(cfg)) {
+    const char* choice = std::getenv("CORRAL_AGENT");
+    if (cfg_rt_.agent_path == "none") {
+      cfg_rt_.agent_path.clear();  // a test of the docker exec path (its faults are HTTP's)
+    } else if (cfg_rt_.agent_path.empty() && !(choice && std::string_view(choice) == "none")) {
+      cfg_rt_.agent_path = "/nonexistent/corral-agent";  // bound, never run: the fake runs none
+      static std::atomic<int> counter{0};
+      run_root_ =
+          "/tmp/corral-scale-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
+      cfg_rt_.agent_run_root = run_root_;
+      rlimit fds{};
+      ::getrlimit(RLIMIT_NOFILE, &fds);
+      if (fds.rlim_cur < 65536) {
+        fds.rlim_cur = 65536;
+        fds.rlim_max = std::max<rlim_t>(fds.rlim_max, 65536);
+        ::setrlimit(RLIMIT_NOFILE, &fds);
+      }
+    }
     sup = actors::spawn_supervisor_with(sys_, cfg_rt_, std::move(make));
   }
 
-  ~runtime_harness() { stop(); }
+  ~runtime_harness() {
+    stop();
+    std::error_code ignored;
+    if (!run_root_.empty()) std::filesystem::remove_all(run_root_, ignored);
+  }
 
   runtime_harness(const runtime_harness&) = delete;
   runtime_harness& operator=(const runtime_harness&) = delete;
