@@ -310,8 +310,11 @@ TEST_CASE("policy: an empty spec gets exactly the strict defaults", "[policy]") 
   CHECK(h.tmpfs == std::map<std::string, std::string>{
                        {"/tmp", "rw,noexec,nosuid,nodev,size=67108864,uid=1000,gid=1000"}});
 
-  CHECK(c.labels.size() == 6);
+  CHECK(c.labels.size() == 7);
   CHECK(c.labels.at("corral.spec") == p->spec_record);
+  // The backstop deadline: created-at plus the lifetime (the default: 24 h).
+  CHECK(std::stoll(c.labels.at("corral.deadline")) ==
+        std::stoll(c.labels.at("corral.created-at")) + 24LL * 3600 * 1000);
   CHECK(c.labels.count("corral.principal") == 0);  // the embedder's key: no principal
   CHECK(c.labels.at("corral.managed-by") == "corral");
   CHECK(c.labels.at("corral.runtime") == "local");
@@ -387,7 +390,50 @@ TEST_CASE("policy: spec values override the runtime's defaults", "[policy]") {
   CHECK(p->idle_limit == 5min);
   CHECK(p->create.working_dir == "/opt/app");
   CHECK(p->create.labels.at("team") == "a");
-  CHECK(p->create.labels.size() == 7);
+  CHECK(p->create.labels.size() == 8);
+}
+
+TEST_CASE("policy: use_agent makes the agent PID 1 and moves env and command to it",
+          "[policy][agent]") {
+  pol::runtime_config cfg;
+  cfg.agent_path = "/opt/corral/corral-agent";
+  cfg.agent_run_root = "/run/corral/sandboxes";
+  cfg.policy.capabilities = {"NET_BIND_SERVICE"};
+  msg::sandbox_spec spec;
+  spec.env = {{"TOKEN", "secret"}};
+  spec.command = {"python3", "-m", "http.server"};
+  spec.cap_add = {"NET_BIND_SERVICE"};
+  auto p = plan(spec, cfg, "sbx-1");
+  REQUIRE(p);
+  pol::use_agent(*p, cfg, "0123456789abcdef");
+  const auto& c = p->create;
+  CHECK(p->agent);
+  CHECK(c.entrypoint == std::vector<std::string>{"/corral/agent"});
+  CHECK(c.cmd == std::vector<std::string>{"--socket", "/corral/run/agent.sock"});
+  CHECK(c.user == "0:0");
+  CHECK(p->user == "1000:1000");  // commands' user
+  CHECK_FALSE(c.host.init);
+  CHECK(c.env.empty());
+  CHECK(p->sandbox_env == std::vector<std::string>{"TOKEN=secret"});
+  CHECK(p->main_command == spec.command);
+  CHECK(p->command_caps == std::vector<std::string>{"NET_BIND_SERVICE"});
+  auto caps = c.host.cap_add;
+  std::sort(caps.begin(), caps.end());
+  CHECK(caps ==
+        std::vector<std::string>{"KILL", "NET_BIND_SERVICE", "SETGID", "SETPCAP", "SETUID"});
+  CHECK(c.host.cap_drop == std::vector<std::string>{"ALL"});
+  CHECK(c.host.binds ==
+        std::vector<std::string>{"/opt/corral/corral-agent:/corral/agent:ro",
+                                 "/run/corral/sandboxes/0123456789abcdef:/corral/run:rw"});
+  CHECK(c.labels.at("corral.sandbox-id") == "0123456789abcdef");
+  for (const auto& [k, v] : c.labels) CHECK(v.find("secret") == std::string::npos);
+
+  SECTION("the keep-alive is the agent: no main command") {
+    auto q = plan({}, cfg, "sbx-2");
+    REQUIRE(q);
+    pol::use_agent(*q, cfg, "fedcba9876543210");
+    CHECK(q->main_command.empty());
+  }
 }
 
 // -- plan_sandbox: key and image -------------------------------------------------------------
