@@ -400,7 +400,7 @@ TEST_CASE("policy: use_agent makes the agent PID 1 and moves env and command to 
   cfg.agent_run_root = "/run/corral/sandboxes";
   cfg.policy.capabilities = {"NET_BIND_SERVICE"};
   msg::sandbox_spec spec;
-  spec.env = {{"TOKEN", "secret"}};
+  spec.env = {{"TOKEN", "s3cr3t-value"}};
   spec.command = {"python3", "-m", "http.server"};
   spec.cap_add = {"NET_BIND_SERVICE"};
   auto p = plan(spec, cfg, "sbx-1");
@@ -414,7 +414,7 @@ TEST_CASE("policy: use_agent makes the agent PID 1 and moves env and command to 
   CHECK(p->user == "1000:1000");  // commands' user
   CHECK_FALSE(c.host.init);
   CHECK(c.env.empty());
-  CHECK(p->sandbox_env == std::vector<std::string>{"TOKEN=secret"});
+  CHECK(p->sandbox_env == std::vector<std::string>{"TOKEN=s3cr3t-value"});
   CHECK(p->main_command == spec.command);
   CHECK(p->command_caps == std::vector<std::string>{"NET_BIND_SERVICE"});
   auto caps = c.host.cap_add;
@@ -426,7 +426,7 @@ TEST_CASE("policy: use_agent makes the agent PID 1 and moves env and command to 
         std::vector<std::string>{"/opt/corral/corral-agent:/corral/agent:ro",
                                  "/run/corral/sandboxes/0123456789abcdef:/corral/run:rw"});
   CHECK(c.labels.at("corral.sandbox-id") == "0123456789abcdef");
-  for (const auto& [k, v] : c.labels) CHECK(v.find("secret") == std::string::npos);
+  for (const auto& [k, v] : c.labels) CHECK(v.find("s3cr3t-value") == std::string::npos);
 
   SECTION("the keep-alive is the agent: no main command") {
     auto q = plan({}, cfg, "sbx-2");
