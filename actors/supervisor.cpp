@@ -340,6 +340,9 @@ void sweep_run_dirs(self_ptr self) {
       }));
 }
 
+void adopt_existing(self_ptr self);
+void learn_remapped_root(self_ptr self);
+
 void adopt_existing(self_ptr self) {
   auto& st = self->state;
   docker::container_list_options options;
@@ -440,6 +443,29 @@ void connect_engine(self_ptr self) {
     }
     st.engine_down = caf::error{};
     subscribe_events(self);
+    if (st.cfg.agent_path.empty() || st.cfg.agent_root_uid != 0) return adopt_existing(self);
+    learn_remapped_root(self);
+  }));
+}
+
+// On an engine that remaps user namespaces, the sandbox's root is a host uid, and the run
+// directory (where the agent, that root, makes its socket) must be that uid's. The engine's
+// data root names the pair: /var/lib/docker/165536.165536. Without an answer, root's it stays.
+void learn_remapped_root(self_ptr self) {
+  self->state.docker->info(back_to<docker::system_info>(self, [self](auto info) {
+    auto& st = self->state;
+    if (info && info->userns_remapped()) {
+      const std::string root = info->docker_root_dir;
+      const auto slash = root.rfind('/');
+      const std::string last = slash == std::string::npos ? root : root.substr(slash + 1);
+      unsigned long uid = 0, gid = 0;
+      char end = 0;
+      if (std::sscanf(last.c_str(), "%lu.%lu%c", &uid, &gid, &end) == 2 && uid > 0 &&
+          uid <= UINT32_MAX && gid <= UINT32_MAX) {
+        st.cfg.agent_root_uid = static_cast<uint32_t>(uid);
+        st.cfg.agent_root_gid = static_cast<uint32_t>(gid);
+      }
+    }
     adopt_existing(self);
   }));
 }

@@ -17,21 +17,7 @@ namespace {
 // The corral binary started in the background (stdout to `out_fd`, or /dev/null), for the
 // tests that kill it or never read it.
 pid_t spawn_cli(const std::vector<std::string>& args, const std::string& runtime, int out_fd = -1) {
-  std::vector<std::string> env_strings;
-  for (char** e = environ; *e != nullptr; ++e) {
-    const std::string_view entry{*e};
-    if (entry.rfind("CORRAL_RUNTIME=", 0) == 0 || entry.rfind("CORRAL_NODE=", 0) == 0) continue;
-    env_strings.emplace_back(entry);
-  }
-  env_strings.push_back("CORRAL_RUNTIME=" + runtime);
-  std::vector<char*> envp;
-  for (auto& s : env_strings) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  std::vector<std::string> argv_strings = {CORRAL_CLI_PATH};
-  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& s : argv_strings) argv.push_back(s.data());
-  argv.push_back(nullptr);
+  cli_invocation call(args, runtime);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
@@ -42,7 +28,7 @@ pid_t spawn_cli(const std::vector<std::string>& args, const std::string& runtime
   posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
   pid_t pid = 0;
   const int spawned =
-      ::posix_spawn(&pid, CORRAL_CLI_PATH, &actions, nullptr, argv.data(), envp.data());
+      ::posix_spawn(&pid, CORRAL_CLI_PATH, &actions, nullptr, call.argv.data(), call.envp.data());
   posix_spawn_file_actions_destroy(&actions);
   REQUIRE(spawned == 0);
   return pid;

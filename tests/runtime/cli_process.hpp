@@ -26,25 +26,35 @@ inline std::ostream& operator<<(std::ostream& os, const cli_result& r) {
   return os << "exit " << r.code << "\n--- stdout\n" << r.out << "--- stderr\n" << r.err << "---";
 }
 
+// The environment and argv of a corral child: ours with CORRAL_RUNTIME=runtime and no
+// CORRAL_NODE, and CORRAL_CLI_PATH with `args`. The char* views point into the strings.
+struct cli_invocation {
+  std::vector<std::string> env_strings, argv_strings;
+  std::vector<char*> envp, argv;
+
+  cli_invocation(const std::vector<std::string>& args, const std::string& runtime) {
+    for (char** e = environ; *e != nullptr; ++e) {
+      const std::string_view entry{*e};
+      if (entry.rfind("CORRAL_RUNTIME=", 0) == 0 || entry.rfind("CORRAL_NODE=", 0) == 0) continue;
+      env_strings.emplace_back(entry);
+    }
+    env_strings.push_back("CORRAL_RUNTIME=" + runtime);
+    for (auto& s : env_strings) envp.push_back(s.data());
+    envp.push_back(nullptr);
+    argv_strings = {CORRAL_CLI_PATH};
+    argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+    for (auto& s : argv_strings) argv.push_back(s.data());
+    argv.push_back(nullptr);
+  }
+  cli_invocation(const cli_invocation&) = delete;
+  cli_invocation& operator=(const cli_invocation&) = delete;
+};
+
 // Runs the corral binary with `args`, CORRAL_RUNTIME=runtime and no CORRAL_NODE; captures
 // stdout, stderr and the exit code (-signal if it died of one).
 inline cli_result run_cli(const std::vector<std::string>& args, const std::string& runtime,
                           std::chrono::seconds limit = 90s) {
-  std::vector<std::string> env_strings;
-  for (char** e = environ; *e != nullptr; ++e) {
-    const std::string_view entry{*e};
-    if (entry.rfind("CORRAL_RUNTIME=", 0) == 0 || entry.rfind("CORRAL_NODE=", 0) == 0) continue;
-    env_strings.emplace_back(entry);
-  }
-  env_strings.push_back("CORRAL_RUNTIME=" + runtime);
-  std::vector<char*> envp;
-  for (auto& s : env_strings) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  std::vector<std::string> argv_strings = {CORRAL_CLI_PATH};
-  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& s : argv_strings) argv.push_back(s.data());
-  argv.push_back(nullptr);
+  cli_invocation call(args, runtime);
 
   int out_pipe[2];
   int err_pipe[2];
@@ -57,7 +67,7 @@ inline cli_result run_cli(const std::vector<std::string>& args, const std::strin
   posix_spawn_file_actions_adddup2(&actions, err_pipe[1], 2);
   pid_t pid = 0;
   const int spawned =
-      ::posix_spawn(&pid, CORRAL_CLI_PATH, &actions, nullptr, argv.data(), envp.data());
+      ::posix_spawn(&pid, CORRAL_CLI_PATH, &actions, nullptr, call.argv.data(), call.envp.data());
   posix_spawn_file_actions_destroy(&actions);
   ::close(out_pipe[1]);
   ::close(err_pipe[1]);
