@@ -92,18 +92,22 @@ TEST_CASE_METHOD(runtime_fixture,
   const pid_t client = spawn_cli(
       {"exec", "--timeout", "60s", "orphan", "--", "sh", "-c", "setsid sleep 305 & sleep 306"},
       rt.name);
-  std::this_thread::sleep_for(1500ms);
-  auto during = run_cli({"exec", "orphan", "--", "ps", "-o", "args"}, rt.name);
-  CHECK(contains(during.out, "sleep 306"));
+  auto processes = [&] { return run_cli({"exec", "orphan", "--", "ps", "-o", "args"}, rt.name); };
+  // Running (both sleeps, the setsid one included) before the client dies.
+  REQUIRE(eventually(10s, [&] {
+    const auto ps = processes().out;
+    return contains(ps, "sleep 306") && contains(ps, "sleep 305");
+  }));
   ::kill(client, SIGKILL);
   CHECK(wait_exit(client) == -SIGKILL);
   // No corral process owns the command now: the agent ends its tree at once, long before its
-  // 60 s deadline (which it would enforce in any case).
-  std::this_thread::sleep_for(1s);
-  auto after = run_cli({"exec", "orphan", "--", "ps", "-o", "args"}, rt.name);
-  INFO(after);
-  CHECK(after.code == 0);
-  CHECK_FALSE(contains(after.out, "sleep 30"));
+  // 60 s deadline (which it would enforce in any case). "At once": within 3 s, CLI starts included.
+  const auto killed_at = steady::now();
+  CHECK(eventually(10s, [&] {
+    const auto after = processes();
+    return after.code == 0 && !contains(after.out, "sleep 30");
+  }));
+  CHECK(steady::now() - killed_at < 3s);
   CHECK(run_cli({"rm", "orphan"}, rt.name).code == 0);
 }
 
@@ -114,10 +118,15 @@ TEST_CASE_METHOD(runtime_fixture, "a lifetime ends the sandbox with no corral pr
   REQUIRE(created.code == 0);
   REQUIRE(containers().size() == 1);
   const auto id = containers().at(0).id;
-  std::this_thread::sleep_for(5s);
-  auto ins = inspect(id);
-  REQUIRE_OK(ins);
-  CHECK_FALSE(ins->state.running);
+  const auto created_at = steady::now();
+  // Ends by itself, at its lifetime: not before 3 s, and within a few seconds after.
+  CHECK(eventually(10s, [&] {
+    auto ins = inspect(id);
+    return !ins || !ins->state.running;
+  }));
+  const auto ended_after = steady::now() - created_at;
+  CHECK(ended_after >= 2500ms);
+  CHECK(ended_after < 8s);
   auto late = run_cli({"exec", "lt", "--", "echo", "still-alive"}, rt.name);
   INFO(late);
   CHECK(late.code != 0);
@@ -141,12 +150,17 @@ TEST_CASE_METHOD(runtime_fixture, "output is capped at the source, live and stor
     const pid_t cli = spawn_cli({"run", "--timeout", "20s", "--max-output", "16m", "--", "yes"},
                                 rt.name, pipe_fds[1]);
     ::close(pipe_fds[1]);
-    std::this_thread::sleep_for(6s);
+    // The CLI's RSS, sampled while `yes` floods for 6 s and nobody reads: its peak is the check
+    // (a sampling period, not a sleep standing for a condition).
     int64_t rss_kib = -1;
-    std::ifstream status("/proc/" + std::to_string(cli) + "/status");
-    for (std::string line; std::getline(status, line);)
-      if (line.rfind("VmRSS:", 0) == 0) rss_kib = std::stoll(line.substr(6));
-    INFO("CLI RSS " << rss_kib << " KiB");
+    for (const auto until = steady::now() + 6s; steady::now() < until;) {
+      std::ifstream status("/proc/" + std::to_string(cli) + "/status");
+      for (std::string line; std::getline(status, line);)
+        if (line.rfind("VmRSS:", 0) == 0)
+          rss_kib = std::max<int64_t>(rss_kib, std::stoll(line.substr(6)));
+      std::this_thread::sleep_for(200ms);
+    }
+    INFO("CLI peak RSS " << rss_kib << " KiB");
     CHECK(rss_kib > 0);
     CHECK(rss_kib < 64 * 1024);
     // A SIGTERM releases the sandbox (nothing left: the fixture checks).
@@ -233,7 +247,11 @@ TEST_CASE_METHOD(runtime_fixture, "an agent killed from outside ends the sandbox
   REQUIRE_OK(info);
   auto pending = self->request(sup(), caf::timespan{60s}, exec_atom_v, std::string("victim"),
                                make_exec({"sleep", "30"}));
-  std::this_thread::sleep_for(500ms);
+  // The command runs before the agent is killed.
+  REQUIRE(eventually(10s, [&] {
+    auto ps = exec("victim", {"ps", "-o", "args"});
+    return ps && contains(ps->stdout_data, "sleep 30");
+  }));
   auto ins = inspect(info->container_id);
   REQUIRE_OK(ins);
   REQUIRE(ins->state.pid > 0);
