@@ -1212,10 +1212,9 @@ void start_agent_exec(self_ptr self, uint64_t seq) {
     }
     complete_exec(self, seq);
   };
-  std::vector<std::string> env = run.plan.create.env;
   run.agent_id =
-      agent_start(self, run.request.argv, env, run.plan.create.working_dir, run.plan.timeout,
-                  run.plan.max_stdout, run.plan.max_stderr,
+      agent_start(self, run.request.argv, run.plan.create.env, run.plan.create.working_dir,
+                  run.plan.timeout, run.plan.max_stdout, run.plan.max_stderr,
                   run.request.has_stdin ? &run.request.stdin_data : nullptr, std::move(cmd));
   // The agent ends it at its deadline, with or without us: no timer of the monitor's here
   // (two messages less per command). Should the agent itself fail, its link ends and the
