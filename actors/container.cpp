@@ -31,10 +31,9 @@ namespace {
 using namespace messages;
 using steady = std::chrono::steady_clock;
 
-using container_impl_actor =
-    container_actor::extend_with<monitored_actor>::extend<caf::reacts_to<resume_atom, continuation>,
-                                                          caf::reacts_to<finalize_atom, uint64_t>,
-                                                          caf::reacts_to<fallback_atom, uint64_t>>;
+using container_impl_actor = container_actor::extend_with<monitored_actor>::extend<
+    caf::reacts_to<resume_atom, continuation>, caf::reacts_to<finalize_atom, uint64_t>,
+    caf::reacts_to<fallback_atom, uint64_t>, caf::reacts_to<claim_atom, pool_claim>>;
 
 // An exec still waiting for a slot (or for the sandbox to be ready).
 struct pending_exec {
@@ -121,6 +120,8 @@ struct container_state {
   uint32_t next_agent_id = 1;
   std::optional<agent_protocol::bye_reason> agent_bye;  // why the agent said it ends the sandbox
   std::string agent_bye_detail;
+  // A warm pool member not claimed yet (args.pool_hash): started, its agent unbound.
+  bool pool_member = false;
 };
 
 using self_ptr = container_impl_actor::stateful_pointer<container_state>;
@@ -391,6 +392,101 @@ std::chrono::milliseconds agent_idle_limit(self_ptr self) {
 
 void agent_link_ready(self_ptr self);
 void close_link_when_idle(self_ptr self);
+void refuse_claim(self_ptr self, caf::error err);
+void become_ready(self_ptr self);
+
+// Binds the sandbox to our key and plan (the first configure wins: agent_protocol.hpp).
+void send_configure(self_ptr self) {
+  namespace proto = agent_protocol;
+  auto& st = self->state;
+  const auto& plan = st.args.plan;
+  const auto [uid, gid] = numeric_user(plan.user);
+  const int64_t deadline =
+      plan.lifetime.count() > 0 ? st.info.created_ms + plan.lifetime.count() : 0;
+  send_to_agent(self, proto::writer(proto::frame::configure, 0)
+                          .str(plan.sandbox_id)
+                          .str(st.info.key)
+                          .i64(deadline)
+                          .i64(agent_idle_limit(self).count())
+                          .strs(plan.sandbox_env)
+                          .strs(plan.main_command)
+                          .u32(uid)
+                          .u32(gid)
+                          .strs(plan.command_caps)
+                          .str(plan.spec_record)
+                          .finish());
+}
+
+// The agent is bound already: to our key (a sandbox another process made or claimed, or our
+// own from before a restart), or to another (the name was not this key's: never ours).
+void bound_agent(self_ptr self, const std::string& key, int64_t deadline, const std::string& spec) {
+  auto& st = self->state;
+  if (st.pool_member) {
+    // A pool member bound to a key is not a pool member: whoever bound it holds it.
+    st.pool_member = false;
+    agents(self).close(st.link);
+    st.link = 0;
+    return refuse_claim(self, make_error(corral_errc::conflict,
+                                         "a warm pool member was bound to a key outside the pool"));
+  }
+  if (st.args.adopt_unkeyed) {
+    if (auto err = check_key(key)) return fail_startup(self, err);
+    st.args.key = key;
+    st.info.key = key;
+  } else if (key != st.info.key) {
+    agents(self).close(st.link);
+    st.link = 0;
+    return refuse_claim(
+        self, make_error(corral_errc::conflict, "sandbox " + st.info.key + ": container name " +
+                                                    st.container_name +
+                                                    " is held by a sandbox of another key"));
+  }
+  if (!spec.empty() && !st.args.plan.spec_record.empty() && st.shared_claim) {
+    const auto differ =
+        differing_fields(decode_spec_record(spec), decode_spec_record(st.args.plan.spec_record));
+    if (!differ.empty()) {
+      std::string fields;
+      for (const auto& f : differ) fields += (fields.empty() ? "" : ", ") + f;
+      agents(self).close(st.link);
+      st.link = 0;
+      return refuse_claim(
+          self, make_error(corral_errc::conflict,
+                           "sandbox " + st.info.key +
+                               " exists with another spec; these fields differ: " + fields));
+    }
+  }
+  if (!spec.empty()) st.args.plan.spec_record = spec;
+  // Its lifetime runs from its claim, not from the pool member's create.
+  if (deadline > 0 && st.args.plan.lifetime.count() > 0)
+    st.info.created_ms = deadline - st.args.plan.lifetime.count();
+  agent_link_ready(self);
+}
+
+// An adopted pool member renamed to a key's name whose claimer died before it bound it: back
+// to the pool under a pool name, or removed when this runtime keeps no such pool.
+void return_to_pool(self_ptr self) {
+  auto& st = self->state;
+  st.args.adopt_unkeyed = false;
+  if (st.args.pool_hash.empty()) {
+    // Not ours to take: the process that keeps its pool takes it back, the next to ask for
+    // its key binds it, or its agent ends it after its unclaimed limit.
+    return refuse_claim(self, make_error(corral_errc::sandbox_lost,
+                                         "a claimed pool member was never bound, and this "
+                                         "runtime keeps no pool of its kind: left alone"));
+  }
+  const auto name = pool_member_name(st.args.plan.sandbox_id);
+  if (st.container_name == name) {
+    st.pool_member = true;
+    return agent_link_ready(self);
+  }
+  engine(self).container_rename(
+      st.info.container_id, name, back_to<void>(self, [self, name](docker::result<void> r) {
+        if (!r) return fail_startup(self, from_engine(r.err(), "returning a sandbox to the pool"));
+        self->state.container_name = name;
+        self->state.pool_member = true;
+        agent_link_ready(self);
+      }));
+}
 
 void on_agent_frame(self_ptr self, uint8_t type, uint32_t id, std::string& payload) {
   namespace proto = agent_protocol;
@@ -405,25 +501,18 @@ void on_agent_frame(self_ptr self, uint8_t type, uint32_t id, std::string& paylo
         return agent_link_lost(self, "the agent speaks protocol " + std::to_string(version) +
                                          ", corral " + std::to_string(proto::version));
       }
-      if (!sandbox_id.empty()) {
-        // Bound already (a sandbox adopted from another process): nothing to configure.
-        return agent_link_ready(self);
+      const std::string key = r.str();
+      const int64_t bound_deadline = r.i64();
+      (void)r.i64();  // idle limit
+      const std::string bound_spec = r.str();
+      if (!r.ok()) {
+        agents(self).close(st.link);
+        return agent_link_lost(self, "the agent's welcome is malformed");
       }
-      const auto& plan = st.args.plan;
-      const auto [uid, gid] = numeric_user(plan.user);
-      const int64_t deadline =
-          plan.lifetime.count() > 0 ? st.info.created_ms + plan.lifetime.count() : 0;
-      send_to_agent(self, proto::writer(proto::frame::configure, 0)
-                              .str(plan.sandbox_id)
-                              .str(st.info.key)
-                              .i64(deadline)
-                              .i64(agent_idle_limit(self).count())
-                              .strs(plan.sandbox_env)
-                              .strs(plan.main_command)
-                              .u32(uid)
-                              .u32(gid)
-                              .strs(plan.command_caps)
-                              .finish());
+      if (!key.empty()) return bound_agent(self, key, bound_deadline, bound_spec);
+      if (st.pool_member) return agent_link_ready(self);  // bound at its claim, not before
+      if (st.args.adopt_unkeyed) return return_to_pool(self);
+      send_configure(self);
       return;
     }
     case proto::frame::pong:
@@ -471,6 +560,14 @@ void on_agent_frame(self_ptr self, uint8_t type, uint32_t id, std::string& paylo
       std::string reason = r.str();
       if (id == 0 && !st.link_ready) {
         agents(self).close(st.link);
+        st.link = 0;
+        if (reason.find("bound to another key") != std::string::npos) {
+          // Another process bound it first, to another key: it is theirs, not ours to remove.
+          return refuse_claim(
+              self, make_error(corral_errc::conflict, "sandbox " + st.info.key + ": container " +
+                                                          st.container_name +
+                                                          " was bound to another key first"));
+        }
         return agent_link_lost(self, "the agent refused us: " + reason);
       }
       auto it = st.agent_commands.find(id);
@@ -713,6 +810,9 @@ void start_container(self_ptr self) {
       back_to<docker::change_outcome>(self, [self](docker::result<docker::change_outcome> r) {
         if (!r) return fail_startup(self, from_engine(r.err(), "starting the sandbox"));
         if (self->state.releasing) return begin_removal(self, sandbox_status::removed, {});
+        if (self->state.pool_member)
+          return with_agent(
+              self, [self] { become_ready(self); }, std::chrono::seconds(10));
         if (self->state.args.plan.agent)
           return with_agent(
               self, [self] { verify_workspace(self); }, std::chrono::seconds(10));
@@ -753,6 +853,8 @@ void claim_again_later(self_ptr self, std::function<void()> step) {
 // Fails without touching the container that holds the name: it is someone else's.
 void refuse_claim(self_ptr self, caf::error err) {
   self->state.info.container_id.clear();
+  // Nor its run directory (ours, if made, goes with the minute's sweep).
+  if (!self->state.args.adopt_container_id.empty()) self->state.args.plan.run_dir.clear();
   fail_startup(self, std::move(err));
 }
 
@@ -798,7 +900,11 @@ void claim_taken(self_ptr self) {
               auto it = r->labels.find(name);
               return it == r->labels.end() ? std::string() : it->second;
             };
-            if (label(label_runtime) != st.args.cfg.name || label(label_key) != st.info.key) {
+            // A claimed pool member carries no key label: its agent's welcome says whose it
+            // is (bound_agent), or binds it to us if its claimer died before it could.
+            const bool pooled = !label(label_pool).empty() && label(label_key).empty();
+            if (label(label_runtime) != st.args.cfg.name ||
+                (!pooled && label(label_key) != st.info.key)) {
               return refuse_claim(
                   self, make_error(corral_errc::conflict,
                                    "sandbox " + st.info.key + ": container name " +
@@ -845,6 +951,20 @@ void create_container(self_ptr self) {
   if (st.releasing) return begin_removal(self, sandbox_status::removed, {});
   auto request = st.args.plan.create;
   request.name = claim_name(st.args.cfg.name, st.args.key);
+  if (st.pool_member) {
+    // Nobody's yet: a pool name, and none of the labels a claim binds (its agent holds those).
+    request.name = pool_member_name(st.args.plan.sandbox_id);
+    for (auto it = request.labels.begin(); it != request.labels.end();)
+      it = is_claim_label(it->first) && it->first != label_sandbox_id &&
+                   it->first != label_created_at
+               ? request.labels.erase(it)
+               : std::next(it);
+    request.labels[label_pool] = st.args.pool_hash;
+    if (st.args.unclaimed_limit.count() > 0) {
+      request.cmd.push_back("--unclaimed-limit");
+      request.cmd.push_back(std::to_string(st.args.unclaimed_limit.count()));
+    }
+  }
   if (st.claim_nonce.empty()) {
     char nonce[17];
     std::snprintf(nonce, sizeof nonce, "%016llx", static_cast<unsigned long long>(st.random()));
@@ -930,6 +1050,7 @@ void adopt_container(self_ptr self) {
             if (auto it = r->labels.find(label_created_at); it != r->labels.end()) {
               st.info.created_ms = std::strtoll(it->second.c_str(), nullptr, 10);
             }
+            if (!r->name.empty()) st.container_name = r->name.substr(r->name[0] == '/' ? 1 : 0);
             if (auto id = r->labels.find(label_sandbox_id); id != r->labels.end()) {
               // Made with the agent: link to it. A previous process's commands ended when
               // its connections closed (the agent kills them), so none is left to stop here.
@@ -961,6 +1082,77 @@ void adopt_container(self_ptr self) {
             if (st.shared_claim) return become_ready(self);
             stop_orphans(self);
           }));
+}
+
+// -- the warm pool -------------------------------------------------------------------------
+//
+// A pool member is made like any sandbox of its spec, minus the claim: a pool name
+// (pool_member_name), no key labels, its agent started and unbound. Its claim:
+//
+//   pool member --claim--> rename to the key's claim name --> configure (bind) --> setup --> ready
+//                               | 409: the key has a container        | refused: another key
+//                               v                                     v    bound it first
+//                          this member is removed; the holder     refuse_claim (theirs)
+//                          is adopted as any (claim_taken)
+//                               | 404: the member is gone
+//                               v
+//                          a cold create under the key
+//
+// The rename is the claim record: the engine's name uniqueness decides between processes and
+// survives restarts; the first configure decides between two binders of one name. A claimer
+// that dies after the rename leaves a member under the key's name, unbound: the next process
+// that asks for the key binds it (with_agent), a restarted runtime takes it back to the pool.
+
+void claim_pooled(self_ptr self, pool_claim claim) {
+  auto& st = self->state;
+  if (!st.pool_member || st.releasing || st.removing || st.info.status != sandbox_status::ready) {
+    // Not claimable any more (it died meanwhile): the acquire that follows is told so, and
+    // the supervisor tries a fresh sandbox.
+    st.info.key = claim.key;
+    if (!st.removing) begin_removal(self, sandbox_status::lost, "the pool member was not ready");
+    return;
+  }
+  st.pool_member = false;
+  const auto sandbox_id = st.args.plan.sandbox_id;
+  st.args.key = claim.key;
+  st.args.plan = *claim.plan;
+  use_agent(st.args.plan, st.args.cfg, sandbox_id);
+  st.info.key = claim.key;
+  st.info.created_ms = now_ms();
+  st.info.last_used_ms = st.info.created_ms;
+  st.info.warnings = st.args.plan.warnings;
+  st.info.status = sandbox_status::starting;
+  if (st.args.plan.lifetime.count() > 0)
+    self->delayed_send(self, st.args.plan.lifetime, lifetime_atom_v);
+  publish(self);
+  close_agent_link(self);  // the next link's welcome finds it unbound and binds it
+  const auto name = claim_name(st.args.cfg.name, st.args.key);
+  engine(self).container_rename(
+      st.info.container_id, name, back_to<void>(self, [self, name](docker::result<void> r) {
+        auto& st = self->state;
+        if (st.releasing) return begin_removal(self, sandbox_status::removed, {});
+        if (!r && r.err().code == docker::errc::conflict) {
+          // The key has a container already (another process's): this member goes, the
+          // holder is looked at as any create that met it would.
+          const auto member = st.info.container_id;
+          remove_run_dir(self);
+          st.info.container_id.clear();
+          // Said before the removal: its kill and destroy events are not this key's.
+          publish(self);
+          engine(self).container_remove(member, true, [](docker::result<void>) {});
+          st.container_name = name;
+          return claim_taken(self);
+        }
+        if (!r && r.err().code == docker::errc::not_found) {
+          st.info.container_id.clear();
+          return create_container(self);
+        }
+        if (!r) return fail_startup(self, from_engine(r.err(), "claiming a warm sandbox"));
+        st.container_name = name;
+        if (st.args.cfg.after_claim_rename_for_tests) st.args.cfg.after_claim_rename_for_tests();
+        with_agent(
+            self, [self] { run_setup(self); }, std::chrono::seconds(10));
+      }));
 }
 
 // -- execs ---------------------------------------------------------------------------------
@@ -1346,13 +1538,17 @@ container_impl_actor::behavior_type container_impl(self_ptr self, container_args
   st.info.pids_limit = st.args.plan.create.host.pids_limit;
   st.info.warnings = st.args.plan.warnings;
   st.info.status = sandbox_status::creating;
+  st.pool_member = !st.args.pool_hash.empty() && st.args.key.empty() && !st.args.adopt_unkeyed;
   if (st.args.agents && st.args.adopt_container_id.empty()) {
     char id[17];
     std::snprintf(id, sizeof id, "%016llx", static_cast<unsigned long long>(st.random()));
     use_agent(st.args.plan, st.args.cfg, id);
   }
-  st.monitor =
-      spawn_monitor(self->system(), caf::actor_cast<monitored_actor>(self), st.args.plan.lifetime);
+  // A pool member's lifetime starts at its claim (claim_pooled); an unkeyed adoption's is
+  // its agent's (bound_agent), whose end the link's bye reports.
+  const bool keyed = !st.pool_member && !st.args.adopt_unkeyed;
+  st.monitor = spawn_monitor(self->system(), caf::actor_cast<monitored_actor>(self),
+                             keyed ? st.args.plan.lifetime : std::chrono::milliseconds(0));
   publish(self);
   if (st.args.adopt_container_id.empty())
     create_container(self);
@@ -1449,6 +1645,7 @@ container_impl_actor::behavior_type container_impl(self_ptr self, container_args
         return rp;
       },
       [self](resume_atom, continuation& step) { step.run(); },
+      [self](claim_atom, pool_claim& claim) { claim_pooled(self, std::move(claim)); },
       [self](exec_timeout_atom, uint64_t seq) {
         auto it = self->state.running.find(seq);
         if (it == self->state.running.end()) return;

@@ -3,6 +3,7 @@
 // says exactly why it could not.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -30,6 +31,15 @@ struct container_args {
   sandbox_plan plan;
   // Set: adopt this existing container (after a restart) instead of creating one.
   std::string adopt_container_id;
+  // Adopting a sandbox of the warm pool whose key only its agent knows (key empty): it takes
+  // the key from the agent's welcome, or, bound to none, goes back to the pool (pool_hash set)
+  // or is removed.
+  bool adopt_unkeyed = false;
+  // Set with an empty key: make a member of this warm pool (policy.hpp, pool_hash) and wait,
+  // started and unbound, for a claim (internal_messages.hpp, pool_claim).
+  std::string pool_hash;
+  // A pool member's agent ends it if nobody claims it for this long (0: never).
+  std::chrono::milliseconds unclaimed_limit{0};
   // Receives (update_atom, sandbox_info, caf::actor monitor) on every change.
   caf::actor supervisor;
 };

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 
 #include <caf/allowed_unsafe_message_type.hpp>
@@ -23,6 +24,7 @@ CAF_ADD_ATOM(corral_internal, corral::actors, finalize_atom, "finalize")
 CAF_ADD_ATOM(corral_internal, corral::actors, fallback_atom, "fallback")
 CAF_ADD_ATOM(corral_internal, corral::actors, prune_tick_atom, "prunetick")
 CAF_ADD_ATOM(corral_internal, corral::actors, resubscribe_atom, "resub")
+CAF_ADD_ATOM(corral_internal, corral::actors, claim_atom, "claim")
 
 namespace corral::actors {
 
@@ -32,7 +34,17 @@ struct continuation {
   std::function<void()> run;
 };
 
+struct sandbox_plan;
+
+// The supervisor gives a warm pool member to a key: the member binds it (actors/container.cpp,
+// "the warm pool").
+struct pool_claim {
+  std::string key;
+  std::shared_ptr<const sandbox_plan> plan;
+};
+
 }  // namespace corral::actors
 
 // Local only: a continuation never crosses the network.
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(corral::actors::continuation)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(corral::actors::pool_claim)

@@ -946,6 +946,56 @@ void use_agent(sandbox_plan& plan, const runtime_config& cfg, const std::string&
   c.labels[label_sandbox_id] = sandbox_id;
 }
 
+bool is_claim_label(std::string_view label) {
+  for (const char* l : {label_key, label_principal, label_spec, label_created_at, label_deadline,
+                        label_spec_hash, label_claim, label_sandbox_id})
+    if (label == l) return true;
+  return false;
+}
+
+std::string pool_hash(const sandbox_plan& plan) {
+  if (!plan.workspace.container_path.empty()) return {};
+  const auto& c = plan.create;
+  const auto& h = c.host;
+  std::string text;
+  auto add = [&text](std::string_view field, std::string_view value) {
+    text.append(field).append("=").append(std::to_string(value.size())).append(":");
+    text.append(value).append("\n");
+  };
+  auto add_list = [&add](std::string_view field, const std::vector<std::string>& values) {
+    for (const auto& v : values) add(field, v);
+  };
+  add("image", c.image);
+  add_list("entrypoint", c.entrypoint);
+  add("user", c.user);
+  add("workdir", c.working_dir);
+  for (const auto& [k, v] : c.labels)
+    if (!is_claim_label(k)) add("label", k + "=" + v);
+  add("stop", c.stop_signal + "/" + std::to_string(c.stop_timeout));
+  add("tty", std::to_string(c.tty) + std::to_string(c.open_stdin));
+  add_list("bind", h.binds);
+  for (const auto& [path, options] : h.tmpfs) add("tmpfs", path + ":" + options);
+  add("limits", std::to_string(h.memory) + "/" + std::to_string(h.memory_swap) + "/" +
+                    std::to_string(h.nano_cpus) + "/" + std::to_string(h.cpu_shares) + "/" +
+                    std::to_string(h.pids_limit));
+  add_list("cap_drop", h.cap_drop);
+  add_list("cap_add", h.cap_add);
+  add_list("security", h.security_opt);
+  add("flags", std::to_string(h.readonly_rootfs) + std::to_string(h.init) +
+                   std::to_string(h.auto_remove) + "/" + std::to_string(h.oom_score_adj));
+  add("network", h.network_mode);
+  return sha256_hex(text, 8);
+}
+
+std::string pool_member_name(const std::string& sandbox_id) {
+  return "corral_pool-" + sandbox_id;
+}
+
+bool is_pool_member_name(std::string_view name) {
+  if (!name.empty() && name.front() == '/') name.remove_prefix(1);  // as the engine lists it
+  return name.rfind("corral_pool-", 0) == 0;
+}
+
 caf::expected<exec_plan> plan_exec(const runtime_config& cfg, const sandbox_plan& sandbox,
                                    const messages::exec_request& request) {
   if (auto err = check_exec_text(request)) return err;

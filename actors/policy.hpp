@@ -42,6 +42,11 @@ inline constexpr const char* label_claim = "corral.claim";
 inline constexpr const char* label_sandbox_id = "corral.sandbox-id";
 // Unix ms after which the sandbox is over (created-at + lifetime): reaped by any process.
 inline constexpr const char* label_deadline = "corral.deadline";
+// A member of a warm pool, and which: the pool's hash (pool_hash). It keeps the label when
+// claimed; its name says which it is (pool_member_name, or the key's claim name).
+inline constexpr const char* label_pool = "corral.pool";
+// Labels bound to a key: a pool member has none of them (its agent holds the binding).
+bool is_claim_label(std::string_view label);
 
 // The workspace directory as it was checked: the container actor compares the mount the
 // engine made against it before anything else runs in the sandbox.
@@ -143,6 +148,15 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
 // KILL and SETPCAP only, no docker-init; the sandbox's env and command move from the
 // container's config to the agent, and its run directory is bound at /corral/run.
 void use_agent(sandbox_plan& plan, const runtime_config& cfg, const std::string& sandbox_id);
+
+// The warm pool a planned sandbox can be taken from: a digest of its create config minus what
+// is bound at claim (name, env, command, the claim labels). Empty: no pool can serve it (a
+// workspace is checked and mounted per sandbox).
+std::string pool_hash(const sandbox_plan& plan);
+// A pool member's container name while nobody holds it. Never a key's claim name: those
+// start "corral-".
+std::string pool_member_name(const std::string& sandbox_id);
+bool is_pool_member_name(std::string_view name);
 
 caf::expected<exec_plan> plan_exec(const runtime_config& cfg, const sandbox_plan& sandbox,
                                    const messages::exec_request& request);

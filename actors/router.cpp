@@ -406,6 +406,14 @@ router_impl_actor::behavior_type router_impl(self_ptr self, router_options optio
                   total->adopted_total += s.adopted_total;
                   total->execs_total += s.execs_total;
                   total->execs_in_flight += s.execs_in_flight;
+                  total->pool_ready += s.pool_ready;
+                  total->pool_warming += s.pool_warming;
+                  total->pool_target += s.pool_target;
+                  total->pool_hits += s.pool_hits;
+                  total->pool_misses += s.pool_misses;
+                  total->pool_claim_us_total += s.pool_claim_us_total;
+                  total->pool_refills += s.pool_refills;
+                  total->pool_refill_us_total += s.pool_refill_us_total;
                   done();
                 },
                 [done](const caf::error&) mutable { done(); }, stats_atom_v);

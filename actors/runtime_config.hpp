@@ -55,9 +55,23 @@ struct runtime_config {
   uint32_t agent_root_uid = 0;
   uint32_t agent_root_gid = 0;
 
+  // The warm pool (needs agent_path): this many sandboxes of the default spec (an acquire
+  // that asks for nothing beyond the policy's defaults, and any whose create config is the
+  // same) are kept started and unbound; an acquire takes one and binds it in a few ms. Misses
+  // grow it toward warm_max (0: twice warm); members are made one at a time
+  // (warm_parallel); one unclaimed for pool_unclaimed_limit ends by itself (its node gone)
+  // and is replaced before that while its node runs.
+  std::size_t warm = 0;
+  std::size_t warm_max = 0;
+  std::size_t warm_parallel = 1;
+  std::chrono::milliseconds pool_unclaimed_limit = 1h;
+
   // Test seam, never set in production: called by the container actor after the plan and
   // before the create, so a test can swap the workspace and see the start-time check refuse.
   std::function<void(const sandbox_plan&)> before_create_for_tests;
+  // Test seam: called between a warm sandbox's rename to its key and its binding (the
+  // crash trial kills the process here).
+  std::function<void()> after_claim_rename_for_tests;
 };
 
 }  // namespace corral::actors

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <deque>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -9,6 +10,7 @@
 #include <set>
 #include <unordered_map>
 
+#include <spdlog/spdlog.h>
 #include <caf/all.hpp>
 
 #include "actors/actor_errors.hpp"
@@ -42,6 +44,32 @@ struct entry {
   std::chrono::milliseconds idle_limit{0};
   int64_t memory = 0;  // its memory limit, counted against budget.memory while live
   spec_record asked;   // what its creator asked for, per field (empty: not known)
+};
+
+// A warm pool member (actors/container.cpp, "the warm pool"): a container actor with no key
+// yet, counted against the budget like any sandbox.
+struct pool_member {
+  container_actor handle;
+  caf::actor monitor;
+  std::string hash;  // its pool's (empty: adopted from a pool this runtime does not keep)
+  std::string container_id;
+  bool ready = false;     // started, its agent up and unbound: claimable
+  bool adopting = false;  // left by a previous run: its agent says if it is bound, and to whom
+  std::chrono::steady_clock::time_point since = std::chrono::steady_clock::now();
+  int64_t memory = 0;
+};
+
+// One pool per create config (pool_hash): the plan its members are made from, and how many.
+struct warm_pool {
+  sandbox_plan plan;
+  std::size_t min = 0;
+  std::size_t max = 0;
+  std::size_t target = 0;             // min, grown by misses toward max, back to min when they stop
+  std::deque<caf::actor_addr> ready;  // oldest first
+  std::size_t warming = 0;
+  int failures = 0;  // members in a row that died before they were ready: backs off refills
+  bool refill_waiting = false;
+  int64_t last_miss_ms = 0;
 };
 
 struct supervisor_state {
@@ -83,6 +111,16 @@ struct supervisor_state {
   // them at once. The supervisor answers every caller itself and never delegates, so no
   // caller ever sees CAF's own errors (or a container actor's handle).
   pending_calls calls;
+  // The warm pools (cfg.warm) and their members, by actor and by container.
+  std::map<std::string, warm_pool> pools;
+  std::map<caf::actor_addr, pool_member> members;
+  std::unordered_map<std::string, caf::actor_addr> member_by_container;
+  bool listed = false;                // the start-up adoption listed the engine's containers
+  std::size_t unkeyed_adoptions = 0;  // pool members of a previous run whose agents are asked
+  uint64_t misses_in_a_row = 0;       // acquires the pool could not serve since its last hit
+  // Acquires that found the budget full while sandboxes were being released (a detached
+  // release is answered before its removal ends): tried again when one is gone.
+  std::vector<std::function<void()>> room_waiters;
 };
 
 using self_ptr = supervisor_impl_actor::stateful_pointer<supervisor_state>;
@@ -112,7 +150,15 @@ void drop_handle(self_ptr self, entry& e) {
   self->state.key_by_actor.erase(e.handle.address());
   e.handle = nullptr;
   e.monitor = nullptr;
+  // Room for an acquire that waits for it: tried again after this handler.
+  if (!self->state.room_waiters.empty()) {
+    auto waiters = std::move(self->state.room_waiters);
+    self->state.room_waiters.clear();
+    for (auto& w : waiters) self->send(self, resume_atom_v, continuation{std::move(w)});
+  }
 }
+
+void refill(self_ptr self);
 
 void set_ready(self_ptr self) {
   auto& st = self->state;
@@ -120,6 +166,7 @@ void set_ready(self_ptr self) {
   auto deferred = std::move(st.deferred);
   st.deferred.clear();
   for (auto& f : deferred) f();
+  refill(self);
 }
 
 template <class F>
@@ -131,6 +178,7 @@ void when_ready(self_ptr self, F f) {
 }
 
 void container_gone(self_ptr self, const caf::actor_addr& source, const caf::error& reason);
+void member_gone(self_ptr self, const caf::actor_addr& addr);
 void quit_when_answered(self_ptr self);
 
 // A removal nobody waits for but the supervisor itself: counted until the engine answers.
@@ -177,6 +225,7 @@ void ask(self_ptr self, const container_actor& handle, std::string doing, OnValu
 void container_gone(self_ptr self, const caf::actor_addr& source, const caf::error& reason) {
   auto& st = self->state;
   const auto why = reason ? ": " + describe(reason) : std::string();
+  if (st.members.count(source)) return member_gone(self, source);
   auto owner = st.key_by_actor.find(source);
   if (owner == st.key_by_actor.end()) {
     // Retired already (or not a container actor): nothing of it should still be open.
@@ -226,17 +275,27 @@ void subscribe_events(self_ptr self) {
   auto on_event = [weak, self](const docker::event_message& ev) {
     auto strong = weak.lock();
     if (!strong) return;
-    caf::anon_send(caf::actor_cast<caf::actor>(strong), resume_atom_v, continuation{[self, ev] {
-                     auto& st = self->state;
-                     auto key = st.key_by_container.find(ev.id);
-                     if (key == st.key_by_container.end()) return;
-                     auto it = st.sandboxes.find(key->second);
-                     if (it == st.sandboxes.end() || !it->second.monitor) return;
-                     std::string exit_code;
-                     if (auto code = ev.attributes.find("exitCode"); code != ev.attributes.end())
-                       exit_code = code->second;
-                     caf::anon_send(it->second.monitor, engine_event_atom_v, ev.action, exit_code);
-                   }});
+    caf::anon_send(
+        caf::actor_cast<caf::actor>(strong), resume_atom_v, continuation{[self, ev] {
+          auto& st = self->state;
+          std::string exit_code;
+          if (auto code = ev.attributes.find("exitCode"); code != ev.attributes.end())
+            exit_code = code->second;
+          if (auto m = st.member_by_container.find(ev.id); m != st.member_by_container.end()) {
+            // A pool member died: its monitor marks it, and it leaves the pool.
+            auto member = st.members.find(m->second);
+            if (member != st.members.end() && member->second.monitor)
+              caf::anon_send(member->second.monitor, engine_event_atom_v, ev.action, exit_code);
+            return;
+          }
+          auto key = st.key_by_container.find(ev.id);
+          if (key == st.key_by_container.end()) return;
+          auto it = st.sandboxes.find(key->second);
+          if (it == st.sandboxes.end() || !it->second.monitor) return;
+          // Only the key's current container: not a pool member it let go of.
+          if (it->second.info.container_id != ev.id) return;
+          caf::anon_send(it->second.monitor, engine_event_atom_v, ev.action, exit_code);
+        }});
   };
   st.events_stream = st.docker->events(
       options, std::move(on_event), back_to<void>(self, [self](docker::result<void>) {
@@ -248,15 +307,22 @@ void subscribe_events(self_ptr self) {
 
 // -- adoption of what a previous run left --------------------------------------------------
 
-void spawn_entry(self_ptr self, const std::string& key, sandbox_plan plan, std::string adopt_id) {
+// What every container actor of this runtime is given: the engine, the agents, the config.
+container_args container_args_of(self_ptr self, std::string adopt_id) {
   auto& st = self->state;
   container_args args;
   args.docker = st.docker;
   args.agents = st.agents;
   args.cfg = st.cfg;
-  args.key = key;
   args.adopt_container_id = std::move(adopt_id);
   args.supervisor = caf::actor_cast<caf::actor>(self);
+  return args;
+}
+
+void spawn_entry(self_ptr self, const std::string& key, sandbox_plan plan, std::string adopt_id) {
+  auto& st = self->state;
+  auto args = container_args_of(self, std::move(adopt_id));
+  args.key = key;
   const auto idle = plan.idle_limit;
   args.plan = std::move(plan);
   entry e;
@@ -275,10 +341,9 @@ void spawn_entry(self_ptr self, const std::string& key, sandbox_plan plan, std::
   st.sandboxes[key] = std::move(e);
 }
 
-// Takes a container a previous run left (running, with a valid key not held) into the table.
-void adopt_one(self_ptr self, const docker::container_summary& c, const std::string& key) {
-  auto& st = self->state;
-  const auto& pol = st.cfg.policy;
+// What is known of a sandbox a previous run left, before its container actor inspects it.
+sandbox_plan adopted_plan(self_ptr self, const docker::container_summary& c) {
+  const auto& pol = self->state.cfg.policy;
   sandbox_plan plan;
   plan.user = default_user;
   plan.exec_timeout = pol.defaults.timeout;
@@ -291,7 +356,13 @@ void adopt_one(self_ptr self, const docker::container_summary& c, const std::str
   plan.create.host.memory = pol.limits.memory;
   if (auto record = c.labels.find(label_spec); record != c.labels.end())
     plan.spec_record = record->second;
-  spawn_entry(self, key, std::move(plan), c.id);
+  return plan;
+}
+
+// Takes a container a previous run left (running, with a valid key not held) into the table.
+void adopt_one(self_ptr self, const docker::container_summary& c, const std::string& key) {
+  auto& st = self->state;
+  spawn_entry(self, key, adopted_plan(self, c), c.id);
   auto& info = st.sandboxes[key].info;
   info.container_id = c.id;
   info.image = c.image;
@@ -300,6 +371,231 @@ void adopt_one(self_ptr self, const docker::container_summary& c, const std::str
   }
   st.key_by_container[c.id] = key;
   st.stats.adopted_total++;
+}
+
+// -- the warm pool -------------------------------------------------------------------------
+//
+// Members are made in the background, `warm_parallel` at a time, until ready + warming reach
+// the pool's target; an acquire whose plan has the pool's hash takes the oldest ready one
+// (claim_member) and the container actor binds it (actors/container.cpp). A member that dies
+// before it is ready backs the refill off (1 s, doubling to 30 s), so a broken image does
+// not spin the engine.
+
+void refill(self_ptr self);
+
+int64_t plan_memory(const sandbox_plan& plan) {
+  return plan.create.host.memory;
+}
+
+void spawn_member(self_ptr self, const std::string& hash, const sandbox_plan& plan,
+                  std::string adopt_id) {
+  auto& st = self->state;
+  auto args = container_args_of(self, adopt_id);
+  args.plan = plan;
+  args.pool_hash = hash;
+  args.unclaimed_limit = st.cfg.pool_unclaimed_limit;
+  args.adopt_unkeyed = !adopt_id.empty();
+  pool_member m;
+  m.hash = hash;
+  m.adopting = !adopt_id.empty();
+  m.container_id = std::move(adopt_id);
+  m.memory = plan_memory(plan);
+  m.handle = st.make_container(self->system(), std::move(args));
+  self->monitor(m.handle);
+  ++st.live;
+  st.memory_in_use += m.memory;
+  if (!m.container_id.empty()) st.member_by_container[m.container_id] = m.handle.address();
+  if (m.adopting) ++st.unkeyed_adoptions;
+  st.members.emplace(m.handle.address(), std::move(m));
+}
+
+// Ready once the start-up adoption listed the engine and every pooled sandbox it found has
+// said whose it is: before that, an acquire could not know which key one holds.
+void maybe_ready(self_ptr self) {
+  auto& st = self->state;
+  if (!st.ready && st.listed && st.unkeyed_adoptions == 0) set_ready(self);
+}
+
+// The member's bookkeeping goes (the budget it held is free); its actor lives on if `keep`.
+pool_member forget_member(self_ptr self, const caf::actor_addr& addr) {
+  auto& st = self->state;
+  auto it = st.members.find(addr);
+  pool_member m = std::move(it->second);
+  st.members.erase(it);
+  --st.live;
+  st.memory_in_use -= m.memory;
+  if (!m.container_id.empty()) st.member_by_container.erase(m.container_id);
+  if (auto p = st.pools.find(m.hash); p != st.pools.end()) {
+    auto& ready = p->second.ready;
+    if (auto r = std::find(ready.begin(), ready.end(), addr); r != ready.end())
+      ready.erase(r);
+    else if (!m.adopting && !m.ready && p->second.warming > 0)
+      --p->second.warming;
+  }
+  if (m.adopting) {
+    m.adopting = false;
+    --st.unkeyed_adoptions;
+    // Ready may follow: once the caller has put the member where it goes.
+    self->send(self, resume_atom_v, continuation{[self] { maybe_ready(self); }});
+  }
+  return m;
+}
+
+// A member nobody will claim (its pool is gone, it is being replaced, or the budget needs
+// its room): released in the background.
+void release_member(self_ptr self, const caf::actor_addr& addr) {
+  auto m = forget_member(self, addr);
+  if (m.handle) caf::anon_send(m.handle, release_atom_v, release_mode::cancel_execs);
+}
+
+void refill_later(self_ptr self, const std::string& hash, std::chrono::milliseconds delay) {
+  auto& p = self->state.pools[hash];
+  if (p.refill_waiting) return;
+  p.refill_waiting = true;
+  self->delayed_send(self, delay, resume_atom_v, continuation{[self, hash] {
+                       self->state.pools[hash].refill_waiting = false;
+                       refill(self);
+                     }});
+}
+
+void refill(self_ptr self) {
+  auto& st = self->state;
+  if (!st.ready || st.shutting_down || st.engine_down) return;
+  const auto& budget = st.cfg.policy.budget;
+  for (auto& [hash, p] : st.pools) {
+    if (p.refill_waiting) continue;
+    while (p.ready.size() + p.warming < p.target && p.warming < st.cfg.warm_parallel &&
+           st.live < budget.sandboxes && st.memory_in_use + plan_memory(p.plan) <= budget.memory) {
+      ++p.warming;
+      spawn_member(self, hash, p.plan, {});
+    }
+  }
+}
+
+// A member's container actor reported (update_atom).
+void member_update(self_ptr self, const caf::actor_addr& addr, sandbox_info& info,
+                   caf::actor& monitor) {
+  auto& st = self->state;
+  auto& m = st.members[addr];
+  m.monitor = monitor;
+  if (!info.container_id.empty() && m.container_id != info.container_id) {
+    if (!m.container_id.empty()) st.member_by_container.erase(m.container_id);
+    m.container_id = info.container_id;
+    st.member_by_container[m.container_id] = addr;
+  }
+  if (info.status != sandbox_status::ready) return;
+  if (!info.key.empty()) {
+    // A previous run's member, bound to this key before that run ended: a sandbox again.
+    const auto key = info.key;
+    auto held = st.sandboxes.find(key);
+    if (held != st.sandboxes.end() && held->second.handle) {
+      // Cannot be: a key names one container. Never two actors on one key.
+      return release_member(self, addr);
+    }
+    auto member = forget_member(self, addr);
+    entry e;
+    e.handle = member.handle;
+    e.monitor = member.monitor;
+    e.memory = member.memory;
+    e.idle_limit = st.cfg.policy.defaults.idle;
+    e.info = info;
+    ++st.live;
+    st.memory_in_use += e.memory;
+    st.key_by_actor[e.handle.address()] = key;
+    st.key_by_container[info.container_id] = key;
+    st.sandboxes[key] = std::move(e);
+    st.stats.adopted_total++;
+    return;
+  }
+  if (m.ready) return;
+  auto pool = st.pools.find(m.hash);
+  if (pool == st.pools.end()) return release_member(self, addr);
+  m.ready = true;
+  auto& p = pool->second;
+  if (m.adopting) {
+    m.adopting = false;
+    --st.unkeyed_adoptions;
+  } else {
+    if (p.warming > 0) --p.warming;
+    st.stats.pool_refills++;
+    st.stats.pool_refill_us_total +=
+        static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                  std::chrono::steady_clock::now() - m.since)
+                                  .count());
+  }
+  p.failures = 0;
+  p.ready.push_back(addr);
+  maybe_ready(self);
+  refill(self);
+}
+
+// A member's container actor is gone: its room is free, and the pool is refilled (later,
+// if it died before it was ready).
+void member_gone(self_ptr self, const caf::actor_addr& addr) {
+  auto& st = self->state;
+  const auto m = forget_member(self, addr);
+  auto p = st.pools.find(m.hash);
+  if (p == st.pools.end() || st.shutting_down) return;
+  if (!m.ready) {
+    const int n = std::min(++p->second.failures, 5);
+    return refill_later(self, m.hash, std::chrono::milliseconds(1000 << (n - 1)));
+  }
+  refill(self);
+}
+
+// The oldest ready member of the pool for `hash`, taken out of the pool; none when empty.
+container_actor take_member(self_ptr self, const std::string& hash) {
+  auto& st = self->state;
+  auto pool = st.pools.find(hash);
+  if (pool == st.pools.end() || pool->second.ready.empty()) return {};
+  const auto addr = pool->second.ready.front();
+  auto m = forget_member(self, addr);
+  // Still counted: it becomes the key's sandbox.
+  ++st.live;
+  st.memory_in_use += m.memory;
+  return m.handle;
+}
+
+// Room for one more sandbox, made by releasing idle members of any pool if need be.
+void make_room(self_ptr self, int64_t memory) {
+  auto& st = self->state;
+  const auto& budget = st.cfg.policy.budget;
+  for (auto& [hash, p] : st.pools) {
+    while (!p.ready.empty() &&
+           (st.live >= budget.sandboxes || st.memory_in_use + memory > budget.memory))
+      release_member(self, p.ready.front());
+  }
+}
+
+// Members ready for most of their unclaimed limit are replaced before their agents end them.
+void recycle_members(self_ptr self) {
+  auto& st = self->state;
+  const auto old = st.cfg.pool_unclaimed_limit * 5 / 6;
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<caf::actor_addr> due;
+  for (const auto& [addr, m] : st.members)
+    if (m.ready && now - m.since >= old) due.push_back(addr);
+  for (const auto& addr : due) release_member(self, addr);
+  // Misses stopped a minute ago: the pool shrinks back toward its minimum.
+  const int64_t now_wall = now_ms();
+  for (auto& [hash, p] : st.pools)
+    if (p.target > p.min && now_wall - p.last_miss_ms > 60'000) --p.target;
+  if (!due.empty()) refill(self);
+}
+
+void configure_pools(self_ptr self) {
+  auto& st = self->state;
+  if (st.cfg.warm == 0 || st.cfg.agent_path.empty()) return;
+  auto plan = plan_sandbox(st.cfg, "pool", sandbox_spec{}, st.cfg.socket_path, now_ms());
+  if (!plan) return;
+  const auto hash = pool_hash(*plan);
+  if (hash.empty()) return;
+  auto& p = st.pools[hash];
+  p.plan = std::move(*plan);
+  p.min = st.cfg.warm;
+  p.max = std::max(st.cfg.warm_max, st.cfg.warm);
+  if (st.cfg.warm_max == 0) p.max = 2 * st.cfg.warm;
+  p.target = p.min;
 }
 
 // How long a container found in `created` is spared after its creation.
@@ -366,6 +662,27 @@ void adopt_existing(self_ptr self) {
             continue;
           }
           auto key = c.labels.find(label_key);
+          if (auto pool = c.labels.find(label_pool);
+              pool != c.labels.end() && key == c.labels.end() && c.state != "running" &&
+              st.pools.count(pool->second)) {
+            // A member of this runtime's pool that never started (its maker died: only the
+            // holder of the runtime's name makes members) or has ended: of no use to anyone.
+            remove_in_background(self, c.id);
+            continue;
+          }
+          if (auto pool = c.labels.find(label_pool); pool != c.labels.end() &&
+                                                     key == c.labels.end() &&
+                                                     c.state == "running" && st.agents) {
+            // A pool member, claimed or not: its agent says (container actor, adopt_unkeyed).
+            // An unclaimed one of a pool this runtime does not keep is left alone: another
+            // process of this name may keep that pool (an embedded CLI beside its node), and
+            // its agent ends it after its unclaimed limit otherwise.
+            const bool kept = st.pools.count(pool->second) > 0;
+            if (!kept && !c.names.empty() && is_pool_member_name(c.names.front())) continue;
+            auto plan = kept ? st.pools[pool->second].plan : adopted_plan(self, c);
+            spawn_member(self, kept ? pool->second : std::string(), plan, c.id);
+            continue;
+          }
           const bool adoptable = key != c.labels.end() && !check_key(key->second) &&
                                  c.state == "running" &&
                                  st.sandboxes.find(key->second) == st.sandboxes.end();
@@ -393,7 +710,8 @@ void adopt_existing(self_ptr self) {
                              continuation{[self] { recheck_spared(self); }});
         }
         sweep_run_dirs(self);
-        set_ready(self);
+        st.listed = true;
+        maybe_ready(self);
       }));
 }
 
@@ -420,6 +738,13 @@ void recheck_spared(self_ptr self) {
         for (const auto& c : *listed) {
           if (std::find(spared.begin(), spared.end(), c.id) == spared.end()) continue;
           auto key = c.labels.find(label_key);
+          if (auto pool = c.labels.find(label_pool);
+              pool != c.labels.end() && key == c.labels.end() && c.state == "running") {
+            // A pool member whose creator finished it meanwhile: as at start (adopt_existing).
+            if (st.pools.count(pool->second) && st.agents)
+              spawn_member(self, pool->second, st.pools[pool->second].plan, c.id);
+            continue;
+          }
           if (key != c.labels.end() && !check_key(key->second) && c.state == "running" &&
               st.sandboxes.find(key->second) == st.sandboxes.end()) {
             adopt_one(self, c, key->second);
@@ -486,12 +811,22 @@ void do_acquire(self_ptr self, caf::typed_response_promise<sandbox_info> rp, con
                 const sandbox_spec& spec, int attempt = 1);
 
 // The container actor of `key` answers the acquire when its sandbox is ready (or failed).
+// `claimed_at`: set for a sandbox taken from the warm pool (its claim time goes to the stats).
 void acquire_from(self_ptr self, caf::typed_response_promise<sandbox_info> rp,
-                  const std::string& key, const sandbox_spec& spec, int attempt) {
+                  const std::string& key, const sandbox_spec& spec, int attempt,
+                  std::optional<std::chrono::steady_clock::time_point> claimed_at = {}) {
   const auto handle = self->state.sandboxes[key].handle;
   ask<sandbox_info>(
       self, handle, "acquiring sandbox " + key,
-      [rp](sandbox_info& info) mutable { rp.deliver(std::move(info)); },
+      [self, rp, claimed_at](sandbox_info& info) mutable {
+        if (claimed_at) {
+          self->state.stats.pool_claim_us_total +=
+              static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                        std::chrono::steady_clock::now() - *claimed_at)
+                                        .count());
+        }
+        rp.deliver(std::move(info));
+      },
       [self, rp, key, spec, attempt](caf::error err, bool gone) mutable {
         // Gone before it could answer: forget it, and try once more on a fresh sandbox.
         if (gone && attempt < acquire_attempts) return do_acquire(self, rp, key, spec, attempt + 1);
@@ -532,15 +867,59 @@ void do_acquire(self_ptr self, caf::typed_response_promise<sandbox_info> rp, con
       return void(rp.deliver(make_error(corral_errc::sandbox_lost,
                                         "sandbox " + key + " is being released; try again")));
   }
+  auto plan = plan_sandbox(st.cfg, key, spec, st.cfg.socket_path, now_ms());
+  if (!plan) return void(rp.deliver(plan.error()));
+  if (auto hash = st.pools.empty() ? std::string() : pool_hash(*plan); !hash.empty()) {
+    if (auto member = take_member(self, hash)) {
+      // A warm sandbox: its container actor renames it to the key's name and binds it.
+      const auto started = std::chrono::steady_clock::now();
+      entry e;
+      e.asked = decode_spec_record(plan->spec_record);
+      e.idle_limit = plan->idle_limit;
+      e.memory = plan_memory(*plan);
+      e.handle = member;
+      e.info.key = key;
+      e.info.status = sandbox_status::starting;
+      e.info.created_ms = now_ms();
+      e.info.last_used_ms = e.info.created_ms;
+      st.key_by_actor[member.address()] = key;
+      st.sandboxes[key] = std::move(e);
+      st.stats.pool_hits++;
+      st.misses_in_a_row = 0;
+      caf::anon_send(caf::actor_cast<caf::actor>(member), claim_atom_v,
+                     pool_claim{key, std::make_shared<const sandbox_plan>(std::move(*plan))});
+      refill(self);
+      return acquire_from(self, rp, key, spec, attempt, started);
+    }
+    if (auto pool = st.pools.find(hash); pool != st.pools.end()) {
+      // Empty: a cold create, and the pool grows toward its maximum while misses go on.
+      auto& p = pool->second;
+      st.stats.pool_misses++;
+      p.last_miss_ms = now_ms();
+      if (p.target < p.max) ++p.target;
+      if (++st.misses_in_a_row == 2 * p.max)
+        spdlog::warn(
+            "warm pool: {} acquires in a row found it empty (target {}, max {}); "
+            "consider a larger --warm",
+            st.misses_in_a_row, p.target, p.max);
+      refill(self);
+    }
+  }
   const auto& budget = st.cfg.policy.budget;
+  make_room(self, plan_memory(*plan));
+  if (live_count(self) >= budget.sandboxes && st.client_releases > 0) {
+    // Full, but a release is on its way (`corral run`'s detached one, say): wait for it
+    // rather than refuse a caller who released before asking.
+    st.room_waiters.emplace_back(
+        [self, rp, key, spec, attempt]() mutable { do_acquire(self, rp, key, spec, attempt); });
+    return;
+  }
   if (live_count(self) >= budget.sandboxes) {
     return void(rp.deliver(make_error(
         corral_errc::capacity, "the runtime holds its maximum of " +
                                    std::to_string(budget.sandboxes) +
                                    " sandboxes (policy key budget.sandboxes); release one first")));
   }
-  auto plan = plan_sandbox(st.cfg, key, spec, st.cfg.socket_path, now_ms());
-  if (!plan) return void(rp.deliver(plan.error()));
   if (st.memory_in_use + plan->create.host.memory > budget.memory) {
     return void(rp.deliver(make_error(
         corral_errc::capacity,
@@ -648,7 +1027,23 @@ void shut_down(self_ptr self, caf::error reason) {
     for (auto& [key, e] : st.sandboxes) {
       if (e.handle) self->send_exit(e.handle, caf::exit_reason::user_shutdown);
     }
+    for (auto& [addr, m] : st.members) self->send_exit(m.handle, caf::exit_reason::user_shutdown);
     return finish();
+  }
+  // The pool's members go with the runtime, awaited like the sandboxes (the next run of this
+  // name would adopt them, but a stopped runtime keeps nothing running).
+  for (auto& [addr, m] : st.members) {
+    ++st.cleanups;
+    self->request(m.handle, std::chrono::minutes(2), release_atom_v, release_mode::cancel_execs)
+        .then(
+            [self](const sandbox_info&) {
+              --self->state.cleanups;
+              quit_when_answered(self);
+            },
+            [self](const caf::error&) {
+              --self->state.cleanups;
+              quit_when_answered(self);
+            });
   }
   // Running execs get the grace period; whatever still runs after it is cancelled.
   auto release = [self, finish] {
@@ -690,6 +1085,7 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
   options.http.default_timeout = st.cfg.engine_timeout;
   st.docker = std::make_shared<docker::client>(options);
   if (!st.cfg.agent_path.empty()) st.agents = std::make_shared<agent_hub>();
+  configure_pools(self);
   if (st.engine_down)
     set_ready(self);
   else
@@ -764,6 +1160,30 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
           auto& st = self->state;
           auto it = st.sandboxes.find(key);
           if (it == st.sandboxes.end()) return void(rp.deliver(unknown_key(key)));
+          if (auto handle = it->second.handle; handle && mode == release_mode::detach) {
+            // Answered now; the removal is awaited by the runtime (and by its shutdown).
+            auto info = it->second.info;
+            info.status = sandbox_status::stopping;
+            rp.deliver(info);
+            ++st.client_releases;
+            ask<sandbox_info>(
+                self, handle, "releasing sandbox " + key,
+                [self, key, source = handle.address()](sandbox_info& info) {
+                  retire(self, key, source, info);
+                  --self->state.client_releases;
+                  quit_when_answered(self);
+                },
+                [self, key](caf::error, bool gone) {
+                  auto& st = self->state;
+                  auto it = st.sandboxes.find(key);
+                  if (gone && it != st.sandboxes.end() && !it->second.handle)
+                    st.sandboxes.erase(it);
+                  --st.client_releases;
+                  quit_when_answered(self);
+                },
+                release_atom_v, release_mode::cancel_execs);
+            return;
+          }
           if (auto handle = it->second.handle) {
             ++st.client_releases;
             ask<sandbox_info>(
@@ -844,6 +1264,11 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
         s.execs_in_flight = 0;
         for (const auto& [key, e] : self->state.sandboxes)
           s.execs_in_flight += e.info.execs_in_flight;
+        for (const auto& [hash, p] : self->state.pools) {
+          s.pool_ready += p.ready.size();
+          s.pool_warming += p.warming;
+          s.pool_target += p.target;
+        }
         return s;
       },
       [self](prune_atom, caf::timespan idle,
@@ -876,6 +1301,8 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
       [self](resume_atom, continuation& step) { step.run(); },
       [self](update_atom, sandbox_info& info, caf::actor& monitor) {
         auto& st = self->state;
+        if (auto sender = self->current_sender(); sender && st.members.count(sender->address()))
+          return member_update(self, sender->address(), info, monitor);
         auto it = st.sandboxes.find(info.key);
         if (it == st.sandboxes.end() || !it->second.handle ||
             it->second.handle.address() != self->current_sender()->address()) {
@@ -904,6 +1331,7 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
         prune_where(self, [now](const entry& e) {
           return e.idle_limit.count() > 0 && now - e.info.last_used_ms >= e.idle_limit.count();
         });
+        if (st.ready) recycle_members(self);
         self->delayed_send(self, st.cfg.prune_interval, prune_tick_atom_v);
       },
       [self](resubscribe_atom) {

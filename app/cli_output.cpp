@@ -79,6 +79,40 @@ void print_sandboxes(const std::vector<sandbox_info>& list, bool json) {
   }
 }
 
+void print_stats(const runtime_stats& s, bool json) {
+  const std::pair<const char*, uint64_t> rows[] = {
+      {"live_sandboxes", s.live_sandboxes},
+      {"capacity", s.capacity},
+      {"created_total", s.created_total},
+      {"released_total", s.released_total},
+      {"pruned_total", s.pruned_total},
+      {"lost_total", s.lost_total},
+      {"adopted_total", s.adopted_total},
+      {"execs_total", s.execs_total},
+      {"execs_in_flight", s.execs_in_flight},
+      {"pool_ready", s.pool_ready},
+      {"pool_warming", s.pool_warming},
+      {"pool_target", s.pool_target},
+      {"pool_hits", s.pool_hits},
+      {"pool_misses", s.pool_misses},
+      {"pool_claim_ms_mean", s.pool_hits ? s.pool_claim_us_total / s.pool_hits / 1000 : 0},
+      {"pool_refills", s.pool_refills},
+      {"pool_refill_ms_mean", s.pool_refills ? s.pool_refill_us_total / s.pool_refills / 1000 : 0},
+  };
+  if (json) {
+    docker::json_writer w;
+    w.begin_object();
+    w.field("runtime", s.runtime_name);
+    for (const auto& [name, value] : rows) w.field(name, static_cast<int64_t>(value));
+    w.end_object();
+    std::printf("%s\n", w.str().c_str());
+    return;
+  }
+  std::printf("%-20s %s\n", "runtime", s.runtime_name.c_str());
+  for (const auto& [name, value] : rows)
+    std::printf("%-20s %llu\n", name, static_cast<unsigned long long>(value));
+}
+
 void print_result(const exec_result& result, bool json) {
   if (json) {
     docker::json_writer w;

@@ -9,6 +9,7 @@
 #include <caf/fwd.hpp>
 
 #include "messages/exec.hpp"
+#include "messages/runtime_stats.hpp"
 #include "messages/sandbox.hpp"
 
 namespace corral::app {
@@ -21,6 +22,9 @@ void print_sandbox(const messages::sandbox_info& info, bool json);
 
 // A table with a header line, or a JSON array.
 void print_sandboxes(const std::vector<messages::sandbox_info>& list, bool json);
+
+// `corral stats`: the runtime's counters, one "name value" per line (or a JSON object).
+void print_stats(const messages::runtime_stats& stats, bool json);
 
 // A finished command: as JSON (its output included), or the notes on stderr that streamed
 // output lacks (truncation, timeout, out of memory, a lost sandbox).

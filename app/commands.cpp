@@ -129,7 +129,7 @@ class release_on_signal {
       const timespec tick{0, 100'000'000};
       while (!done_) {
         const int sig = sigtimedwait(&set, nullptr, &tick);
-        if (sig <= 0) continue;
+        if (sig <= 0 || sig == wake_signal()) continue;
         caf::scoped_actor self{sys};
         bool released = false;
         self->request(sup, caf::timespan{30s}, release_atom_v, key, release_mode::cancel_execs)
@@ -142,14 +142,17 @@ class release_on_signal {
   }
   ~release_on_signal() {
     done_ = true;
+    // Woken at once, not at its next tick: the CLI exits as soon as the result is out.
+    pthread_kill(watcher_.native_handle(), wake_signal());
     watcher_.join();
   }
 
  private:
+  static int wake_signal() { return SIGRTMIN + 1; }
   static sigset_t signals() {
     sigset_t set;
     sigemptyset(&set);
-    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGPIPE}) sigaddset(&set, sig);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, wake_signal()}) sigaddset(&set, sig);
     return set;
   }
   std::atomic<bool> done_{false};
@@ -172,8 +175,12 @@ int cmd_run(command_line& cl) {
     print_warnings(info->warnings);
     const release_on_signal guard(s, key);
     const int code = run_exec(s, cl, key);
-    auto released = ask<sandbox_info>(s, caf::timespan{2min}, release_atom_v, std::string(key),
-                                      release_mode::cancel_execs);
+    // A node removes the sandbox after answering, off this process's path (detach); this
+    // process's own runtime keeps its sandboxes at exit (other CLI calls use them), so it
+    // waits for the removal.
+    const auto mode = cl.target.nodes.empty() ? release_mode::cancel_execs : release_mode::detach;
+    auto released =
+        ask<sandbox_info>(s, caf::timespan{2min}, release_atom_v, std::string(key), mode);
     // A node that is stopping releases every sandbox itself: the command's result stands.
     if (!released && (released.error() == corral_errc::shutting_down ||
                       released.error() == corral_errc::not_found)) {
@@ -206,6 +213,15 @@ int cmd_ls(command_line& cl) {
     auto list = ask<std::vector<sandbox_info>>(s, caf::timespan{1min}, list_atom_v);
     if (!list) return fail(list.error());
     print_sandboxes(*list, cl.json);
+    return exit_code::ok;
+  });
+}
+
+int cmd_stats(command_line& cl) {
+  return with_runtime(cl, "stats", [&](session& s) {
+    auto stats = ask<runtime_stats>(s, caf::timespan{1min}, stats_atom_v);
+    if (!stats) return fail(stats.error());
+    print_stats(*stats, cl.json);
     return exit_code::ok;
   });
 }

@@ -41,6 +41,7 @@ int cmd_run(command_line& cl);
 int cmd_create(command_line& cl);
 int cmd_exec(command_line& cl);
 int cmd_ls(command_line& cl);
+int cmd_stats(command_line& cl);
 int cmd_rm(command_line& cl);
 int cmd_prune(command_line& cl);
 int cmd_version(command_line& cl);

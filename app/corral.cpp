@@ -126,6 +126,10 @@ void ls_flags(CLI::App& cmd, command_line& cl) {
   cmd.add_flag("--json", cl.json, "print the list as JSON");
 }
 
+void stats_flags(CLI::App& cmd, command_line& cl) {
+  cmd.add_flag("--json", cl.json, "print the counters as JSON");
+}
+
 void rm_flags(CLI::App& cmd, command_line& cl) {
   cmd.add_option("KEY", cl.keys, "the sandboxes' keys")->type_name("");
   cmd.add_flag("--all", cl.all, "release all of this runtime's sandboxes");
@@ -158,6 +162,15 @@ void node_flags(CLI::App& cmd, command_line& cl) {
       "time running commands get at shutdown (default 10s)");
   cmd.add_flag("--keep-sandboxes", o.keep_sandboxes,
                "keep sandboxes at shutdown, for the next start to adopt");
+  cmd.add_option("--warm", o.warm,
+                 "keep N sandboxes of the default spec started and unbound: an acquire of that "
+                 "spec takes one in a few ms (default 0: none)")
+      ->type_name("N")
+      ->check(CLI::Range(0, 10000));
+  cmd.add_option("--warm-max", o.warm_max,
+                 "how far misses grow the warm pool (default twice --warm)")
+      ->type_name("N")
+      ->check(CLI::Range(0, 10000));
   cmd.add_option("--audit-log", o.audit_log,
                  "append one JSON line per request that changes something (acquire, exec, "
                  "release, prune) to FILE (created 0600)")
@@ -208,6 +221,8 @@ void stress_flags(CLI::App& cmd, command_line& cl) {
   decimal_flag(cmd, "--fault-rate", o.fake_fault_rate, 1, "a probability from 0 to 1",
                "fake engine: inject faults (errors, resets, cut streams, lost events)");
   count_flag(cmd, "--capacity", o.capacity, 1, unbounded, "runtime capacity (default keys + 16)");
+  count_flag(cmd, "--warm", o.warm, 0, 10000,
+             "keep N sandboxes started for acquires to take (the real engine; default 0)");
   cmd.add_flag("--soak", o.soak,
                "also fail if fds or memory grow over the run (a steady workload)");
   count_flag(cmd, "--max-errors", o.max_errors, 0, unbounded,
@@ -250,6 +265,10 @@ constexpr command commands[] = {
      "Run CMD in the sandbox KEY.", exec_command_flags, cmd_exec, true},
     {"ls", "ls [--json]", "list this runtime's sandboxes", "List this runtime's sandboxes.",
      ls_flags, cmd_ls, false},
+    {"stats", "stats [--json]", "print the runtime's counters (sandboxes, execs, warm pool)",
+     "Print the runtime's counters: live sandboxes and capacity, totals, execs in flight, and\n"
+     "the warm pool's size, hits, misses and mean claim and make times.",
+     stats_flags, cmd_stats, false},
     {"rm", "rm KEY... | --all", "release sandboxes (stop, then remove)",
      "Release sandboxes: stop (grace period), then remove.", rm_flags, cmd_rm, false},
     {"prune", "prune [--idle D] [--max-age D]", "release sandboxes idle or older than D",

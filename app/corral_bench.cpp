@@ -4,9 +4,12 @@
 // raw floor, exec throughput at 8 and 32 concurrent, and corral's CPU time per exec.
 //
 // Usage: corral_bench [--iterations N] [--throughput-execs N] [--image IMAGE]
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -33,6 +36,7 @@
 #include "docker/client.hpp"
 #include "messages/errors.hpp"
 #include "messages/registration.hpp"
+#include "messages/runtime_stats.hpp"
 #include "messages/type_ids.hpp"
 
 using namespace corral::docker;
@@ -166,6 +170,73 @@ std::string hardened_raw_body(const std::string& image) {
          R"(","Cmd":["sleep","3600"],"User":"1000:1000","Labels":{"corral.managed-by":"corral-bench"},)"
          R"("HostConfig":{"NetworkMode":"none","ReadonlyRootfs":true,"CapDrop":["ALL"],)"
          R"("SecurityOpt":["no-new-privileges"],"Memory":268435456,"MemorySwap":268435456,"PidsLimit":256}})";
+}
+
+// -- a `corral node` child with a warm pool, for the CLI's one-shot -------------------------
+
+// The corral CLI beside this program (build/app/corral, or installed beside it).
+std::string corral_cli_path() {
+  char self_path[4096];
+  const auto n = ::readlink("/proc/self/exe", self_path, sizeof self_path - 1);
+  check(n > 0, "readlink /proc/self/exe");
+  std::string dir(self_path, static_cast<std::size_t>(n));
+  return dir.substr(0, dir.rfind('/')) + "/corral";
+}
+
+struct node_child {
+  pid_t pid = -1;
+  std::string address;  // 127.0.0.1:PORT
+  std::string dir;      // its TLS material and output
+};
+
+node_child start_node(const std::string& name, int warm) {
+  node_child node;
+  char tmpl[] = "/tmp/corral-bench-node-XXXXXX";
+  check(::mkdtemp(tmpl) != nullptr, "mkdtemp");
+  node.dir = tmpl;
+  const std::string out = node.dir + "/node.out";
+  const std::string cli = corral_cli_path();
+  node.pid = ::fork();
+  check(node.pid >= 0, "fork");
+  if (node.pid == 0) {
+    ::setenv("CORRAL_TLS_DIR", (node.dir + "/tls").c_str(), 1);
+    const int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+    }
+    const std::string warm_arg = std::to_string(warm);
+    ::execl(cli.c_str(), cli.c_str(), "node", "--name", name.c_str(), "--listen", "127.0.0.1:0",
+            "--warm", warm_arg.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  for (int i = 0; i < 300 && node.address.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    FILE* f = std::fopen(out.c_str(), "r");
+    if (!f) continue;
+    char line[1024];
+    while (std::fgets(line, sizeof line, f)) {
+      const char* at = std::strstr(line, "listening 127.0.0.1:");
+      if (at) {
+        node.address = std::string(at + 10);
+        node.address.erase(node.address.find_last_not_of(" \n") + 1);
+        node.address = node.address.substr(0, node.address.find(' '));
+      }
+    }
+    std::fclose(f);
+  }
+  check(!node.address.empty(), "corral node did not start (see " + out + ")");
+  return node;
+}
+
+void stop_node(node_child& node) {
+  if (node.pid <= 0) return;
+  ::kill(node.pid, SIGTERM);
+  int status = 0;
+  ::waitpid(node.pid, &status, 0);
+  node.pid = -1;
+  std::string rm = "rm -rf " + node.dir;
+  (void)shell(rm);
 }
 
 // -- corral through its actors, as a user calls it -------------------------------------------
@@ -497,6 +568,72 @@ int main(int argc, char** argv) {
             lanes, c, a, w, d, w > 0 ? c / w : 0.0);
       }
       corral.ask<uint64_t>(self, msg::release_all_atom_v, msg::release_mode::cancel_execs);
+
+      // The warm pool: an acquire that takes a started sandbox (claim: rename + bind), beside
+      // the cold create + start of the same spec measured above, in this run.
+      {
+        auto warm_rc = rc;
+        warm_rc.name = "bench-warm-" + std::to_string(getpid());
+        warm_rc.warm = 4;
+        corral_runtime warm{sys, corral::actors::spawn_supervisor(sys, warm_rc)};
+        auto pool_ready = [&] {
+          for (int i = 0; i < 300; ++i) {
+            auto st = warm.ask<msg::runtime_stats>(self, msg::stats_atom_v);
+            if (st.pool_ready >= 1 && st.pool_warming == 0) return;
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+          }
+          throw std::runtime_error("the warm pool did not fill within 6 s");
+        };
+        samples claim;
+        for (int i = 0; i < iterations; ++i) {
+          pool_ready();
+          const std::string key = "bench-warm-" + std::to_string(i);
+          claim.ms.push_back(time_ms([&] {
+            warm.ask<msg::sandbox_info>(self, msg::acquire_atom_v, key, msg::sandbox_spec{});
+          }));
+          warm.exec_echo(self, key);
+          warm.ask<msg::sandbox_info>(self, msg::release_atom_v, key, msg::release_mode::detach);
+        }
+        auto st = warm.ask<msg::runtime_stats>(self, msg::stats_atom_v);
+        check(st.pool_hits == static_cast<uint64_t>(iterations), "every warm acquire a pool hit");
+        const double c50 = create_row.corral.percentile(0.5), w50 = claim.percentile(0.5);
+        std::printf(
+            "\n| acquire | p50 | p95 | / cold create + start p50 |\n|---|---|---|---|\n"
+            "| cold: create + start (above) | %.1f ms | %.1f ms | 1 |\n"
+            "| warm pool: claim + bind | %.1f ms | %.1f ms | 1/%.0f |\n",
+            c50, create_row.corral.percentile(0.95), w50, claim.percentile(0.95),
+            w50 > 0 ? c50 / w50 : 0.0);
+        self->send_exit(warm.sup, caf::exit_reason::user_shutdown);
+        self->wait_for(warm.sup);
+      }
+
+      // The CLI end to end: `corral --node ADDR run -- echo hello`, process start to exit,
+      // against `docker run --rm` (the one-shot row's CLI column, this run).
+      {
+        node_child node = start_node("bench-node-" + std::to_string(getpid()), 2);
+        try {
+          const std::string run = "CORRAL_TLS_DIR=" + node.dir + "/tls " + corral_cli_path() +
+                                  " --node " + node.address + " run -- echo hello";
+          samples cli_run;
+          for (int i = 0; i < 3; ++i) check(shell(run) == 0, "corral --node run");
+          for (int i = 0; i < iterations; ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the pool refills
+            cli_run.ms.push_back(time_ms([&] { check(shell(run) == 0, "corral --node run"); }));
+          }
+          const double c50 = cli_run.percentile(0.5), d50 = oneshot_row.cli.percentile(0.5);
+          std::printf(
+              "\n| one-shot from the shell (process start to exit) | p50 | p95 | / docker run "
+              "--rm p50 |\n|---|---|---|---|\n"
+              "| docker run --rm (above) | %.1f ms | %.1f ms | 1 |\n"
+              "| corral --node ADDR run (node --warm 2) | %.1f ms | %.1f ms | 1/%.1f |\n",
+              d50, oneshot_row.cli.percentile(0.95), c50, cli_run.percentile(0.95),
+              c50 > 0 ? d50 / c50 : 0.0);
+        } catch (...) {
+          stop_node(node);
+          throw;
+        }
+        stop_node(node);
+      }
     } catch (const std::exception& e) {
       std::fprintf(stderr, "corral_bench: %s\n", e.what());
       status = 1;

@@ -509,6 +509,7 @@ class fake_agent_conn : public std::enable_shared_from_this<fake_agent_conn> {
                .str("")
                .i64(0)
                .i64(0)
+               .str("")
                .u32(0)
                .finish());
       return;
@@ -522,9 +523,16 @@ class fake_agent_conn : public std::enable_shared_from_this<fake_agent_conn> {
           send(proto::writer(proto::frame::refused, f.id).str("no such sandbox").finish());
           return close();
         }
+        std::string key = r.str();
+        if (!agent_->key.empty() && agent_->key != key) {
+          send(proto::writer(proto::frame::refused, f.id)
+                   .str("configure: the sandbox is bound to another key")
+                   .finish());
+          return close();
+        }
         agent_->conns.push_back(weak_from_this());
         agent_->sandbox_id = sandbox_id;
-        agent_->key = r.str();
+        agent_->key = std::move(key);
         agent_->deadline = r.i64();
         agent_->idle_limit = r.i64();
         send(proto::writer(proto::frame::pong, f.id).finish());

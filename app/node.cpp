@@ -190,6 +190,12 @@ int run_node(const node_options& options) {
   if (resolved) runtime.socket_path = socket;  // else the supervisor reports why not
   runtime.policy = options.policy;
   runtime.keep_sandboxes_on_shutdown = options.keep_sandboxes;
+  runtime.warm = options.warm;
+  runtime.warm_max = options.warm_max;
+  // The crash trial's hook (tests/pool_crash_trial.sh): the node dies by SIGKILL between a
+  // warm sandbox's rename to its key and its binding, as a power cut there would leave it.
+  if (const char* hook = std::getenv("CORRAL_TEST_KILL_AFTER_CLAIM_RENAME"); hook && *hook == '1')
+    runtime.after_claim_rename_for_tests = [] { ::kill(::getpid(), SIGKILL); };
   runtime.shutdown_grace = options.grace;
   runtime.agent_path = actors::default_agent_path();
   // Beside the node's CA: the key of the spec records' env digests, kept across restarts so

@@ -20,6 +20,8 @@ struct node_options {
   std::string policy_source = "built-in node default";
   std::chrono::milliseconds grace{std::chrono::seconds(10)};
   bool keep_sandboxes = false;
+  std::size_t warm = 0;  // warm pool of the default spec (runtime_config.warm)
+  std::size_t warm_max = 0;
   std::string audit_log;            // empty: no audit
   std::string log_format = "text";  // text | json
   std::string log_level = "info";

@@ -485,6 +485,14 @@ bool report_connects(const node_address& where, const tls_options& tls) {
 
 }  // namespace
 
+// A mean of `total_us` over `n`, in ms ("-" for none).
+static std::string format_ms(uint64_t total_us, uint64_t n) {
+  if (n == 0) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f ms", static_cast<double>(total_us) / 1000.0 / n);
+  return buf;
+}
+
 int run_stress(const stress_options& options_in) {
   stress_options o = options_in;
   if (o.runtime.empty()) o.runtime = "stress-" + std::to_string(::getpid());
@@ -529,6 +537,7 @@ int run_stress(const stress_options& options_in) {
   const long fds_before = count_fds();
   const long rss_before = rss_kib();
   std::vector<std::string> leaks;
+  std::string pool_line;
   std::vector<sample> samples;
   auto out = std::make_shared<report>();
   {
@@ -571,6 +580,7 @@ int run_stress(const stress_options& options_in) {
       // A workload generator: the budget is its --capacity, memory and commands unbounded.
       rc.policy.budget = {.sandboxes = o.capacity, .memory = int64_t{1} << 50, .execs = 1 << 20};
       rc.max_execs_per_sandbox = 16;
+      rc.warm = o.warm;
       // On the real engine, sandboxes run the agent as the CLI's do; the fake runs no process.
       if (!fake) rc.agent_path = actors::default_agent_path();
       sup = actors::spawn_supervisor(sys, rc);
@@ -633,6 +643,21 @@ int run_stress(const stress_options& options_in) {
     }
     if (tty) std::printf("\n");
 
+    // The pool's figures, as the runtime counted them (a node's: the whole node's).
+    self->request(sup, std::chrono::seconds(10), stats_atom_v)
+        .receive(
+            [&](const runtime_stats& s) {
+              if (s.pool_hits + s.pool_misses + s.pool_target == 0) return;
+              pool_line = "warm pool: " + std::to_string(s.pool_hits) + " hits, " +
+                          std::to_string(s.pool_misses) + " misses (cold creates); " +
+                          std::to_string(s.pool_ready) + " ready, " +
+                          std::to_string(s.pool_warming) + " being made, target " +
+                          std::to_string(s.pool_target) + "; mean claim " +
+                          format_ms(s.pool_claim_us_total, s.pool_hits) + ", mean make " +
+                          format_ms(s.pool_refill_us_total, s.pool_refills) + " (" +
+                          std::to_string(s.pool_refills) + " made)";
+            },
+            [](caf::error&) {});
     // Cleanup through the runtime, then the leak checks.
     self->request(sup, std::chrono::minutes(5), release_all_atom_v, release_mode::cancel_execs)
         .receive([](uint64_t) {},
@@ -705,6 +730,7 @@ int run_stress(const stress_options& options_in) {
     }
   }
   print_report(*out, o);
+  if (!pool_line.empty()) std::printf("\n%s\n", pool_line.c_str());
   std::printf("\nmemory: %ld KiB before, %ld KiB after; fds: %ld before, %ld after\n", rss_before,
               rss_after, fds_before, fds_after);
   if (o.json) std::printf("%s\n", report_json(*out, o, samples, leaks).c_str());

@@ -24,6 +24,7 @@ struct stress_options {
   tls_options tls;        // --tls-*: for the node
   std::string runtime;    // runtime name; empty: "stress-<pid>"
   uint64_t capacity = 0;  // 0: keys + 16
+  uint64_t warm = 0;      // the embedded runtime's warm pool (runtime_config.warm)
   bool json = false;
   std::string csv_path;
   std::string plot_path;

@@ -19,7 +19,7 @@
 namespace corral::agent_protocol {
 
 // Bumped on any change of a frame's layout; a peer of another version is refused by name.
-inline constexpr uint32_t version = 1;
+inline constexpr uint32_t version = 2;
 inline constexpr uint32_t max_frame = 4u << 20;
 inline constexpr std::size_t header_size = 9;  // length, type, id
 
@@ -33,7 +33,8 @@ enum class frame : uint8_t {
   hello = 1,        // u32 version
   configure = 2,    // str sandbox id, str key, i64 deadline (unix ms, 0: none), i64 idle limit
                     // (ms, 0: none), strs sandbox env, strs main command, u32 uid, u32 gid,
-                    // strs capabilities kept for commands
+                    // strs capabilities kept for commands, str spec record; the first
+                    // configure binds the sandbox: a later one for another key is refused
   start = 3,        // strs argv, strs env, str workdir, u32 uid, u32 gid, i64 timeout ms,
                     // u64 stdout cap, u64 stderr cap, u8 has stdin, u64 output credit
   stdin_data = 4,   // str bytes
@@ -44,6 +45,7 @@ enum class frame : uint8_t {
   ping = 9,         // (none)
   // agent -> corral
   welcome = 64,  // u32 version, str sandbox id, str key, i64 deadline, i64 idle limit,
+                 // str spec record (all empty/0: not bound yet),
                  // u32 count, then per running command: u32 id, i64 deadline, str argv[0]
   started = 65,  // u32 pid (reserved: not sent by version 1)
   output = 66,   // u8 stream (1 stdout, 2 stderr), str bytes

@@ -30,7 +30,10 @@ namespace corral::messages {
 inline constexpr int32_t protocol_version = 3;
 
 // What a release does with execs still running.
-enum class release_mode : uint8_t { wait_for_execs, cancel_execs };
+// wait_for_execs: running commands finish first; cancel_execs: they are killed; detach: killed,
+// and the release is answered as soon as it has begun (the removal goes on in the runtime,
+// off the caller's path: `corral run`).
+enum class release_mode : uint8_t { wait_for_execs, cancel_execs, detach };
 const char* to_string(release_mode x) noexcept;
 
 // The runtime's front door: keyed sandboxes.

@@ -70,7 +70,15 @@ const char* to_string(output_stream x) noexcept {
 }
 
 const char* to_string(release_mode x) noexcept {
-  return x == release_mode::cancel_execs ? "cancel_execs" : "wait_for_execs";
+  switch (x) {
+    case release_mode::cancel_execs:
+      return "cancel_execs";
+    case release_mode::detach:
+      return "detach";
+    case release_mode::wait_for_execs:
+      break;
+  }
+  return "wait_for_execs";
 }
 
 const char* to_string(corral_errc x) noexcept {
@@ -158,7 +166,11 @@ bool operator==(const runtime_stats& a, const runtime_stats& b) {
          a.capacity == b.capacity && a.created_total == b.created_total &&
          a.released_total == b.released_total && a.pruned_total == b.pruned_total &&
          a.lost_total == b.lost_total && a.adopted_total == b.adopted_total &&
-         a.execs_total == b.execs_total && a.execs_in_flight == b.execs_in_flight;
+         a.execs_total == b.execs_total && a.execs_in_flight == b.execs_in_flight &&
+         a.pool_ready == b.pool_ready && a.pool_warming == b.pool_warming &&
+         a.pool_target == b.pool_target && a.pool_hits == b.pool_hits &&
+         a.pool_misses == b.pool_misses && a.pool_claim_us_total == b.pool_claim_us_total &&
+         a.pool_refills == b.pool_refills && a.pool_refill_us_total == b.pool_refill_us_total;
 }
 
 // -- errors --------------------------------------------------------------------------------

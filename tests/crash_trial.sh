@@ -53,21 +53,7 @@ WORK=$(mktemp -d /tmp/corral-crash-trial.XXXXXX)
 # Nodes and clients of the trial share their own TLS material (made by the first node), never
 # root's default directory on this machine.
 export CORRAL_TLS_DIR="${WORK}/tls"
-FAILED=0
-on_exit() {
-  local rc=$?
-  trap - EXIT INT TERM
-  trial_cleanup_processes
-  trial_cleanup_containers
-  if ((KEEP_LOGS || FAILED || rc != 0)); then
-    tlog "logs kept in ${WORK}"
-  else
-    rm -rf "${WORK}"
-  fi
-  exit "${rc}"
-}
-trap on_exit EXIT
-trap 'exit 130' INT TERM
+trial_exit_trap trial_cleanup_containers
 
 RANDOM=${SEED}
 tlog "${ROUNDS} rounds, ${KEYS} kept keys per round, seed ${SEED} (--seed ${SEED} repeats the kill moments)"

@@ -146,20 +146,7 @@ destroy_engine() {
   rm -rf "${ENGINE_DIR}"
 }
 
-on_exit() {
-  local rc=$?
-  trap - EXIT INT TERM
-  trial_cleanup_processes
-  destroy_engine
-  if ((KEEP_LOGS || FAILED || rc != 0)); then
-    tlog "logs kept in ${WORK}"
-  else
-    rm -rf "${WORK}"
-  fi
-  exit "${rc}"
-}
-trap on_exit EXIT
-trap 'exit 130' INT TERM
+trial_exit_trap destroy_engine
 
 # Everything below talks to the private engine only.
 export DOCKER_HOST="unix://${SOCK}"

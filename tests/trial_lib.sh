@@ -50,6 +50,28 @@ trial_cleanup_processes() {
   TRIAL_PIDS=()
 }
 
+# trial_exit_trap CLEANUP: on exit, kill the trial's processes, run CLEANUP (removing its
+# containers, or its private engine), and keep WORK's logs when the trial failed.
+FAILED=0
+TRIAL_CLEANUP=trial_cleanup_containers
+trial_on_exit() {
+  local rc=$?
+  trap - EXIT INT TERM
+  trial_cleanup_processes
+  "${TRIAL_CLEANUP}"
+  if ((KEEP_LOGS || FAILED || rc != 0)); then
+    tlog "logs kept in ${WORK}"
+  else
+    rm -rf "${WORK}"
+  fi
+  exit "${rc}"
+}
+trial_exit_trap() {
+  TRIAL_CLEANUP=$1
+  trap trial_on_exit EXIT
+  trap 'exit 130' INT TERM
+}
+
 trial_cleanup_containers() {
   local name n
   for name in "${TRIAL_RUNTIMES[@]}"; do
@@ -204,7 +226,8 @@ error_kinds() {
 is_idle_process() {
   # The agent (PID 1) and the keepers it runs each command under show as the agent itself.
   [[ $1 == "/sbin/docker-init -- sleep 2147483647" || $1 == "sleep 2147483647" ||
-    $1 == "/corral/agent --socket /corral/run/agent.sock" ]]
+    $1 == "/corral/agent --socket /corral/run/agent.sock" ||
+    $1 =~ ^/corral/agent\ --socket\ /corral/run/agent\.sock\ --unclaimed-limit\ [0-9]+$ ]]
 }
 
 # stray_processes ID: prints the processes of a running container other than its own init and

@@ -406,10 +406,14 @@ struct agent {
   uint64_t next_orphan_key = uint64_t{1} << 62;
   // What corral bound with `configure`.
   bool configured = false;
-  std::string sandbox_id, key;
+  std::string sandbox_id, key, spec_record;
   int64_t deadline_wall = 0;  // unix ms
-  int64_t idle_limit = 0;     // ms
+  // A pooled sandbox nobody claims ends after this (ms, 0: never): a pool whose node died
+  // and was not started again does not outlive it by more than this.
+  int64_t unclaimed_limit = 0;
+  int64_t idle_limit = 0;  // ms
   int64_t last_activity = mono_ms();
+  int64_t started = mono_ms();
   std::vector<std::string> sandbox_env;
   uint32_t uid = 0, gid = 0;
   uint64_t keep_caps = 0;
@@ -583,7 +587,12 @@ void handle_frame(int conn_no, connection& conn, const proto::frame_view& f) {
     }
     conn.greeted = true;
     proto::writer w(proto::frame::welcome, f.id);
-    w.u32(proto::version).str(A.sandbox_id).str(A.key).i64(A.deadline_wall).i64(A.idle_limit);
+    w.u32(proto::version)
+        .str(A.sandbox_id)
+        .str(A.key)
+        .i64(A.deadline_wall)
+        .i64(A.idle_limit)
+        .str(A.spec_record);
     std::vector<const command*> running;
     for (const auto& [k, c] : A.commands)
       if (!c.main_command) running.push_back(&c);
@@ -596,20 +605,37 @@ void handle_frame(int conn_no, connection& conn, const proto::frame_view& f) {
   }
   switch (f.type) {
     case proto::frame::configure: {
-      A.sandbox_id = r.str();
-      A.key = r.str();
-      A.deadline_wall = r.i64();
-      A.idle_limit = r.i64();
-      A.sandbox_env = r.strs();
+      const std::string sandbox_id = r.str();
+      const std::string key = r.str();
+      const int64_t deadline_wall = r.i64();
+      const int64_t idle_limit = r.i64();
+      auto sandbox_env = r.strs();
       const auto main_command = r.strs();
-      A.uid = r.u32();
-      A.gid = r.u32();
-      A.keep_caps = capability_mask(r.strs());
+      const uint32_t uid = r.u32();
+      const uint32_t gid = r.u32();
+      const uint64_t keep_caps = capability_mask(r.strs());
+      std::string spec_record = r.str();
       if (!r.done()) return refuse(conn_no, f.id, "configure: malformed frame");
+      // The first configure binds the sandbox for good: the claim of a pooled sandbox is
+      // decided here, in one place, whoever else tries to bind it at the same moment.
+      if (A.configured) {
+        if (key != A.key)
+          return refuse(conn_no, f.id, "configure: the sandbox is bound to another key");
+        send_frame(conn_no, proto::writer(proto::frame::pong, f.id).finish());
+        return;
+      }
+      A.sandbox_id = sandbox_id;
+      A.key = key;
+      A.deadline_wall = deadline_wall;
+      A.idle_limit = idle_limit;
+      A.sandbox_env = std::move(sandbox_env);
+      A.uid = uid;
+      A.gid = gid;
+      A.keep_caps = keep_caps;
+      A.spec_record = std::move(spec_record);
       A.last_activity = mono_ms();
-      const bool first = !A.configured;
       A.configured = true;
-      if (first && !main_command.empty()) start_main_command(main_command);
+      if (!main_command.empty()) start_main_command(main_command);
       send_frame(conn_no, proto::writer(proto::frame::pong, f.id).finish());
       return;
     }
@@ -858,7 +884,8 @@ void flush_connection(connection& conn) {
 
 int usage() {
   std::fprintf(stderr,
-               "usage: corral-agent --socket PATH\n(corral runs it as PID 1 of each sandbox)\n");
+               "usage: corral-agent --socket PATH [--unclaimed-limit MS]\n(corral runs it as PID 1 "
+               "of each sandbox)\n");
   return 2;
 }
 
@@ -870,6 +897,8 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     if (a == "--socket" && i + 1 < argc)
       socket_path = argv[++i];
+    else if (a == "--unclaimed-limit" && i + 1 < argc)
+      A.unclaimed_limit = std::strtoll(argv[++i], nullptr, 10);
     else if (a == "--version") {
       std::printf("corral-agent protocol %u\n", proto::version);
       return 0;
@@ -924,6 +953,9 @@ int main(int argc, char** argv) {
     for (auto& [k, c] : A.commands) busy |= !c.main_command;
     if (A.idle_limit > 0 && !busy && now - A.last_activity >= A.idle_limit)
       end_sandbox(0, "the sandbox was idle for its idle limit", proto::bye_reason::idle);
+    if (!A.configured && A.unclaimed_limit > 0 && now - A.started >= A.unclaimed_limit)
+      end_sandbox(0, "the pooled sandbox was not claimed within its limit",
+                  proto::bye_reason::idle);
     if (A.stopping) end_sandbox(0, "told to shut down", proto::bye_reason::stopped);
 
     fds.clear();
