@@ -820,6 +820,7 @@ void acquire_from(self_ptr self, caf::typed_response_promise<sandbox_info> rp,
       self, handle, "acquiring sandbox " + key,
       [self, rp, claimed_at](sandbox_info& info) mutable {
         if (claimed_at) {
+          refill(self);
           self->state.stats.pool_claim_us_total +=
               static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
                                         std::chrono::steady_clock::now() - *claimed_at)

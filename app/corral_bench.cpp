@@ -616,8 +616,14 @@ int main(int argc, char** argv) {
                                   " --node " + node.address + " run -- echo hello";
           samples cli_run;
           for (int i = 0; i < 3; ++i) check(shell(run) == 0, "corral --node run");
+          // Each run finds the pool full and idle: what one-shots a second apart see.
+          const std::string settled = "CORRAL_TLS_DIR=" + node.dir + "/tls " + corral_cli_path() +
+                                      " --node " + node.address +
+                                      " stats --json | grep -q '\"pool_warming\":0,'";
           for (int i = 0; i < iterations; ++i) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the pool refills
+            for (int w = 0; w < 100 && shell(settled) != 0; ++w)
+              std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            std::this_thread::sleep_for(std::chrono::milliseconds(200));  // its removal, too
             cli_run.ms.push_back(time_ms([&] { check(shell(run) == 0, "corral --node run"); }));
           }
           const double c50 = cli_run.percentile(0.5), d50 = oneshot_row.cli.percentile(0.5);

@@ -100,7 +100,7 @@ int with_session(const runtime_target& target, const std::function<int(session&)
     tls = *credentials;
   }
   caf::actor_system_config cfg;
-  configure_system(cfg, {.network = remote});
+  configure_system(cfg, {.network = remote, .lean = remote});
   caf::actor_system sys{cfg};
   std::shared_ptr<tls_middleman> transport;  // connect_node and the router use it
   if (remote) {

@@ -33,6 +33,10 @@ void configure_system(caf::actor_system_config& cfg, const system_options& optio
   messages::add_message_types(cfg);
   cfg.set("logger.verbosity", caf::atom("quiet"));
   if (options.sharing_scheduler) cfg.set("scheduler.policy", caf::atom("sharing"));
+  if (options.lean) {
+    cfg.set("scheduler.max-threads", size_t{1});
+    cfg.set("middleman.workers", size_t{0});
+  }
   if (!options.network) return;
   cfg.load<caf::io::middleman>();
   cfg.set("middleman.app-identifiers", std::vector<std::string>{"corral"});

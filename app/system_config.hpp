@@ -28,6 +28,10 @@ struct system_options {
   // corral's actors mostly wait on the engine: sleeping workers (sharing) cost far less CPU
   // per request than CAF's default polling work stealing (measured: 0.9 ms vs 8.5 ms).
   bool sharing_scheduler = true;
+  // A short-lived client (the CLI talking to a node): one scheduler thread and no BASP
+  // workers. It sends a few requests and waits; starting threads it never uses is most of
+  // what it would spend.
+  bool lean = false;
 };
 
 // Fills `cfg` for an actor system of one of corral's programs.
