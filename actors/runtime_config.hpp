@@ -29,6 +29,11 @@ struct runtime_config {
   std::chrono::milliseconds stop_grace = 1s;
   std::chrono::milliseconds engine_timeout = 30s;  // per engine call
   bool keep_sandboxes_on_shutdown = false;
+  // Set by a holder of the name's lock (actors/runtime_lock.hpp, `corral node`): no other
+  // process makes containers of this name, so one found in `created` at start is a dead
+  // process's create and goes at once (otherwise it is spared a minute: embedded CLI
+  // processes share their name and may be starting it).
+  bool exclusive_name = false;
   // At shutdown, running execs get this long to finish before their sandboxes are removed.
   std::chrono::milliseconds shutdown_grace = 10s;
 

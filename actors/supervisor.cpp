@@ -695,7 +695,7 @@ void adopt_existing(self_ptr self) {
               created_ms = std::strtoll(created->second.c_str(), nullptr, 10);
             }
             const int64_t age = now_ms() - created_ms;
-            if (c.state == "created" && age < spare_created_ms) {
+            if (c.state == "created" && age < spare_created_ms && !st.cfg.exclusive_name) {
               st.spared.push_back(c.id);
               spare_for_ms = std::max(spare_for_ms, spare_created_ms - age);
               continue;

@@ -190,6 +190,7 @@ int run_node(const node_options& options) {
   if (resolved) runtime.socket_path = socket;  // else the supervisor reports why not
   runtime.policy = options.policy;
   runtime.keep_sandboxes_on_shutdown = options.keep_sandboxes;
+  runtime.exclusive_name = true;  // name_lock, above
   runtime.warm = options.warm;
   runtime.warm_max = options.warm_max;
   // The crash trial's hook (tests/pool_crash_trial.sh): the node dies by SIGKILL between a

@@ -26,7 +26,8 @@ ROUNDS=20
 WARM=3
 SEED=$(($(date +%s) % 32768))
 CORRAL=${CORRAL:-${ROOT}/build/app/corral}
-SETTLE=30 # s: after a restart, every container is accounted for by then
+SETTLE=30 # s: after a restart, every container is accounted for by then (a node removes a dead
+          # process's container left in `created` at once: it holds its name exclusively)
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 while (($# > 0)); do
