@@ -448,6 +448,35 @@ void read_defaults(reader& r, const element& e, policy_defaults& out) {
             });
 }
 
+void read_pools(reader& r, const element& e, std::vector<pool_entry>& out) {
+  simdjson::dom::array arr;
+  if (e.get(arr)) return r.fail("pools", "expected an array, got " + type_name(e));
+  out.clear();
+  std::size_t i = 0;
+  for (auto item : arr) {
+    const std::string at = "pools[" + std::to_string(i++) + "]";
+    pool_entry pool;
+    r.members(item, at, {"image", "memory", "cpus", "pids", "min", "max"},
+              [&](std::string_view key, const std::string& field, const element& v) {
+                if (key == "image") {
+                  if (auto s = r.string(v, field)) pool.image = *s;
+                  return;
+                }
+                if (key == "memory") return void(r.size(v, field, min_memory, pool.memory));
+                if (key == "cpus") return void(r.cpus(v, field, pool.nano_cpus));
+                if (key == "min") return void(r.count(v, field, 1, 10'000, pool.min));
+                if (key == "max") return void(r.count(v, field, 1, 10'000, pool.max));
+                uint64_t n = 0;
+                if (r.count(v, field, 8, max_pids_ceiling, n)) pool.pids = static_cast<int64_t>(n);
+              });
+    if (r.failed()) return;
+    if (pool.max != 0 && pool.max < pool.min)
+      return r.fail(at + ".max", std::to_string(pool.max) + " is below its min (" +
+                                     std::to_string(pool.min) + ")");
+    out.push_back(std::move(pool));
+  }
+}
+
 void read_budget(reader& r, const element& e, policy_budget& out) {
   r.members(e, "budget", {"sandboxes", "memory", "execs"},
             [&](std::string_view key, const std::string& at, const element& v) {
@@ -505,6 +534,26 @@ void cross_check(reader& r, const policy& p) {
   if (p.per_principal.execs > p.budget.execs)
     above("per_principal.execs", std::to_string(p.per_principal.execs),
           std::to_string(p.budget.execs), "budget.execs");
+  uint64_t pooled = 0;
+  for (std::size_t i = 0; i < p.pools.size(); ++i) {
+    const auto& pool = p.pools[i];
+    const std::string at = "pools[" + std::to_string(i) + "]";
+    if (!pool.image.empty() && check_image_reference(pool.image))
+      r.fail(at + ".image", json_quoted(pool.image) + " is not an image reference");
+    else if (!pool.image.empty() && !image_allowed(pool.image, p.images))
+      r.fail(at + ".image", json_quoted(pool.image) + " is not allowed by images");
+    if (pool.memory > l.memory)
+      above(at + ".memory", format_size(pool.memory), format_size(l.memory), "limits.memory");
+    if (pool.nano_cpus > l.nano_cpus)
+      above(at + ".cpus", format_cpus(pool.nano_cpus), format_cpus(l.nano_cpus), "limits.cpus");
+    if (pool.pids > l.pids)
+      above(at + ".pids", std::to_string(pool.pids), std::to_string(l.pids), "limits.pids");
+    pooled += pool.min;
+  }
+  if (pooled > p.budget.sandboxes)
+    r.fail("pools", "the pools' minimums (" + std::to_string(pooled) +
+                        " sandboxes) are above budget.sandboxes (" +
+                        std::to_string(p.budget.sandboxes) + ")");
 }
 
 // -- writing ---------------------------------------------------------------------------------
@@ -553,7 +602,7 @@ parsed_policy parse_policy(std::string_view json, std::string_view source_name) 
   r.members(root, "",
             {"images", "users", "workspace_roots", "networks", "capabilities", "env_allowlist",
              "limits", "defaults", "writable_root", "budget", "per_principal", "run_lifetime",
-             "admins", "require_userns_remap"},
+             "admins", "require_userns_remap", "pools"},
             [&](std::string_view key, const std::string& at, const element& v) {
               if (key == "images") {
                 if (r.strings(v, at, check_image_entry, p.images) && p.images.empty())
@@ -583,6 +632,8 @@ parsed_policy parse_policy(std::string_view json, std::string_view source_name) 
                 r.duration(v, at, false, p.run_lifetime);
               } else if (key == "require_userns_remap") {
                 r.boolean(v, at, p.require_userns_remap);
+              } else if (key == "pools") {
+                read_pools(r, v, p.pools);
               } else {
                 r.strings(v, at, check_principal, p.admins);
               }
@@ -674,7 +725,18 @@ std::string to_json(const policy& p) {
   out += "  \"run_lifetime\": " + duration(p.run_lifetime) + ",\n";
   out += "  \"admins\": " + json_strings(p.admins) + ",\n";
   out += std::string("  \"require_userns_remap\": ") + (p.require_userns_remap ? "true" : "false") +
-         "\n";
+         ",\n";
+  std::string pools = "[";
+  for (const auto& pool : p.pools) {
+    pools += std::string(pools.size() > 1 ? ", " : "") +
+             "{\"image\": " + json_string(pool.image.empty() ? d.image : pool.image) +
+             ", \"memory\": " + size(pool.memory > 0 ? pool.memory : d.memory) +
+             ", \"cpus\": " + format_cpus(pool.nano_cpus > 0 ? pool.nano_cpus : d.nano_cpus) +
+             ", \"pids\": " + std::to_string(pool.pids > 0 ? pool.pids : d.pids) +
+             ", \"min\": " + std::to_string(pool.min) +
+             ", \"max\": " + std::to_string(pool.max > 0 ? pool.max : 2 * pool.min) + "}";
+  }
+  out += "  \"pools\": " + pools + "]\n";
   return out + "}\n";
 }
 

@@ -80,6 +80,18 @@ struct principal_budget {
   bool operator==(const principal_budget&) const = default;
 };
 
+// A warm pool the operator keeps (runtime_config.warm is one of the default spec): sandboxes of
+// this image and these limits (zero: the defaults') made before anyone asks.
+struct pool_entry {
+  std::string image;  // empty: defaults.image
+  int64_t memory = 0;
+  int64_t nano_cpus = 0;
+  int64_t pids = 0;
+  uint64_t min = 1;
+  uint64_t max = 0;  // zero: twice min
+  bool operator==(const pool_entry&) const = default;
+};
+
 struct policy {
   // Prefix-boundary allowlist (actors/policy.hpp image_allowed); "*" allows any image.
   std::vector<std::string> images = {"corral/"};
@@ -107,6 +119,8 @@ struct policy {
   // root refuses to start on an engine that does not remap user namespaces, unless this is
   // false: without remapping, uid 0 in a sandbox is root on the host for every file it reaches.
   bool require_userns_remap = true;
+  // Warm pools a node keeps ("The warm pool" in README.md).
+  std::vector<pool_entry> pools;
 
   // Whether this policy lets a sandbox write host files or be root (what remapping protects).
   bool reaches_host_files() const;

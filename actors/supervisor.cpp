@@ -583,19 +583,34 @@ void recycle_members(self_ptr self) {
   if (!due.empty()) refill(self);
 }
 
+// One pool for runtime_config.warm (the default spec) and one per policy `pools` entry; two
+// that plan to the same create config are one pool, their sizes added.
 void configure_pools(self_ptr self) {
   auto& st = self->state;
-  if (st.cfg.warm == 0 || st.cfg.agent_path.empty()) return;
-  auto plan = plan_sandbox(st.cfg, "pool", sandbox_spec{}, st.cfg.socket_path, now_ms());
-  if (!plan) return;
-  const auto hash = pool_hash(*plan);
-  if (hash.empty()) return;
-  auto& p = st.pools[hash];
-  p.plan = std::move(*plan);
-  p.min = st.cfg.warm;
-  p.max = std::max(st.cfg.warm_max, st.cfg.warm);
-  if (st.cfg.warm_max == 0) p.max = 2 * st.cfg.warm;
-  p.target = p.min;
+  if (st.cfg.agent_path.empty()) return;
+  auto add = [&](const sandbox_spec& spec, std::size_t min, std::size_t max) {
+    auto plan = plan_sandbox(st.cfg, "pool", spec, st.cfg.socket_path, now_ms());
+    if (!plan) {
+      spdlog::warn("warm pool: its spec is refused by the policy: {}", describe(plan.error()));
+      return;
+    }
+    const auto hash = pool_hash(*plan);
+    if (hash.empty()) return;
+    auto& p = st.pools[hash];
+    p.plan = std::move(*plan);
+    p.min += min;
+    p.max += std::max(max == 0 ? 2 * min : max, min);
+    p.target = p.min;
+  };
+  if (st.cfg.warm > 0) add(sandbox_spec{}, st.cfg.warm, st.cfg.warm_max);
+  for (const auto& entry : st.cfg.policy.pools) {
+    sandbox_spec spec;
+    spec.image = entry.image;
+    spec.memory_bytes = entry.memory;
+    spec.nano_cpus = entry.nano_cpus;
+    spec.pids_limit = entry.pids;
+    add(spec, entry.min, entry.max);
+  }
 }
 
 // How long a container found in `created` is spared after its creation.

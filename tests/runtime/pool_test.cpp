@@ -313,3 +313,36 @@ TEST_CASE_METHOD(runtime_fixture, "a warm claim and a cold create race for one k
   }
   CHECK_OK(release_all());
 }
+
+TEST_CASE_METHOD(runtime_fixture, "a policy's pools entry keeps sandboxes of its own spec",
+                 "[runtime][pool]") {
+  REQUIRE_FALSE(rt.agent_path.empty());
+  corral::actors::pool_entry small;
+  small.memory = 128LL << 20;
+  small.pids = 64;
+  small.min = 1;
+  rt.policy.pools = {small};
+  REQUIRE(pool_reaches(*this, 1));
+  auto members = containers();
+  REQUIRE(members.size() == 1);
+  auto member = inspect(members.front().id);
+  REQUIRE_OK(member);
+  CHECK(member->host.memory == 128LL << 20);
+  CHECK(member->host.pids_limit == 64);
+  // The default spec is not this pool's: created cold, and not a miss of it.
+  auto plain = acquire("plain");
+  REQUIRE_OK(plain);
+  CHECK(plain->container_id != members.front().id);
+  sandbox_spec spec;
+  spec.memory_bytes = 128LL << 20;
+  spec.pids_limit = 64;
+  auto taken = acquire("small", spec);
+  REQUIRE_OK(taken);
+  CHECK(taken->container_id == members.front().id);
+  auto st = stats();
+  REQUIRE_OK(st);
+  CHECK(st->pool_hits == 1);
+  CHECK(st->pool_misses == 0);
+  CHECK(st->created_total == 1);
+  CHECK_OK(release_all());
+}

@@ -32,7 +32,9 @@ const char* full_file = R"({
   "budget": {"sandboxes": 32, "memory": "64g", "execs": 128},
   "per_principal": {"sandboxes": 8, "execs": 16, "queued_execs": 0},
   "run_lifetime": "2h",
-  "admins": ["alice", "ops@example.org"]
+  "admins": ["alice", "ops@example.org"],
+  "pools": [{"image": "corral/other:1", "memory": "128m", "cpus": 0.25, "pids": 64, "min": 2, "max": 5},
+            {"min": 3}]
 })";
 
 std::string error_of(std::string_view json) {
@@ -80,6 +82,36 @@ TEST_CASE("policy file: every key is read", "[policy][policy-file]") {
   CHECK(p.per_principal.queued_execs == 0);
   CHECK(p.run_lifetime == 2h);
   CHECK(p.admins == std::vector<std::string>{"alice", "ops@example.org"});
+}
+
+TEST_CASE("policy file: warm pools, and what each leaves out", "[policy][policy-file][pool]") {
+  const auto parsed = pol::parse_policy(full_file, "full.json");
+  REQUIRE(parsed);
+  const auto& pools = parsed.value->pools;
+  REQUIRE(pools.size() == 2);
+  CHECK(pools[0] == pol::pool_entry{"corral/other:1", 128LL << 20, 250'000'000, 64, 2, 5});
+  CHECK(pools[1] == pol::pool_entry{"", 0, 0, 0, 3, 0});  // the defaults' spec, max 2 x min
+  CHECK(pol::policy::node_default().pools.empty());
+  const auto text = pol::to_json(*parsed.value);
+  CHECK_THAT(text, Catch::Contains(R"("pools": [{"image": "corral/other:1", "memory": "128m", )"
+                                   R"("cpus": 0.25, "pids": 64, "min": 2, "max": 5}, )"
+                                   R"({"image": "corral/other:1", "memory": "256m", "cpus": 0.5, )"
+                                   R"("pids": 128, "min": 3, "max": 6}])"));
+  const std::pair<const char*, const char*> bad[] = {
+      {R"({"pools": {"min": 1}})", "pools: expected an array, got an object"},
+      {R"({"pools": [{"min": 0}]})", "pools[0].min: 0 is out of range (1 to 10000)"},
+      {R"({"pools": [{"min": 4, "max": 2}]})", "pools[0].max: 2 is below its min (4)"},
+      {R"({"pools": [{"image": "docker.io/evil"}]})",
+       "pools[0].image: \"docker.io/evil\" is not allowed by images"},
+      {R"({"pools": [{"memory": "3g"}]})", "pools[0].memory: 3g is above limits.memory (2g)"},
+      {R"({"pools": [{"size": 3}]})", "pools[0].size: unknown key"},
+      {R"({"budget": {"sandboxes": 4}, "per_principal": {"sandboxes": 4}, "pools": [{"min": 3}, {"min": 2}]})",
+       "pools: the pools' minimums (5 sandboxes) are above budget.sandboxes (4)"},
+  };
+  for (const auto& [json, expected] : bad) {
+    INFO(json);
+    CHECK_THAT(error_of(json), Catch::Contains(expected));
+  }
 }
 
 TEST_CASE("policy file: keys left out take the strict node default", "[policy][policy-file]") {
@@ -151,7 +183,7 @@ TEST_CASE("policy file: unknown and duplicate keys are errors, with their line",
   CHECK(error_of("{\n  \"images\": [\"corral/\"],\n  \"imagez\": []\n}") ==
         "p.json:3: imagez: unknown key (known here: images, users, workspace_roots, networks, "
         "capabilities, env_allowlist, limits, defaults, writable_root, budget, per_principal, "
-        "run_lifetime, admins, require_userns_remap)");
+        "run_lifetime, admins, require_userns_remap, pools)");
   CHECK_THAT(error_of("{\"limits\": {\n\"memory\": \"1g\",\n\"swap\": \"1g\"}}"),
              Catch::StartsWith("p.json:3: limits.swap: unknown key"));
   CHECK_THAT(error_of("{\"workspace_roots\": [{\"path\": \"/a\",\n \"mode\": \"rw\"}]}"),
