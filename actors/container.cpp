@@ -1108,7 +1108,13 @@ void claim_pooled(self_ptr self, pool_claim claim) {
   if (!st.pool_member || st.releasing || st.removing || st.info.status != sandbox_status::ready) {
     // Not claimable any more (it died meanwhile): the acquire that follows is told so, and
     // the supervisor tries a fresh sandbox.
+    // Not `ready` any more: the acquire that follows waits, and is answered with the end.
     st.info.key = claim.key;
+    if (!is_terminal(st.info.status)) st.info.status = sandbox_status::starting;
+    st.startup_failure =
+        make_error(corral_errc::sandbox_lost, "sandbox " + claim.key +
+                                                  ": the warm sandbox it was given "
+                                                  "ended before its claim; try again");
     if (!st.removing) begin_removal(self, sandbox_status::lost, "the pool member was not ready");
     return;
   }
