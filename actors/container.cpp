@@ -1430,8 +1430,9 @@ void start_exec(self_ptr self, pending_exec pending) {
   std::snprintf(tag, sizeof tag, "%016llx", static_cast<unsigned long long>(st.random()));
   run.tag = tag;
   if (st.args.plan.agent) {
+    // No update here: the supervisor counted the command when it asked (execs_in_flight), and
+    // the update at its end corrects the count. One message less per command.
     st.running.emplace(seq, std::move(run));
-    publish(self);
     return start_agent_exec(self, seq);
   }
   auto create = run.plan.create;
@@ -1616,7 +1617,8 @@ container_impl_actor::behavior_type container_impl(self_ptr self, container_args
         st.info.last_used_ms = now_ms();
         st.queue.push_back(pending_exec{std::move(request), std::move(*plan), rp});
         start_pending(self);
-        publish(self);
+        // Started at once, it is reported when it ends (the supervisor counts it meanwhile).
+        if (!st.queue.empty() || !st.args.plan.agent) publish(self);
         return rp;
       },
       [self](release_atom, release_mode mode) -> caf::result<sandbox_info> {
