@@ -71,6 +71,10 @@ struct runtime_config {
   std::size_t warm_parallel = 1;
   std::chrono::milliseconds pool_unclaimed_limit = 1h;
 
+  // Where the runtime's warnings go (a warm pool that keeps missing, a pool spec the policy
+  // refuses); `corral node` gives its log. Empty: stderr, "corral: warning: ...".
+  std::function<void(const std::string&)> warn;
+
   // Test seam, never set in production: called by the container actor after the plan and
   // before the create, so a test can swap the workspace and see the start-time check refuse.
   std::function<void(const sandbox_plan&)> before_create_for_tests;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <deque>
 #include <filesystem>
 #include <map>
@@ -10,7 +11,6 @@
 #include <set>
 #include <unordered_map>
 
-#include <spdlog/spdlog.h>
 #include <caf/all.hpp>
 
 #include "actors/actor_errors.hpp"
@@ -383,6 +383,13 @@ void adopt_one(self_ptr self, const docker::container_summary& c, const std::str
 
 void refill(self_ptr self);
 
+void warn(self_ptr self, const std::string& text) {
+  if (self->state.cfg.warn)
+    self->state.cfg.warn(text);
+  else
+    std::fprintf(stderr, "corral: warning: %s\n", text.c_str());
+}
+
 int64_t plan_memory(const sandbox_plan& plan) {
   return plan.create.host.memory;
 }
@@ -591,7 +598,7 @@ void configure_pools(self_ptr self) {
   auto add = [&](const sandbox_spec& spec, std::size_t min, std::size_t max) {
     auto plan = plan_sandbox(st.cfg, "pool", spec, st.cfg.socket_path, now_ms());
     if (!plan) {
-      spdlog::warn("warm pool: its spec is refused by the policy: {}", describe(plan.error()));
+      warn(self, "warm pool: its spec is refused by the policy: " + describe(plan.error()));
       return;
     }
     const auto hash = pool_hash(*plan);
@@ -914,10 +921,9 @@ void do_acquire(self_ptr self, caf::typed_response_promise<sandbox_info> rp, con
       p.last_miss_ms = now_ms();
       if (p.target < p.max) ++p.target;
       if (++st.misses_in_a_row == 2 * p.max)
-        spdlog::warn(
-            "warm pool: {} acquires in a row found it empty (target {}, max {}); "
-            "consider a larger --warm",
-            st.misses_in_a_row, p.target, p.max);
+        warn(self, "warm pool: " + std::to_string(st.misses_in_a_row) +
+                       " acquires in a row found it empty (target " + std::to_string(p.target) +
+                       ", max " + std::to_string(p.max) + "); consider a larger --warm");
       refill(self);
     }
   }

@@ -50,6 +50,7 @@ class node_log {
 
   void info(const std::string& msg) { logger_->info(format(msg)); }
   void debug(const std::string& msg) { logger_->debug(format(msg)); }
+  void warn(const std::string& msg) { logger_->warn(format(msg)); }
   void error(const std::string& msg) { logger_->error(format(msg)); }
 
  private:
@@ -192,6 +193,7 @@ int run_node(const node_options& options) {
   runtime.keep_sandboxes_on_shutdown = options.keep_sandboxes;
   runtime.exclusive_name = true;  // name_lock, above
   runtime.warm = options.warm;
+  runtime.warn = [&log](const std::string& text) { log.warn(text); };
   runtime.warm_max = options.warm_max;
   // The crash trial's hook (tests/pool_crash_trial.sh): the node dies by SIGKILL between a
   // warm sandbox's rename to its key and its binding, as a power cut there would leave it.

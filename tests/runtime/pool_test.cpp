@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <memory>
+#include <mutex>
 
 #include "runtime_fixture.hpp"
 
@@ -345,4 +347,33 @@ TEST_CASE_METHOD(runtime_fixture, "a policy's pools entry keeps sandboxes of its
   CHECK(st->pool_misses == 0);
   CHECK(st->created_total == 1);
   CHECK_OK(release_all());
+}
+
+TEST_CASE_METHOD(runtime_fixture, "a pool that keeps missing says so in the runtime's warnings",
+                 "[runtime][pool]") {
+  REQUIRE_FALSE(rt.agent_path.empty());
+  auto warnings = std::make_shared<std::vector<std::string>>();
+  auto guard = std::make_shared<std::mutex>();
+  rt.warn = [warnings, guard](const std::string& text) {
+    std::lock_guard<std::mutex> lock(*guard);
+    warnings->push_back(text);
+  };
+  rt.warm = 1;
+  rt.warm_max = 1;
+  REQUIRE(pool_reaches(*this, 1));
+  // One member against three acquires at once: one hit, then two misses in a row, which is
+  // twice the pool's maximum.
+  auto a = self->request(sup(), caf::timespan{2min}, acquire_atom_v, "m1", sandbox_spec{});
+  auto b = self->request(sup(), caf::timespan{2min}, acquire_atom_v, "m2", sandbox_spec{});
+  auto c = self->request(sup(), caf::timespan{2min}, acquire_atom_v, "m3", sandbox_spec{});
+  for (auto* h : {&a, &b, &c})
+    h->receive([](sandbox_info&) {}, [](caf::error& err) { FAIL_CHECK(describe(err)); });
+  auto st = stats();
+  REQUIRE_OK(st);
+  CHECK(st->pool_hits == 1);
+  CHECK(st->pool_misses == 2);
+  std::lock_guard<std::mutex> lock(*guard);
+  REQUIRE(warnings->size() == 1);
+  CHECK(contains(warnings->front(), "2 acquires in a row found it empty"));
+  CHECK(contains(warnings->front(), "consider a larger --warm"));
 }
