@@ -62,14 +62,17 @@ stat_of() { # stat_of FIELD: from `corral stats --json`
   cli stats --json 2>>"${WORK}/check.err" | grep -o "\"$1\":[0-9]*" | cut -d: -f2
 }
 
+# The node dies by SIGKILL: ours, or its own at the hook (then our kill finds it gone already).
 kill_node() {
-  kill -KILL "${NODE_PID}" 2>/dev/null || true
-  wait "${NODE_PID}" 2>/dev/null || true
+  kill -KILL "${NODE_PID}" 2>/dev/null || :
+  local status=0
+  wait "${NODE_PID}" 2>/dev/null || status=$?
+  ((status == 128 + 9)) || problem "the node ended with status ${status}, not by SIGKILL"
 }
 
 # accounted LABEL: waits up to SETTLE s until every container of the runtime is a keyed
 # sandbox of `corral ls` or a ready pool member, and their counts agree with `corral stats`;
-# reports what is not.
+# what is not is a problem (counted; the trial goes on to the next check).
 accounted() {
   local label=$1 deadline=$((SECONDS + SETTLE)) ids listed pooled ready warming stray
   while :; do
@@ -92,7 +95,7 @@ accounted() {
     fi
     if ((SECONDS >= deadline)); then
       problem "${label}: NOT ACCOUNTED after ${SETTLE} s: stray [${stray[*]}], pool-named ${pooled}, stats ready ${ready} warming ${warming}"
-      return 1
+      return 0
     fi
     sleep 0.5
   done
@@ -134,17 +137,17 @@ got=$("${CORRAL}" --runtime "${NAME}" create "${principal}/hooked" 2>"${WORK}/ho
 out=$("${CORRAL}" --runtime "${NAME}" exec "${principal}/hooked" -- sh -c 'echo bound > /tmp/b; cat /tmp/b' 2>>"${WORK}/hook1.embedded.err" || true)
 [[ ${out} == bound ]] || problem "hook 1: the bound sandbox does not run commands: '${out}'"
 start_node "${NAME}" "${WORK}/hook1b" --warm "${WARM}"
-accounted "hook 1 restart" || true
+accounted "hook 1 restart"
 grep -q '^hooked ' <(cli ls 2>/dev/null) || problem "hook 1: the restarted node does not hold key hooked"
 [[ $(cli exec hooked -- cat /tmp/b 2>/dev/null || true) == bound ]] || problem "hook 1: key hooked lost its state"
 stop_and_check_empty "hook 1"
 
 CORRAL_TEST_KILL_AFTER_CLAIM_RENAME=1 start_node "${NAME}" "${WORK}/hook2" --warm "${WARM}"
 wait_pool "${WARM}"
-cli create hooked2 >/dev/null 2>&1 || true
+cli create hooked2 >/dev/null 2>&1 && problem "hook 2: create succeeded on a node that died"
 kill_node
 start_node "${NAME}" "${WORK}/hook2b" --warm "${WARM}"
-accounted "hook 2 restart" || true
+accounted "hook 2 restart"
 back=$(runtime_containers "${NAME}" '{{.Names}}' | grep -c '^corral-[^-]*\.hooked2-' || true)
 ((back == 0)) || problem "hook 2: the renamed, unbound sandbox was not taken back into the pool"
 [[ $(cli ls 2>/dev/null | awk 'NR > 1' | wc -l) -eq 0 ]] || problem "hook 2: the restarted node holds a key nobody bound"
@@ -167,7 +170,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
   stop_loops 15
   WORK=${WORK_SAVED}
   start_node "${NAME}" "${R}/node2" --warm "${WARM}"
-  accounted "round ${round} (killed at ${kill_after_ms} ms)" || true
+  accounted "round ${round} (killed at ${kill_after_ms} ms)"
   [[ $(cli run -- echo fresh 2>>"${WORK}/check.err" || true) == fresh ]] ||
     problem "round ${round}: a sandbox did not work after the restart"
   stop_and_check_empty "round ${round}"
