@@ -122,6 +122,11 @@ struct container_state {
   std::string agent_bye_detail;
   // A warm pool member not claimed yet (args.pool_hash): started, its agent unbound.
   bool pool_member = false;
+  // A cold sandbox between its create and its claim: under an unclaimed name, its agent
+  // unbound, renamed to the key's name once started (claim_by_rename), as a pool member is.
+  bool cold_claim = false;
+  bool name_looked_at = false;  // a cold create looks at its key's name once before it makes one
+  int bind_waits = 0;           // looks at an adopted sandbox whose claimer has not bound it yet
 };
 
 using self_ptr = container_impl_actor::stateful_pointer<container_state>;
@@ -394,6 +399,13 @@ void agent_link_ready(self_ptr self);
 void close_link_when_idle(self_ptr self);
 void refuse_claim(self_ptr self, caf::error err);
 void become_ready(self_ptr self);
+void with_agent(self_ptr self, std::function<void()> then,
+                std::chrono::milliseconds patience = std::chrono::milliseconds(0));
+void open_agent_link(self_ptr self, std::chrono::milliseconds patience);
+
+// How often an adopter looks again at a sandbox renamed to its key but not bound yet (200 ms
+// apart): its claimer binds it within milliseconds unless it died.
+constexpr int max_bind_waits = 10;
 
 // Binds the sandbox to our key and plan (the first configure wins: agent_protocol.hpp).
 void send_configure(self_ptr self) {
@@ -421,9 +433,11 @@ void send_configure(self_ptr self) {
 // own from before a restart), or to another (the name was not this key's: never ours).
 void bound_agent(self_ptr self, const std::string& key, int64_t deadline, const std::string& spec) {
   auto& st = self->state;
-  if (st.pool_member) {
-    // A pool member bound to a key is not a pool member: whoever bound it holds it.
+  if (st.pool_member || st.cold_claim) {
+    // A pool member (or a new sandbox before its claim) bound to a key is not ours: whoever
+    // bound it holds it.
     st.pool_member = false;
+    st.cold_claim = false;
     agents(self).close(st.link);
     st.link = 0;
     return refuse_claim(self, make_error(corral_errc::conflict,
@@ -433,6 +447,9 @@ void bound_agent(self_ptr self, const std::string& key, int64_t deadline, const 
     if (auto err = check_key(key)) return fail_startup(self, err);
     st.args.key = key;
     st.info.key = key;
+    // The supervisor holds it under this key next: with the spec its creator asked for.
+    if (st.args.supervisor)
+      caf::send_as(caf::actor_cast<caf::actor>(self), st.args.supervisor, update_atom_v, spec);
   } else if (key != st.info.key) {
     agents(self).close(st.link);
     st.link = 0;
@@ -462,12 +479,18 @@ void bound_agent(self_ptr self, const std::string& key, int64_t deadline, const 
   agent_link_ready(self);
 }
 
-// An adopted pool member renamed to a key's name whose claimer died before it bound it: back
-// to the pool under a pool name, or removed when this runtime keeps no such pool.
+// An adopted sandbox renamed to a key's name whose claimer died before it bound it (a pool
+// member, or a cold create): back to the pool under a pool name if this runtime keeps its
+// pool; otherwise removed by a runtime that holds its name alone, or left to its agent.
 void return_to_pool(self_ptr self) {
   auto& st = self->state;
   st.args.adopt_unkeyed = false;
   if (st.args.pool_hash.empty()) {
+    // This process holds the runtime's name alone (a node): the claimer died with the
+    // process before, and nobody was answered with the sandbox. It goes.
+    if (st.args.cfg.exclusive_name)
+      return begin_removal(self, sandbox_status::removed,
+                           "claimed by a process that died before it bound it");
     // Not ours to take: the process that keeps its pool takes it back, the next to ask for
     // its key binds it, or its agent ends it after its unclaimed limit.
     return refuse_claim(self, make_error(corral_errc::sandbox_lost,
@@ -510,8 +533,19 @@ void on_agent_frame(self_ptr self, uint8_t type, uint32_t id, std::string& paylo
         return agent_link_lost(self, "the agent's welcome is malformed");
       }
       if (!key.empty()) return bound_agent(self, key, bound_deadline, bound_spec);
-      if (st.pool_member) return agent_link_ready(self);  // bound at its claim, not before
+      // Bound at its claim, not before.
+      if (st.pool_member || st.cold_claim) return agent_link_ready(self);
       if (st.args.adopt_unkeyed) return return_to_pool(self);
+      if (st.shared_claim && ++st.bind_waits <= max_bind_waits) {
+        // Another process renamed it to this key a moment ago and binds it next (with its
+        // plan, which this one's spec must match): look again rather than bind it first. A
+        // claimer that has not bound it within two seconds died, and left it to us.
+        agents(self).close(st.link);
+        st.link = 0;
+        self->delayed_send(self, std::chrono::milliseconds(200), resume_atom_v,
+                           continuation{[self] { open_agent_link(self, {}); }});
+        return;
+      }
       send_configure(self);
       return;
     }
@@ -589,12 +623,16 @@ void on_agent_frame(self_ptr self, uint8_t type, uint32_t id, std::string& paylo
 // Runs `then` once the link to the sandbox's agent is up (welcomed, and configured if the
 // sandbox is new), making it if there is none. `patience`: how long the agent's socket may
 // take to appear (a container just started); later, a refused connection means it is dead.
-void with_agent(self_ptr self, std::function<void()> then,
-                std::chrono::milliseconds patience = std::chrono::milliseconds(0)) {
+void with_agent(self_ptr self, std::function<void()> then, std::chrono::milliseconds patience) {
   auto& st = self->state;
   if (st.link != 0 && st.link_ready) return then();
   st.link_waiters.push_back(std::move(then));
   if (st.link != 0) return;  // on its way
+  open_agent_link(self, patience);
+}
+
+void open_agent_link(self_ptr self, std::chrono::milliseconds patience) {
+  auto& st = self->state;
   caf::weak_actor_ptr weak = self->ctrl();
   agent_link_handlers h;
   h.on_frames = [weak, self](std::vector<agent_frame> frames) {
@@ -800,6 +838,8 @@ void verify_workspace(self_ptr self) {
           }));
 }
 
+void claim_by_rename(self_ptr self);
+
 void start_container(self_ptr self) {
   auto& st = self->state;
   if (st.releasing) return begin_removal(self, sandbox_status::removed, {});
@@ -813,6 +853,9 @@ void start_container(self_ptr self) {
         if (self->state.pool_member)
           return with_agent(
               self, [self] { become_ready(self); }, std::chrono::seconds(10));
+        if (self->state.cold_claim)
+          return with_agent(
+              self, [self] { claim_by_rename(self); }, std::chrono::seconds(10));
         if (self->state.args.plan.agent)
           return with_agent(
               self, [self] { verify_workspace(self); }, std::chrono::seconds(10));
@@ -820,19 +863,12 @@ void start_container(self_ptr self) {
       }));
 }
 
-// The container's name is the key's claim on the engine: derived from (runtime, key) alone
-// (a node's key holds its principal), so the engine itself refuses a second container for a
-// key (409), across processes and restarts. SHA-256, because the readable part maps '/' and
-// '@' away and is cut short: only the digest keeps two keys' names apart.
-std::string claim_name(const std::string& runtime, const std::string& key) {
-  std::string readable = key.substr(0, 40);
-  std::replace(readable.begin(), readable.end(), '/', '.');
-  std::replace(readable.begin(), readable.end(), '@', '_');
-  return "corral-" + readable + "-" + sha256_hex(runtime + "\n" + key, 10);
-}
-
 void create_container(self_ptr self);
 void refuse_claim(self_ptr self, caf::error err);
+
+// How long a cold sandbox's agent waits for its claim before it ends the sandbox: its maker
+// renames and binds it within milliseconds of its start, unless it died.
+constexpr std::chrono::milliseconds cold_unclaimed_limit{120'000};
 
 // The name's holder could not be inspected: gone since (create again), or an engine failure.
 // Not inlined: GCC 12 at -O2 then sees the variant as maybe uninitialised (a false positive).
@@ -900,11 +936,12 @@ void claim_taken(self_ptr self) {
               auto it = r->labels.find(name);
               return it == r->labels.end() ? std::string() : it->second;
             };
-            // A claimed pool member carries no key label: its agent's welcome says whose it
-            // is (bound_agent), or binds it to us if its claimer died before it could.
-            const bool pooled = !label(label_pool).empty() && label(label_key).empty();
+            // A sandbox claimed by rename (a pool member, or a cold one made with the agent)
+            // carries no key label: its agent's welcome says whose it is (bound_agent), or it
+            // is bound by us if its claimer died before it could.
+            const bool agent_bound = label(label_key).empty() && !label(label_sandbox_id).empty();
             if (label(label_runtime) != st.args.cfg.name ||
-                (!pooled && label(label_key) != st.info.key)) {
+                (!agent_bound && label(label_key) != st.info.key)) {
               return refuse_claim(
                   self, make_error(corral_errc::conflict,
                                    "sandbox " + st.info.key + ": container name " +
@@ -951,18 +988,33 @@ void create_container(self_ptr self) {
   if (st.releasing) return begin_removal(self, sandbox_status::removed, {});
   auto request = st.args.plan.create;
   request.name = claim_name(st.args.cfg.name, st.args.key);
-  if (st.pool_member) {
-    // Nobody's yet: a pool name, and none of the labels a claim binds (its agent holds those).
-    request.name = pool_member_name(st.args.plan.sandbox_id);
+  // With the agent, every sandbox is claimed the same way: made unclaimed (a pool member, or
+  // a cold create), then renamed to the key's name and bound through its agent.
+  st.cold_claim = st.args.plan.agent && !st.pool_member;
+  if (st.cold_claim && !st.name_looked_at) {
+    // A key that has its sandbox already (another process's) is adopted without a wasted
+    // create: one look at the name first (claim_taken; if nobody holds it, back here).
+    st.name_looked_at = true;
+    st.cold_claim = false;
+    st.container_name = request.name;
+    return claim_taken(self);
+  }
+  if (st.pool_member || st.cold_claim) {
+    // Nobody's yet: a name of its own, and none of the labels a claim binds (its agent holds
+    // those).
+    request.name = st.pool_member ? pool_member_name(st.args.plan.sandbox_id)
+                                  : unclaimed_name(st.args.plan.sandbox_id);
     for (auto it = request.labels.begin(); it != request.labels.end();)
       it = is_claim_label(it->first) && it->first != label_sandbox_id &&
                    it->first != label_created_at
                ? request.labels.erase(it)
                : std::next(it);
-    request.labels[label_pool] = st.args.pool_hash;
-    if (st.args.unclaimed_limit.count() > 0) {
+    if (st.pool_member) request.labels[label_pool] = st.args.pool_hash;
+    // Its agent ends it if nobody binds it in time (its maker died before the claim).
+    const auto unclaimed_limit = st.pool_member ? st.args.unclaimed_limit : cold_unclaimed_limit;
+    if (unclaimed_limit.count() > 0) {
       request.cmd.push_back("--unclaimed-limit");
-      request.cmd.push_back(std::to_string(st.args.unclaimed_limit.count()));
+      request.cmd.push_back(std::to_string(unclaimed_limit.count()));
     }
   }
   if (st.claim_nonce.empty()) {
@@ -1086,22 +1138,29 @@ void adopt_container(self_ptr self) {
 
 // -- the warm pool -------------------------------------------------------------------------
 //
-// A pool member is made like any sandbox of its spec, minus the claim: a pool name
-// (pool_member_name), no key labels, its agent started and unbound. Its claim:
+// Every sandbox made with the agent is claimed one way: it is made unclaimed, like any
+// sandbox of its spec minus the claim (a name of its own, no key labels, its agent started and
+// unbound), then renamed to its key's claim name and bound. A pool member waits in between
+// (pool_member_name, until an acquire claims it); a cold create claims itself as soon as its
+// agent is up (unclaimed_name, after one look at the key's name: a key another process holds
+// is adopted without a create). The claim:
 //
-//   pool member --claim--> rename to the key's claim name --> configure (bind) --> setup --> ready
-//                               | 409: the key has a container        | refused: another key
-//                               v                                     v    bound it first
-//                          this member is removed; the holder     refuse_claim (theirs)
-//                          is adopted as any (claim_taken)
-//                               | 404: the member is gone
-//                               v
-//                          a cold create under the key
+//   unclaimed --claim--> rename to the key's claim name --> configure (bind) --> setup --> ready
+//                             | 409: the key has a container        | refused: another key
+//                             v                                     v    bound it first
+//                        this one is removed; the holder        refuse_claim (theirs)
+//                        is adopted as any (claim_taken)
+//                             | 404: the pool member is gone
+//                             v
+//                        a cold create under the key (unclaimed, then this claim)
 //
 // The rename is the claim record: the engine's name uniqueness decides between processes and
-// survives restarts; the first configure decides between two binders of one name. A claimer
-// that dies after the rename leaves a member under the key's name, unbound: the next process
-// that asks for the key binds it (with_agent), a restarted runtime takes it back to the pool.
+// survives restarts; the first configure decides between two binders of one name (an adopter
+// that meets a renamed, unbound sandbox waits two seconds for its claimer to bind it). A
+// claimer that dies after the rename leaves a sandbox under the key's name, unbound: the next
+// process that asks for the key binds it (with_agent), a restarted runtime takes it back to
+// its pool, or removes it if it holds its name alone (a node), or leaves it to its agent's
+// unclaimed limit.
 
 void claim_pooled(self_ptr self, pool_claim claim) {
   auto& st = self->state;
@@ -1131,6 +1190,13 @@ void claim_pooled(self_ptr self, pool_claim claim) {
   if (st.args.plan.lifetime.count() > 0)
     self->delayed_send(self, st.args.plan.lifetime, lifetime_atom_v);
   publish(self);
+  claim_by_rename(self);
+}
+
+// The claim of a sandbox made unclaimed (a pool member, or a cold create after its start):
+// the rename is the claim record, then its agent is bound (with_agent's configure).
+void claim_by_rename(self_ptr self) {
+  auto& st = self->state;
   close_agent_link(self);  // the next link's welcome finds it unbound and binds it
   const auto name = claim_name(st.args.cfg.name, st.args.key);
   engine(self).container_rename(
@@ -1138,26 +1204,39 @@ void claim_pooled(self_ptr self, pool_claim claim) {
         auto& st = self->state;
         if (st.releasing) return begin_removal(self, sandbox_status::removed, {});
         if (!r && r.err().code == docker::errc::conflict) {
-          // The key has a container already (another process's): this member goes, the
-          // holder is looked at as any create that met it would.
-          const auto member = st.info.container_id;
-          remove_run_dir(self);
+          // The key has a container already (another process's): this one goes, then the
+          // holder is looked at as any create that met it would. The removal is awaited: a
+          // process that adopts the holder and exits at once leaves nothing behind.
+          const auto loser = st.info.container_id;
           st.info.container_id.clear();
+          st.cold_claim = false;
           // Said before the removal: its kill and destroy events are not this key's.
           publish(self);
-          engine(self).container_remove(member, true, [](docker::result<void>) {});
           st.container_name = name;
-          return claim_taken(self);
+          engine(self).container_remove(loser, true,
+                                        back_to<void>(self, [self](docker::result<void>) {
+                                          // Failed or not, it is not this key's: a later runtime's
+                                          // adoption removes a container left under an unclaimed
+                                          // name.
+                                          remove_run_dir(self);
+                                          claim_taken(self);
+                                        }));
+          return;
         }
-        if (!r && r.err().code == docker::errc::not_found) {
+        if (!r && r.err().code == docker::errc::not_found && !st.cold_claim) {
+          // The pool member is gone: a cold create under the key.
           st.info.container_id.clear();
           return create_container(self);
         }
-        if (!r) return fail_startup(self, from_engine(r.err(), "claiming a warm sandbox"));
+        if (!r)
+          return fail_startup(self,
+                              from_engine(r.err(), st.cold_claim ? "claiming the new sandbox's name"
+                                                                 : "claiming a warm sandbox"));
+        st.cold_claim = false;
         st.container_name = name;
         if (st.args.cfg.after_claim_rename_for_tests) st.args.cfg.after_claim_rename_for_tests();
         with_agent(
-            self, [self] { run_setup(self); }, std::chrono::seconds(10));
+            self, [self] { verify_workspace(self); }, std::chrono::seconds(10));
       }));
 }
 

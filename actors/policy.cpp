@@ -996,6 +996,24 @@ bool is_pool_member_name(std::string_view name) {
   return name.rfind("corral_pool-", 0) == 0;
 }
 
+std::string unclaimed_name(const std::string& sandbox_id) {
+  return "corral_new-" + sandbox_id;
+}
+
+bool is_unclaimed_name(std::string_view name) {
+  if (!name.empty() && name.front() == '/') name.remove_prefix(1);
+  return name.rfind("corral_new-", 0) == 0;
+}
+
+// SHA-256, because the readable part maps '/' and '@' away and is cut short: only the digest
+// keeps two keys' names apart.
+std::string claim_name(const std::string& runtime, const std::string& key) {
+  std::string readable = key.substr(0, 40);
+  std::replace(readable.begin(), readable.end(), '/', '.');
+  std::replace(readable.begin(), readable.end(), '@', '_');
+  return "corral-" + readable + "-" + sha256_hex(runtime + "\n" + key, 10);
+}
+
 caf::expected<exec_plan> plan_exec(const runtime_config& cfg, const sandbox_plan& sandbox,
                                    const messages::exec_request& request) {
   if (auto err = check_exec_text(request)) return err;

@@ -157,6 +157,14 @@ std::string pool_hash(const sandbox_plan& plan);
 // start "corral-".
 std::string pool_member_name(const std::string& sandbox_id);
 bool is_pool_member_name(std::string_view name);
+// A cold sandbox's container name from its create until its claim (an unpooled create
+// followed by the same claim as a pool member's): nobody's yet, like a pool member's.
+std::string unclaimed_name(const std::string& sandbox_id);
+bool is_unclaimed_name(std::string_view name);
+// The container name that is a key's claim on the engine: derived from (runtime, key) alone
+// (a node's key holds its principal), so the engine itself refuses a second container for a
+// key (409), across processes and restarts.
+std::string claim_name(const std::string& runtime, const std::string& key);
 
 caf::expected<exec_plan> plan_exec(const runtime_config& cfg, const sandbox_plan& sandbox,
                                    const messages::exec_request& request);

@@ -35,6 +35,7 @@ using namespace messages;
 using supervisor_impl_actor =
     supervisor_actor::extend<caf::reacts_to<resume_atom, continuation>,
                              caf::reacts_to<update_atom, sandbox_info, caf::actor>,
+                             caf::reacts_to<update_atom, std::string>,
                              caf::reacts_to<prune_tick_atom>, caf::reacts_to<resubscribe_atom>>;
 
 struct entry {
@@ -57,6 +58,7 @@ struct pool_member {
   bool adopting = false;  // left by a previous run: its agent says if it is bound, and to whom
   std::chrono::steady_clock::time_point since = std::chrono::steady_clock::now();
   int64_t memory = 0;
+  std::string bound_spec;  // an adopted member's: the spec record its agent was bound with
 };
 
 // One pool per create config (pool_hash): the plan its members are made from, and how many.
@@ -506,6 +508,9 @@ void member_update(self_ptr self, const caf::actor_addr& addr, sandbox_info& inf
     e.memory = member.memory;
     e.idle_limit = st.cfg.policy.defaults.idle;
     e.info = info;
+    // What its creator asked for, as its agent says: a later acquire with another spec is
+    // told which fields differ, as for a sandbox this process made.
+    e.asked = decode_spec_record(member.bound_spec);
     ++st.live;
     st.memory_in_use += e.memory;
     st.key_by_actor[e.handle.address()] = key;
@@ -623,6 +628,11 @@ void configure_pools(self_ptr self) {
 // How long a container found in `created` is spared after its creation.
 constexpr int64_t spare_created_ms = 60'000;
 
+int64_t created_at_of(const docker::container_summary& c) {
+  auto created = c.labels.find(label_created_at);
+  return created == c.labels.end() ? 0 : std::strtoll(created->second.c_str(), nullptr, 10);
+}
+
 void recheck_spared(self_ptr self);
 
 // Run directories (actors/container.cpp) whose sandbox is gone: a container removed by
@@ -684,6 +694,20 @@ void adopt_existing(self_ptr self) {
             continue;
           }
           auto key = c.labels.find(label_key);
+          const std::string name = c.names.empty() ? std::string() : c.names.front();
+          if (key == c.labels.end() && is_unclaimed_name(name)) {
+            // A cold create not claimed yet: its maker died before the rename (removed), or
+            // another process of this name is making it (spared for a minute, unless this
+            // process holds the name alone).
+            const int64_t age = now_ms() - created_at_of(c);
+            if (age < spare_created_ms && !st.cfg.exclusive_name) {
+              st.spared.push_back(c.id);
+              spare_for_ms = std::max(spare_for_ms, spare_created_ms - age);
+            } else {
+              remove_in_background(self, c.id);
+            }
+            continue;
+          }
           if (auto pool = c.labels.find(label_pool);
               pool != c.labels.end() && key == c.labels.end() && c.state != "running" &&
               st.pools.count(pool->second)) {
@@ -692,15 +716,16 @@ void adopt_existing(self_ptr self) {
             remove_in_background(self, c.id);
             continue;
           }
-          if (auto pool = c.labels.find(label_pool); pool != c.labels.end() &&
-                                                     key == c.labels.end() &&
-                                                     c.state == "running" && st.agents) {
-            // A pool member, claimed or not: its agent says (container actor, adopt_unkeyed).
-            // An unclaimed one of a pool this runtime does not keep is left alone: another
-            // process of this name may keep that pool (an embedded CLI beside its node), and
-            // its agent ends it after its unclaimed limit otherwise.
-            const bool kept = st.pools.count(pool->second) > 0;
-            if (!kept && !c.names.empty() && is_pool_member_name(c.names.front())) continue;
+          if (key == c.labels.end() && c.labels.count(label_sandbox_id) && c.state == "running" &&
+              st.agents) {
+            // Claimed by rename (a pool member, or a cold sandbox made with the agent), or a
+            // pool member not claimed yet: its agent says whose it is (container actor,
+            // adopt_unkeyed). An unclaimed one of a pool this runtime does not keep is left
+            // alone: another process of this name may keep that pool (an embedded CLI beside
+            // its node), and its agent ends it after its unclaimed limit otherwise.
+            auto pool = c.labels.find(label_pool);
+            const bool kept = pool != c.labels.end() && st.pools.count(pool->second) > 0;
+            if (!kept && is_pool_member_name(name)) continue;
             auto plan = kept ? st.pools[pool->second].plan : adopted_plan(self, c);
             spawn_member(self, kept ? pool->second : std::string(), plan, c.id);
             continue;
@@ -712,11 +737,7 @@ void adopt_existing(self_ptr self) {
             // Stuck in created, exited, or a duplicate key after a crash: it cannot be owned.
             // One created in the last minute may be another process's, still starting: spared,
             // and looked at again when the minute is over.
-            int64_t created_ms = 0;
-            if (auto created = c.labels.find(label_created_at); created != c.labels.end()) {
-              created_ms = std::strtoll(created->second.c_str(), nullptr, 10);
-            }
-            const int64_t age = now_ms() - created_ms;
+            const int64_t age = now_ms() - created_at_of(c);
             if (c.state == "created" && age < spare_created_ms && !st.cfg.exclusive_name) {
               st.spared.push_back(c.id);
               spare_for_ms = std::max(spare_for_ms, spare_created_ms - age);
@@ -760,6 +781,10 @@ void recheck_spared(self_ptr self) {
         for (const auto& c : *listed) {
           if (std::find(spared.begin(), spared.end(), c.id) == spared.end()) continue;
           auto key = c.labels.find(label_key);
+          if (key == c.labels.end() && !c.names.empty() && is_unclaimed_name(c.names.front())) {
+            remove_in_background(self, c.id);  // never claimed in a minute: its maker died
+            continue;
+          }
           if (auto pool = c.labels.find(label_pool);
               pool != c.labels.end() && key == c.labels.end() && c.state == "running") {
             // A pool member whose creator finished it meanwhile: as at start (adopt_existing).
@@ -1321,6 +1346,14 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
         return caf::make_result(protocol_version, std::string(corral_version));
       },
       [self](resume_atom, continuation& step) { step.run(); },
+      [self](update_atom, std::string& bound_spec) {
+        // An adopted member's bound spec (container actor, bound_agent), before it says ready.
+        auto& st = self->state;
+        if (auto sender = self->current_sender(); sender) {
+          if (auto m = st.members.find(sender->address()); m != st.members.end())
+            m->second.bound_spec = std::move(bound_spec);
+        }
+      },
       [self](update_atom, sandbox_info& info, caf::actor& monitor) {
         auto& st = self->state;
         if (auto sender = self->current_sender(); sender && st.members.count(sender->address()))

@@ -530,6 +530,11 @@ void handle_start(int conn, uint32_t id, proto::reader& r) {
   const uint64_t key = (static_cast<uint64_t>(conn) << 32) | id;
   if (A.commands.count(key)) return refuse(conn, id, "start: command id already in use");
   if (A.stopping) return refuse(conn, id, "start: the sandbox is ending");
+  // Commands run as the user the sandbox was bound with, whatever a start frame says: a
+  // process that adopts the sandbox need not know it, and no start can ask for more.
+  if (!A.configured) return refuse(conn, id, "start: the sandbox is not bound yet");
+  s.uid = A.uid;
+  s.gid = A.gid;
   s.env = merged_env(env);
   s.keep_caps = A.keep_caps;
   command c;

@@ -419,13 +419,37 @@ class engine_view {
     return std::move(*listed);
   }
 
+  // The keys the engine holds containers for: the claim name (actors::claim_name) is the
+  // engine's record of a key (a sandbox made with the agent carries no key label). The key is
+  // read back from the name's readable part and checked against the name's digest.
   std::set<std::string> keys(const std::string& runtime) {
     std::set<std::string> out;
     for (const auto& c : containers(runtime)) {
-      auto it = c.labels.find(actors::label_key);
-      if (it != c.labels.end()) out.insert(it->second);
+      if (auto it = c.labels.find(actors::label_key); it != c.labels.end()) {
+        out.insert(it->second);
+        continue;
+      }
+      const auto key = key_of_claim_name(runtime, c.names.empty() ? "" : c.names.front());
+      if (key) out.insert(*key);
     }
     return out;
+  }
+
+  static std::optional<std::string> key_of_claim_name(const std::string& runtime,
+                                                      std::string name) {
+    if (!name.empty() && name.front() == '/') name.erase(0, 1);
+    constexpr std::size_t digest = 20;  // hex digits: ten bytes of SHA-256
+    if (name.rfind("corral-", 0) != 0 || name.size() < 7 + 1 + digest) return std::nullopt;
+    const std::string readable = name.substr(7, name.size() - 7 - 1 - digest);
+    // '/' became '.' (and '@' '_'): try the name as it reads, then each '.' as the '/'.
+    std::vector<std::string> candidates{readable};
+    for (std::size_t at = readable.find('.'); at != std::string::npos;
+         at = readable.find('.', at + 1)) {
+      candidates.push_back(readable.substr(0, at) + "/" + readable.substr(at + 1));
+    }
+    for (const auto& candidate : candidates)
+      if (actors::claim_name(runtime, candidate) == name) return candidate;
+    return std::nullopt;
   }
 
   // The keys of `principal`'s sandboxes of `runtime`, without the "PRINCIPAL/" a node adds.

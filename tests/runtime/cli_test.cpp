@@ -120,6 +120,33 @@ TEST_CASE_METHOD(runtime_fixture,
   CHECK(containers().empty());
 }
 
+TEST_CASE_METHOD(runtime_fixture,
+                 "a sandbox keeps its user, env and spec in another process that adopts it",
+                 "[runtime][cli][claim]") {
+  // Nothing of the claim is in the container's labels any more: the process that adopts the
+  // sandbox learns key, spec and user from its agent, and commands run as the bound user
+  // whatever the adopter assumed.
+  auto created = run_cli({"create", "kept", "--user", "1500:1600", "--env", "WHO=first"}, rt.name);
+  INFO(created);
+  REQUIRE(created.code == 0);
+  auto id = run_cli({"exec", "kept", "--", "sh", "-c", "echo $(id -u):$(id -g):$WHO"}, rt.name);
+  INFO(id);
+  CHECK(id.code == 0);
+  CHECK(id.out == "1500:1600:first\n");
+  // (Env values are compared only under one secret: a CLI process has its own, so the env's
+  // keys are compared here, not its values.)
+  auto other = run_cli({"create", "kept", "--user", "1500:1700", "--env", "WHO=first"}, rt.name);
+  INFO(other);
+  CHECK(other.code == 125);
+  CHECK(contains(other.err, "user"));
+  auto same = run_cli({"create", "kept", "--user", "1500:1600", "--env", "WHO=first"}, rt.name);
+  INFO(same);
+  CHECK(same.code == 0);
+  CHECK(containers().size() == 1);
+  REQUIRE(run_cli({"rm", "kept"}, rt.name).code == 0);
+  CHECK(containers().empty());
+}
+
 TEST_CASE_METHOD(runtime_fixture, "corral help and version", "[runtime][cli]") {
   auto help = run_cli({"--help"}, rt.name);
   INFO(help);

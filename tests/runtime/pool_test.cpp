@@ -126,14 +126,18 @@ TEST_CASE_METHOD(runtime_fixture, "a pooled sandbox is hardened exactly like a c
   const auto& pooled = a_pooled ? *a : *b;
   const auto& cold = a_pooled ? *b : *a;
   INFO("pooled " << name_of(pooled) << ", cold " << name_of(cold));
-  CHECK(cold.labels.at(corral::actors::label_key) == (a_pooled ? got[1]->key : got[0]->key));
+  // Both claimed the same way: by their key's name, with no key label (their agents hold it).
+  CHECK(name_of(cold) == corral::actors::claim_name(rt.name, a_pooled ? got[1]->key : got[0]->key));
+  CHECK(name_of(pooled) ==
+        corral::actors::claim_name(rt.name, a_pooled ? got[0]->key : got[1]->key));
+  CHECK(cold.labels.count(corral::actors::label_key) == 0);
 
   // What the engine was told: the same, field by field, but for the names of the sandbox's
-  // run directory and the pool member's unclaimed limit.
+  // run directory and the unclaimed limits (a pool member's, a cold create's).
   const auto &hp = pooled.host, &hc = cold.host;
   CHECK(pooled.user == cold.user);
   CHECK(pooled.config_image == cold.config_image);
-  CHECK(without_unclaimed_limit(pooled.cmd) == cold.cmd);
+  CHECK(without_unclaimed_limit(pooled.cmd) == without_unclaimed_limit(cold.cmd));
   CHECK(pooled.env == cold.env);
   CHECK(binds_without_run_dir(hp.binds) == binds_without_run_dir(hc.binds));
   CHECK(hp.binds.size() == hc.binds.size());
@@ -224,7 +228,7 @@ TEST_CASE_METHOD(runtime_fixture, "an acquire with a workspace never gets a pool
   auto ins = inspect(info->container_id);
   REQUIRE_OK(ins);
   CHECK(ins->labels.count(corral::actors::label_pool) == 0);
-  CHECK(ins->labels.at(corral::actors::label_key) == "with-ws");
+  CHECK(name_of(*ins) == corral::actors::claim_name(rt.name, "with-ws"));
   auto st = stats();
   REQUIRE_OK(st);
   CHECK(st->pool_hits == 0);

@@ -63,7 +63,9 @@ TEST_CASE_METHOD(runtime_fixture, "a sandbox is created hardened", "[runtime][se
     CHECK(contains(tmp, "nosuid"));
     CHECK(contains(tmp, "uid=1000"));
     CHECK(ins->labels.at(corral::actors::label_runtime) == rt.name);
-    CHECK(ins->labels.at(corral::actors::label_key) == "hard");
+    // The key's claim is the container's name; its agent holds the key (no label says it).
+    CHECK(ins->name == "/" + corral::actors::claim_name(rt.name, "hard"));
+    CHECK(ins->labels.count(corral::actors::label_key) == 0);
     CHECK(ins->labels.at(corral::actors::label_managed_by) == "corral");
   }
 

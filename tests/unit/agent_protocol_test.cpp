@@ -157,6 +157,31 @@ TEST_CASE("the agent closes a lying peer's connection and serves the next", "[ag
     CHECK(refused->first == proto::frame::refused);
     ::close(fd);
   }
+  SECTION("a well-formed start before the sandbox is bound is refused by name") {
+    // An unbound sandbox (a pool member, a cold one before its claim) runs nothing: no uid
+    // has been bound for its commands.
+    const int fd = connect_to(sock);
+    REQUIRE(hello_answered(fd));
+    const auto start = proto::writer(proto::frame::start, 4)
+                           .strs({"/bin/true"})
+                           .strs({})
+                           .str("")
+                           .u32(0)
+                           .u32(0)
+                           .i64(1000)
+                           .u64(1024)
+                           .u64(1024)
+                           .u8(0)
+                           .u64(1024)
+                           .finish();
+    REQUIRE(::write(fd, start.data(), start.size()) == static_cast<ssize_t>(start.size()));
+    auto refused = read_frame(fd);
+    REQUIRE(refused);
+    CHECK(refused->first == proto::frame::refused);
+    proto::reader r(refused->second);
+    CHECK(r.str().find("not bound") != std::string::npos);
+    ::close(fd);
+  }
   // Whatever the liar did, the agent still serves a new connection.
   const int next = connect_to(sock);
   REQUIRE(next >= 0);
