@@ -67,9 +67,12 @@ struct agent_exit {
   std::string detail;
 };
 
-// A command the agent runs for us: where its output and its end go.
+// A command the agent runs for us: where its output and its end go. on_output returns true
+// when the bytes went on to a subscriber, whose answer gives their credit back (give_credit):
+// the agent then sends no more than its window ahead of the slowest reader, across the
+// network too, and a reader that stops reading stops the command's writes.
 struct agent_command {
-  std::function<void(output_stream, std::string&)> on_output;
+  std::function<bool(output_stream, std::string&)> on_output;
   std::function<void(agent_exit&)> on_exit;
   uint64_t taken = 0;  // output bytes received and not yet given back as credit
 };
@@ -397,6 +400,20 @@ std::chrono::milliseconds agent_idle_limit(self_ptr self) {
 
 void agent_link_ready(self_ptr self);
 void close_link_when_idle(self_ptr self);
+
+// `n` bytes of a command's output are consumed: the agent may send that many more (credit
+// frames go in batches, so most commands need none).
+void give_credit(self_ptr self, uint32_t id, uint64_t n) {
+  auto it = self->state.agent_commands.find(id);
+  if (it == self->state.agent_commands.end()) return;  // ended meanwhile
+  it->second.taken += n;
+  if (it->second.taken >= agent_credit_batch) {
+    send_to_agent(
+        self,
+        agent_protocol::writer(agent_protocol::frame::credit, id).u64(it->second.taken).finish());
+    it->second.taken = 0;
+  }
+}
 void refuse_claim(self_ptr self, caf::error err);
 void become_ready(self_ptr self);
 void with_agent(self_ptr self, std::function<void()> then,
@@ -557,14 +574,11 @@ void on_agent_frame(self_ptr self, uint8_t type, uint32_t id, std::string& paylo
       std::string bytes = r.str();
       auto it = st.agent_commands.find(id);
       if (it == st.agent_commands.end() || !r.ok()) return;
-      // Kept output is bounded by the caps and live output is passed on at once: the bytes
-      // are consumed here, so the credit goes back (in batches).
-      it->second.taken += bytes.size();
-      if (it->second.taken >= agent_credit_batch) {
-        send_to_agent(self, proto::writer(proto::frame::credit, id).u64(it->second.taken).finish());
-        it->second.taken = 0;
-      }
-      it->second.on_output(stream, bytes);
+      // Kept output is bounded by the caps: bytes only kept are consumed here and their
+      // credit goes back at once (in batches); bytes passed on to a subscriber, once it has
+      // them.
+      const uint64_t n = bytes.size();
+      if (!it->second.on_output(stream, bytes)) give_credit(self, id, n);
       return;
     }
     case proto::frame::exited: {
@@ -758,7 +772,8 @@ void run_setup(self_ptr self) {
     auto errors = std::make_shared<std::string>();
     agent_command cmd;
     cmd.on_output = [errors](output_stream stream, std::string& bytes) {
-      if (stream == output_stream::stderr_stream) *errors += bytes;
+      if (stream == output_stream::stderr_stream && errors->size() < 64 * 1024) *errors += bytes;
+      return false;
     };
     cmd.on_exit = [self, errors](agent_exit& e) {
       if (e.how == agent_protocol::end::lost) return;  // the link's end says it
@@ -1432,20 +1447,30 @@ void start_agent_exec(self_ptr self, uint64_t seq) {
   agent_command cmd;
   cmd.on_output = [self, seq](output_stream stream, std::string& bytes) {
     auto it = self->state.running.find(seq);
-    if (it == self->state.running.end()) return;
+    if (it == self->state.running.end()) return false;
     auto& run = it->second;
     const bool err = stream == output_stream::stderr_stream;
     std::string& kept = err ? run.result.stderr_data : run.result.stdout_data;
     const uint64_t cap = err ? run.plan.max_stderr : run.plan.max_stdout;
     if (kept.size() < cap)
       kept.append(bytes, 0, std::min<uint64_t>(bytes.size(), cap - kept.size()));
-    if (run.request.subscriber) {
-      output_chunk chunk;
-      chunk.exec_seq = seq;
-      chunk.stream = stream;
-      chunk.bytes = std::move(bytes);
-      caf::anon_send(run.request.subscriber, output_atom_v, std::move(chunk));
-    }
+    if (!run.request.subscriber) return false;
+    output_chunk chunk;
+    chunk.exec_seq = seq;
+    chunk.stream = stream;
+    chunk.bytes = std::move(bytes);
+    const uint64_t n = chunk.bytes.size();
+    const uint32_t id = run.agent_id;
+    // Its answer (any, or its end) says the subscriber has the bytes: their credit goes back.
+    self->request(run.request.subscriber, caf::infinite, output_atom_v, std::move(chunk))
+        .then([self, id, n]() { give_credit(self, id, n); },
+              [self, seq, id, n](caf::error&) {
+                // Gone (or too old to answer): the command goes on without it.
+                if (auto r = self->state.running.find(seq); r != self->state.running.end())
+                  r->second.request.subscriber = nullptr;
+                give_credit(self, id, n);
+              });
+    return true;
   };
   cmd.on_exit = [self, seq](agent_exit& e) {
     namespace proto = agent_protocol;

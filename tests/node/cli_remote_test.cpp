@@ -1,5 +1,8 @@
 // `corral --node HOST:PORT ...` against a real `corral node`: the same results as the
 // embedded runtime, state that outlives client processes, and clear errors.
+#include <cstdlib>
+#include <thread>
+
 #include <catch2/catch.hpp>
 
 #include "tests/node/node_process.hpp"
@@ -41,6 +44,43 @@ TEST_CASE("a remote run behaves like an embedded one", "[node][cli]") {
 
   // `run` detaches its release: the node removes the sandbox just after answering.
   CHECK(eventually(10s, [&] { return f.engine.containers(node.name()).empty(); }));
+  CHECK(node.stop() == 0);
+}
+
+TEST_CASE("a client that stops reading holds its command back across the network",
+          "[node][cli][agent]") {
+  // The node gives the agent credit only for output the client has answered for: a client
+  // whose stdout nobody reads stops the command's writes (here near the agent's 1 MiB window)
+  // instead of the node or the client buffering up to the output cap.
+  node_fixture f;
+  auto& node = f.start(f.name("n"));
+  auto cli = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"--node", node.address()});
+    return run_cli(std::move(args));
+  };
+  REQUIRE(cli({"create", "flood"}).code == 0);
+  child_process stalled{
+      {"/bin/sh", "-c",
+       std::string(cli_path) + " --node " + node.address() +
+           " exec --timeout 60s --max-output 16m flood -- sh -c \"$FLOOD\" | sleep 6"},
+      {{"FLOOD",
+        "n=0; while [ $n -lt 200 ]; do head -c 65536 /dev/zero || exit 3; n=$((n+1)); "
+        "echo $n > /tmp/n; done"}}};
+  auto written = [&] {
+    const auto r = cli({"exec", "flood", "--", "cat", "/tmp/n"});
+    return r.code == 0 ? std::atoi(r.out.c_str()) : -1;
+  };
+  REQUIRE(eventually(20s, [&] { return written() >= 1; }));
+  // Unchecked, the 200 writes of 64 KiB take well under a second once the first is done.
+  std::this_thread::sleep_for(2s);
+  const int held = written();
+  INFO("64 KiB writes done while the client stalled: " << held);
+  CHECK(held >= 1);
+  CHECK(held <= 40);
+  CHECK(stalled.running());
+  // Released with its command (cancelled), the sandbox goes; the stalled client ends.
+  CHECK(cli({"rm", "flood"}).code == 0);
+  CHECK(stalled.finish(30s).has_value());
   CHECK(node.stop() == 0);
 }
 

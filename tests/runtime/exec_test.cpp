@@ -1,7 +1,9 @@
 // Execs through the supervisor: streams, exit codes, env, argv, stdin, output caps with
 // bounded memory, live output, and timeouts that kill a command's whole process tree.
 #include <algorithm>
+#include <future>
 #include <mutex>
+#include <thread>
 
 #include "runtime_fixture.hpp"
 
@@ -38,7 +40,86 @@ caf::behavior chunk_recorder(caf::event_based_actor*, std::shared_ptr<chunk_log>
   };
 }
 
+// A subscriber that takes chunks and does not answer until told to (`go`): a reader that has
+// stopped reading, as a client whose terminal is stalled.
+struct stalled_log {
+  std::mutex mtx;
+  uint64_t bytes = 0;
+};
+
+caf::behavior stalled_subscriber(caf::event_based_actor* self, std::shared_ptr<stalled_log> log) {
+  auto held = std::make_shared<std::vector<caf::response_promise>>();
+  auto going = std::make_shared<bool>(false);
+  return {
+      [self, log, held, going](output_atom, const output_chunk& chunk) {
+        {
+          std::lock_guard<std::mutex> guard{log->mtx};
+          log->bytes += chunk.bytes.size();
+        }
+        auto rp = self->make_response_promise();
+        if (*going)
+          rp.deliver(caf::unit);
+        else
+          held->push_back(rp);
+        return rp;
+      },
+      [held, going](caf::ok_atom) {
+        *going = true;
+        for (auto& rp : *held) rp.deliver(caf::unit);
+        held->clear();
+      },
+  };
+}
+
 }  // namespace
+
+TEST_CASE_METHOD(runtime_fixture,
+                 "a subscriber that stops reading stops the command's writes, not memory",
+                 "[runtime][exec][agent]") {
+  // Credit for the agent comes back only as the subscriber answers for its chunks: a stalled
+  // reader holds the command at about the agent's window (1 MiB), not at the output cap.
+  REQUIRE_OK(acquire("slow"));
+  auto log = std::make_shared<stalled_log>();
+  auto reader = sys().spawn(stalled_subscriber, log);
+  auto req = make_exec(sh("n=0; while [ $n -lt 200 ]; do head -c 65536 /dev/zero || exit 3; "
+                          "n=$((n+1)); echo $n > /tmp/n; done"),
+                       caf::timespan{60s});
+  req.max_stdout = 16 << 20;
+  req.subscriber = reader;
+  auto flood = std::async(std::launch::async, [&]() -> caf::expected<exec_result> {
+    caf::scoped_actor other{sys()};
+    caf::expected<exec_result> out{caf::error{}};
+    other->request(sup(), caf::timespan{120s}, exec_atom_v, std::string("slow"), req)
+        .receive([&](exec_result& r) { out = std::move(r); },
+                 [&](caf::error& err) { out = std::move(err); });
+    return out;
+  });
+  // Unchecked, 200 writes of 64 KiB take well under a second; held, they stop near 16.
+  std::this_thread::sleep_for(2s);
+  auto count = exec("slow", sh("cat /tmp/n"));
+  REQUIRE_OK(count);
+  const int written = std::atoi(count->stdout_data.c_str());
+  INFO("64 KiB writes done while the reader stalled: " << written);
+  CHECK(written >= 1);
+  CHECK(written <= 40);
+  {
+    std::lock_guard<std::mutex> guard{log->mtx};
+    CHECK(log->bytes <= (3u << 20));
+  }
+  CHECK(flood.wait_for(0s) != std::future_status::ready);
+  // The reader reads again: the command runs to its end, and every byte reached it.
+  caf::anon_send(reader, caf::ok_atom_v);
+  auto r = flood.get();
+  REQUIRE_OK(r);
+  CHECK(r->exit_code == 0);
+  CHECK(r->stdout_bytes == 200u * 65536u);
+  CHECK(eventually(5s, [&] {
+    std::lock_guard<std::mutex> guard{log->mtx};
+    return log->bytes == 200u * 65536u;
+  }));
+  self->send_exit(reader, caf::exit_reason::user_shutdown);
+  CHECK_OK(release("slow"));
+}
 
 TEST_CASE_METHOD(runtime_fixture, "exec basics: streams, exit code, env, argv, stdin",
                  "[runtime][exec]") {
