@@ -851,10 +851,30 @@ void reap_children() {
   }
 }
 
+// As PID 1 of a sandbox, only corral, from outside the sandbox's pid namespace, may speak to
+// the agent: the kernel reports such a peer's pid as 0. A process of the sandbox (its root,
+// which owns the run directory when the policy allows a root user) is refused before it can
+// read a welcome or start a command without the limits.
+bool peer_inside_sandbox(int fd) {
+  if (getpid() != 1) return false;  // run by hand or by a test: no sandbox to keep apart
+  struct ucred cred {};
+  socklen_t len = sizeof cred;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return true;
+  return cred.pid != 0;
+}
+
 void accept_connections() {
   for (;;) {
     const int fd = accept4(A.listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) return;
+    if (peer_inside_sandbox(fd)) {
+      static uint64_t refused = 0;  // said once, then every thousandth: no log flood
+      if (refused++ % 1000 == 0)
+        log_line("refused a connection from a process inside the sandbox (" +
+                 std::to_string(refused) + " so far)");
+      close(fd);
+      continue;
+    }
     connection c;
     c.fd = fd;
     A.conns.emplace(A.next_conn++, std::move(c));

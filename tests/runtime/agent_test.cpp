@@ -3,6 +3,7 @@
 // no corral process left, unread output, secrets, and the agent itself as the target.
 #include <signal.h>
 
+#include <filesystem>
 #include <fstream>
 #include <future>
 #include <sstream>
@@ -11,6 +12,7 @@
 #include "cli_process.hpp"
 
 using namespace corral::runtime_tests;
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -224,6 +226,41 @@ TEST_CASE_METHOD(runtime_fixture, "a hostile command cannot reach the agent",
   auto after = exec("hostile", {"echo", "still-serving"});
   REQUIRE_OK(after);
   CHECK(after->stdout_data == "still-serving\n");
+}
+
+TEST_CASE_METHOD(runtime_fixture, "a root command cannot speak to its sandbox's agent",
+                 "[runtime][agent][security]") {
+  // With `allow_root`, the sandbox user is the container's root, which owns the run directory
+  // and the agent's socket: only the agent's check of its peer (outside the sandbox's pid
+  // namespace, or nothing) keeps it from a welcome and from starting commands without limits.
+  char tmpl[] = "/tmp/corral-probe-XXXXXX";
+  REQUIRE(::mkdtemp(tmpl) != nullptr);
+  const fs::path dir = tmpl;
+  fs::copy_file(CORRAL_AGENT_PROBE_PATH, dir / "probe");
+  fs::permissions(dir, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                           fs::perms::others_read | fs::perms::others_exec);
+  rt.policy.users.allow_root = true;
+  rt.policy.workspace_roots = {{dir.string(), false}};
+  sandbox_spec spec;
+  spec.user = "0:0";
+  spec.workspace.host_path = dir.string();
+  spec.workspace.access = access_mode::ro;
+  REQUIRE_OK(acquire("root-probe", spec));
+  auto who = exec("root-probe", sh("id -u; ls -ld /corral/run/agent.sock"));
+  REQUIRE_OK(who);
+  INFO(who->stdout_data << who->stderr_data);
+  REQUIRE(who->stdout_data.rfind("0\n", 0) == 0);  // root, the socket's owner
+  auto probe = exec("root-probe", {"/workspace/probe", "/corral/run/agent.sock"});
+  REQUIRE_OK(probe);
+  INFO(probe->stdout_data << probe->stderr_data);
+  CHECK(probe->stdout_data == "closed\n");
+  CHECK(probe->exit_code == 1);
+  // The agent still serves corral.
+  auto after = exec("root-probe", {"echo", "still-serving"});
+  REQUIRE_OK(after);
+  CHECK(after->stdout_data == "still-serving\n");
+  CHECK_OK(release("root-probe"));
+  fs::remove_all(dir);
 }
 
 TEST_CASE_METHOD(runtime_fixture, "spawn failures are 127 and 126 with the reason",
