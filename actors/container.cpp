@@ -9,6 +9,7 @@
 #include <map>
 #include <optional>
 #include <random>
+#include <thread>
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -20,6 +21,7 @@
 #include "actors/engine_errors.hpp"
 #include "actors/monitor.hpp"
 #include "actors/spec_record.hpp"
+#include "actors/workspace_access.hpp"
 #include "docker/client.hpp"
 #include "messages/agent_protocol.hpp"
 #include "messages/errors.hpp"
@@ -128,8 +130,9 @@ struct container_state {
   // A cold sandbox between its create and its claim: under an unclaimed name, its agent
   // unbound, renamed to the key's name once started (claim_by_rename), as a pool member is.
   bool cold_claim = false;
-  bool name_looked_at = false;  // a cold create looks at its key's name once before it makes one
-  int bind_waits = 0;           // looks at an adopted sandbox whose claimer has not bound it yet
+  bool workspace_granted = false;  // its workspace opened to a remapped sandbox user
+  bool name_looked_at = false;     // a cold create looks at its key's name once before it makes one
+  int bind_waits = 0;              // looks at an adopted sandbox whose claimer has not bound it yet
 };
 
 using self_ptr = container_impl_actor::stateful_pointer<container_state>;
@@ -835,21 +838,23 @@ void run_setup(self_ptr self) {
 
 // The engine resolved the workspace path again at start: make sure it mounted the directory
 // the policy checked (a path swapped for a link or another directory in between would not be),
-// before the setup command or any exec runs. Anything else removes the sandbox.
-void verify_workspace(self_ptr self) {
+// before the sandbox is claimed and bound (so before its `command`, the setup command or any
+// exec runs). Anything else removes the sandbox. Then `next`.
+void verify_workspace(self_ptr self, std::function<void()> next) {
   auto& st = self->state;
-  if (st.args.plan.workspace.container_path.empty()) return run_setup(self);
+  if (st.args.plan.workspace.container_path.empty()) return next();
   engine(self).container_inspect(
       st.info.container_id,
       back_to<docker::container_inspect_response>(
-          self, [self](docker::result<docker::container_inspect_response> r) {
+          self,
+          [self, next = std::move(next)](docker::result<docker::container_inspect_response> r) {
             if (!r)
               return fail_startup(self, from_engine(r.err(), "inspecting the started sandbox"));
             if (self->state.releasing) return begin_removal(self, sandbox_status::removed, {});
             // A quick stat of /proc/<pid>/root/...: fine in a handler.
             if (auto err = verify_workspace_mount(self->state.args.plan.workspace, r->state.pid))
               return fail_startup(self, err);
-            run_setup(self);
+            next();
           }));
 }
 
@@ -870,16 +875,21 @@ void start_container(self_ptr self) {
               self, [self] { become_ready(self); }, std::chrono::seconds(10));
         if (self->state.cold_claim)
           return with_agent(
-              self, [self] { claim_by_rename(self); }, std::chrono::seconds(10));
+              self, [self] { verify_workspace(self, [self] { claim_by_rename(self); }); },
+              std::chrono::seconds(10));
         if (self->state.args.plan.agent)
           return with_agent(
-              self, [self] { verify_workspace(self); }, std::chrono::seconds(10));
-        verify_workspace(self);
+              self, [self] { verify_workspace(self, [self] { run_setup(self); }); },
+              std::chrono::seconds(10));
+        verify_workspace(self, [self] { run_setup(self); });
       }));
 }
 
 void create_container(self_ptr self);
 void refuse_claim(self_ptr self, caf::error err);
+
+// The most files and directories of a workspace given an ACL entry for a remapped sandbox user.
+constexpr uint64_t max_workspace_entries = 100'000;
 
 // How long a cold sandbox's agent waits for its claim before it ends the sandbox: its maker
 // renames and binds it within milliseconds of its start, unless it died.
@@ -998,9 +1008,53 @@ void claim_taken(self_ptr self) {
           }));
 }
 
+// On an engine that remaps user namespaces the sandbox's user is a host uid no host user has,
+// which the workspace's modes do not name: an ACL entry for it is set on the workspace tree
+// first (actors/workspace_access.hpp), on a thread of its own (a walk of a whole tree).
+bool needs_workspace_grant(self_ptr self) {
+  const auto& st = self->state;
+  return !st.workspace_granted && !st.args.plan.workspace.container_path.empty() &&
+         st.args.plan.agent && st.args.cfg.agent_root_uid != 0;
+}
+
+void grant_workspace(self_ptr self) {
+  auto& st = self->state;
+  const auto& ws = st.args.plan.workspace;
+  // The agent (the sandbox's root) enters it as the container's working directory; the
+  // sandbox's user reads it, and writes it if it is rw.
+  std::vector<workspace_user> users{
+      {st.args.cfg.agent_root_uid, false},
+      {st.args.cfg.agent_root_uid + numeric_user(st.args.plan.user).first, ws.writable}};
+  caf::weak_actor_ptr weak = self->ctrl();
+  std::thread([weak, self, root = ws.host_path, device = ws.device, inode = ws.inode,
+               users = std::move(users)] {
+    workspace_grant done;
+    auto failed = grant_workspace_access(root, device, inode, users, max_workspace_entries, done);
+    auto strong = weak.lock();
+    if (!strong) return;
+    caf::anon_send(
+        caf::actor_cast<caf::actor>(strong), resume_atom_v,
+        continuation{[self, failed = std::move(failed), done, root] {
+          auto& st = self->state;
+          st.workspace_granted = true;
+          if (failed)
+            return fail_startup(self, make_error(corral_errc::policy_violation,
+                                                 "workspace " + root +
+                                                     ": the sandbox's user (a remapped host uid) "
+                                                     "could not be given access: " +
+                                                     *failed));
+          if (done.truncated)
+            st.info.warnings.push_back("workspace: only the first " + std::to_string(done.entries) +
+                                       " files and directories were opened to the sandbox's user");
+          create_container(self);
+        }});
+  }).detach();
+}
+
 void create_container(self_ptr self) {
   auto& st = self->state;
   if (st.releasing) return begin_removal(self, sandbox_status::removed, {});
+  if (needs_workspace_grant(self)) return grant_workspace(self);
   auto request = st.args.plan.create;
   request.name = claim_name(st.args.cfg.name, st.args.key);
   // With the agent, every sandbox is claimed the same way: made unclaimed (a pool member, or
@@ -1250,8 +1304,9 @@ void claim_by_rename(self_ptr self) {
         st.cold_claim = false;
         st.container_name = name;
         if (st.args.cfg.after_claim_rename_for_tests) st.args.cfg.after_claim_rename_for_tests();
+        // A cold sandbox's workspace was verified before its claim; a pool member has none.
         with_agent(
-            self, [self] { verify_workspace(self); }, std::chrono::seconds(10));
+            self, [self] { run_setup(self); }, std::chrono::seconds(10));
       }));
 }
 

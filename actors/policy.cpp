@@ -1,4 +1,5 @@
 #include "actors/policy.hpp"
+#include "actors/workspace_access.hpp"
 
 #include "actors/spec_record.hpp"
 #include "messages/agent_protocol.hpp"
@@ -250,7 +251,17 @@ caf::error check_system_directory(const runtime_config& cfg, const fs::path& rea
 // link (it could be swapped between this check and the engine's mount), and none may be
 // writable by anyone but root or its owner, except a sticky directory (/tmp) whose next
 // component belongs to us, root or the sticky directory's owner (nobody else may rename it).
-caf::expected<workspace_identity> walk_workspace(const std::string& asked) {
+// An ACL named by the engine's remapped range (corral's own grant to a sandbox's user,
+// actors/workspace_access.hpp) does not make a component writable by others.
+bool writable_by_others(const std::string& path, const struct stat& st, uint32_t mapped_first) {
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) == 0) return false;
+  if ((st.st_mode & S_IWOTH) != 0 || !has_extended_acl(path)) return true;
+  const auto by_acl =
+      acl_writable_by_others(path, st.st_uid, mapped_first, mapped_first != 0 ? 65536 : 0);
+  return !by_acl || *by_acl;
+}
+
+caf::expected<workspace_identity> walk_workspace(const std::string& asked, uint32_t mapped_first) {
   auto refuse = [&](corral_errc code, const std::string& why) {
     return make_error(code, "workspace " + shown(asked) + ": " + why);
   };
@@ -282,7 +293,7 @@ caf::expected<workspace_identity> walk_workspace(const std::string& asked) {
   const uid_t caller = ::geteuid();
   for (std::size_t i = 0; i < prefixes.size(); ++i) {
     const auto& st = info[i];
-    if ((st.st_mode & (S_IWGRP | S_IWOTH)) == 0) continue;
+    if (!writable_by_others(prefixes[i], st, mapped_first)) continue;
     const bool last = i + 1 == prefixes.size();
     const bool sticky_above_ours = (st.st_mode & S_ISVTX) != 0 && !last &&
                                    (info[i + 1].st_uid == caller || info[i + 1].st_uid == 0 ||
@@ -372,11 +383,12 @@ caf::expected<workspace_identity> check_workspace(const runtime_config& cfg,
     return make_error(corral_errc::invalid_request,
                       "workspace " + shown(ws.host_path) + " is not a directory");
   }
-  auto id = walk_workspace(ws.host_path);
+  auto id = walk_workspace(ws.host_path, cfg.agent_root_uid);
   if (!id) return id;
   if (auto err = check_container_path("workspace container path", ws.container_path)) return err;
   id->host_path = real.string();
   id->container_path = ws.container_path;
+  id->writable = ws.access == messages::access_mode::rw;
   return id;
 }
 

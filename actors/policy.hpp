@@ -55,6 +55,7 @@ struct workspace_identity {
   uint64_t inode = 0;
   std::string host_path;       // canonical, as bound
   std::string container_path;  // empty: no workspace
+  bool writable = false;       // mounted rw
 };
 
 struct sandbox_plan {

@@ -14,6 +14,7 @@ readonly PACKAGES=(
   clang libclang-rt-14-dev # tests/fuzz.sh: libFuzzer (GCC's sanitizers come with g++)
   clang-format             # tests/format_check.sh
   libcaf-dev libboost-dev libsimdjson-dev libspdlog-dev catch2 libcli11-dev
+  libacl1-dev # workspaces on a remapped engine: ACL entries for the sandbox's host uid
   docker.io busybox-static gnuplot-nox openssl procps
 )
 readonly IMAGE=corral/sandbox:busybox
@@ -22,6 +23,12 @@ readonly DOCKERD_LOG=/var/log/corral-dockerd.log
 readonly DOCKER_PIDFILE=/var/run/docker.pid
 readonly CONTAINERD_PIDFILE=/var/run/docker/containerd/containerd.pid
 readonly ENGINE_WAIT_SECONDS=60
+# The engine setup starts: no bridge; user namespaces remapped, so a sandbox's root (and every
+# uid of it) is a host uid of no host user; live-restore, so an engine restart leaves sandboxes
+# and their agents running (commands keep their deadlines; see README, "Security defaults").
+readonly DOCKERD_FLAGS=(--bridge=none --iptables=false --userns-remap=default --live-restore)
+# The pid of the dockerd this script started: only that one it may restart (to remap it).
+readonly SETUP_DOCKERD_PIDFILE=/run/corral/setup-dockerd.pid
 
 START_NS=$(date +%s%N)
 
@@ -118,9 +125,53 @@ wait_for_engine() { # wait_for_engine PID-or-empty
   dockerd_tail_and_die "the Docker engine did not answer within ${ENGINE_WAIT_SECONDS} s"
 }
 
+engine_remaps() {
+  timeout 15 docker info --format '{{json .SecurityOptions}}' 2>/dev/null | grep -q 'name=userns'
+}
+
+# An engine this script started before without remapping (an older setup) is restarted with
+# DOCKERD_FLAGS; one started by anyone else is left as it is, and said to be unremapped.
+remap_or_warn() {
+  engine_remaps && return 0
+  local running ours=""
+  running=$(pgrep -x dockerd | head -n 1 || true)
+  [[ -r ${SETUP_DOCKERD_PIDFILE} ]] && ours=$(cat "${SETUP_DOCKERD_PIDFILE}")
+  if [[ -n ${running} && ${running} == "${ours}" ]]; then
+    log "engine: dockerd (pid ${running}, started by this script) does not remap user namespaces; restarting it with ${DOCKERD_FLAGS[*]}"
+    kill -TERM "${running}"
+    local deadline=$((SECONDS + ENGINE_WAIT_SECONDS))
+    while kill -0 "${running}" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+    kill -0 "${running}" 2>/dev/null && die "dockerd (pid ${running}) did not stop within ${ENGINE_WAIT_SECONDS} s"
+    rm -f "${SETUP_DOCKERD_PIDFILE}"
+    start_dockerd
+    return 0
+  fi
+  log "WARNING: the engine does not remap user namespaces (dockerd was not started by this script):"
+  log "  uid 0 in a sandbox is the host's root for every file it reaches through a mount, and a"
+  log "  node whose policy allows rw workspaces or root refuses to start. Restart dockerd with"
+  log "  ${DOCKERD_FLAGS[*]}"
+}
+
+start_dockerd() {
+  local pid
+  log "engine: starting dockerd ${DOCKERD_FLAGS[*]} (log ${DOCKERD_LOG})"
+  mkdir -p "$(dirname "${DOCKERD_LOG}")" "$(dirname "${SETUP_DOCKERD_PIDFILE}")"
+  printf '\n===== %s corral setup starts dockerd =====\n' "$(date -Is)" >>"${DOCKERD_LOG}"
+  # New session (setsid) and ignored SIGHUP (nohup): the daemon outlives this script
+  # and its caller's process group; no fd of ours (stdio, lock) stays open in it.
+  setsid nohup dockerd "${DOCKERD_FLAGS[@]}" \
+    </dev/null >>"${DOCKERD_LOG}" 2>&1 9>&- &
+  pid=$!
+  disown "${pid}" 2>/dev/null || true
+  echo "${pid}" >"${SETUP_DOCKERD_PIDFILE}"
+  wait_for_engine "${pid}"
+  log "engine: Docker ${ENGINE_VERSION} started (pid ${pid}, at $(elapsed))"
+}
+
 ensure_engine() {
   if engine_answers; then
     log "engine: Docker ${ENGINE_VERSION} answers"
+    remap_or_warn
   else
     if [[ -n ${DOCKER_HOST:-} && ${DOCKER_HOST} != unix:///var/run/docker.sock && ${DOCKER_HOST} != unix:///run/docker.sock ]]; then
       die "DOCKER_HOST=${DOCKER_HOST} does not answer (not starting a local engine for a remote host)"
@@ -147,17 +198,7 @@ ensure_engine() {
       fi
       # A containerd left by a previous dockerd (its pid file is valid) is reused by dockerd.
 
-      log "engine: starting dockerd --bridge=none --iptables=false (log ${DOCKERD_LOG})"
-      mkdir -p "$(dirname "${DOCKERD_LOG}")"
-      printf '\n===== %s corral setup starts dockerd =====\n' "$(date -Is)" >>"${DOCKERD_LOG}"
-      # New session (setsid) and ignored SIGHUP (nohup): the daemon outlives this script
-      # and its caller's process group; no fd of ours (stdio, lock) stays open in it.
-      setsid nohup dockerd --bridge=none --iptables=false \
-        </dev/null >>"${DOCKERD_LOG}" 2>&1 9>&- &
-      pid=$!
-      disown "${pid}" 2>/dev/null || true
-      wait_for_engine "${pid}"
-      log "engine: Docker ${ENGINE_VERSION} started (pid ${pid}, at $(elapsed))"
+      start_dockerd
     fi
   fi
   if [[ -e /sys/class/net/docker0 ]]; then

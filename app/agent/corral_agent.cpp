@@ -245,6 +245,10 @@ std::vector<pid_t> descendants_of(pid_t root) {
   if (syscall(SYS_capset, &header, data) != 0) exec_failed(report_fd, errno, 1);
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) exec_failed(report_fd, errno, 1);
   if (!s.workdir.empty() && chdir(s.workdir.c_str()) != 0) exec_failed(report_fd, errno, 3);
+  // Group-writable by default: in a workspace on a remapped engine, the ACL's mask follows the
+  // group bits, and the host owner's default entry (actors/workspace_access.hpp) keeps write
+  // access to what the command makes only if the mask allows it. The group is the sandbox's.
+  umask(002);
 
   std::vector<char*> argv;
   for (const auto& a : s.argv) argv.push_back(const_cast<char*>(a.c_str()));

@@ -2,9 +2,12 @@
 // and a node without one allows only the strict built-in default (README "The policy file").
 #include <catch2/catch.hpp>
 
+#include <pwd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include "tests/node/node_process.hpp"
@@ -107,19 +110,22 @@ TEST_CASE("a node whose policy reaches host files needs an engine that remaps us
                          "require_userns_remap": false})");
   for (auto* policy : {&writable, &root}) {
     INFO(policy->path);
+    if (remapped) {
+      // On a remapped engine (app/setup.sh's) such a node starts, serves and says so.
+      auto& node = f.start(f.name("remapped"), {"--policy", policy->path});
+      CHECK(eventually(10s, [&] { return contains(node.log(), "user namespaces remapped"); }));
+      CHECK_FALSE(contains(node.log(), "does not remap user namespaces"));
+      CHECK(node.stop() == 0);
+      continue;
+    }
     const auto r = run_cli(
         {"node", "--listen", "127.0.0.1:0", "--name", f.name("refused"), "--policy", policy->path},
         {}, 30s);
     INFO(r);
-    if (remapped) {
-      // It would start (and serve): that case is the other branch's; here it must not refuse.
-      CHECK_FALSE(contains(r.err, "does not remap user namespaces"));
-    } else {
-      CHECK(r.code == 125);
-      CHECK(contains(r.err, "does not remap user namespaces"));
-      CHECK(contains(r.err, "require_userns_remap"));
-      CHECK(contains(r.err, "--userns-remap=default"));
-    }
+    CHECK(r.code == 125);
+    CHECK(contains(r.err, "does not remap user namespaces"));
+    CHECK(contains(r.err, "require_userns_remap"));
+    CHECK(contains(r.err, "--userns-remap=default"));
   }
   // The operator's explicit acceptance: the node starts and says what the engine does.
   auto& node = f.start(f.name("accepted"), {"--policy", accepted.path});
@@ -128,4 +134,33 @@ TEST_CASE("a node whose policy reaches host files needs an engine that remaps us
                     remapped ? "user namespaces remapped" : "user namespaces NOT remapped");
   }));
   CHECK(node.stop() == 0);
+}
+
+TEST_CASE("through a node, uid 0 writing in an rw workspace makes files of no host user",
+          "[node][policy][userns][security]") {
+  // The issue's attack, on an engine remapped as app/setup.sh starts it and a node whose policy
+  // allows root and a writable root: what uid 0 writes belongs on the host to the remapped
+  // root, which is no host user (and not root).
+  node_fixture f;
+  REQUIRE(f.engine.userns_remapped());
+  char tmpl[] = "/tmp/corral-node-ws-XXXXXX";
+  REQUIRE(::mkdtemp(tmpl) != nullptr);
+  const std::string dir = tmpl;
+  REQUIRE(::chmod(dir.c_str(), 0755) == 0);
+  const std::string ws = dir + "/project";
+  REQUIRE(::mkdir(ws.c_str(), 0755) == 0);
+  temp_file policy(R"({"workspace_roots": [{"path": ")" + dir +
+                   R"(", "writable": true}], "users": {"allow_root": true}})");
+  auto& node = f.start(f.name("n"), {"--policy", policy.path});
+  const auto r = node_cli(node, {"run", "--user", "0", "--workspace", ws + ":rw", "--", "sh", "-c",
+                                 "echo x > /workspace/owned && id -u"});
+  INFO(r);
+  CHECK(r.code == 0);
+  CHECK(r.out == "0\n");
+  struct stat st {};
+  REQUIRE(::stat((ws + "/owned").c_str(), &st) == 0);
+  CHECK(st.st_uid != 0);
+  CHECK(::getpwuid(st.st_uid) == nullptr);
+  CHECK(node.stop() == 0);
+  std::filesystem::remove_all(dir);
 }

@@ -270,6 +270,17 @@ class runtime_fixture {
     return std::move(*listed);
   }
 
+  // The host uid of the sandbox's root: 0, or the first uid of the engine's remapped range
+  // (its data root names it: /var/lib/docker/100000.100000).
+  uint32_t remapped_root() {
+    auto info =
+        docker::blocking<docker::system_info>([&](auto done) { engine().info(std::move(done)); });
+    REQUIRE_OK(info);
+    if (!info->userns_remapped()) return 0;
+    const auto& root = info->docker_root_dir;
+    return static_cast<uint32_t>(std::stoul(root.substr(root.rfind('/') + 1)));
+  }
+
   docker::result<docker::container_inspect_response> inspect(const std::string& id) {
     return docker::blocking<docker::container_inspect_response>(
         [&](auto done) { engine().container_inspect(id, std::move(done)); });

@@ -1,7 +1,11 @@
 // The security posture of a sandbox: what the engine was told (inspect) and what a command
 // inside can and cannot do (execs).
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -49,7 +53,8 @@ TEST_CASE_METHOD(runtime_fixture, "a sandbox is created hardened", "[runtime][se
       struct stat run_dir {};
       REQUIRE(::stat((rt.agent_run_root + "/" + sandbox_id).c_str(), &run_dir) == 0);
       CHECK((run_dir.st_mode & 07777) == 0700);
-      CHECK(run_dir.st_uid == rt.agent_root_uid);
+      // The sandbox's root owns it: host root, or the engine's remapped root.
+      CHECK(run_dir.st_uid == remapped_root());
     }
     CHECK(std::find(h.security_opt.begin(), h.security_opt.end(), "no-new-privileges") !=
           h.security_opt.end());
@@ -264,6 +269,72 @@ TEST_CASE_METHOD(runtime_fixture, "corral run refuses linked and non-UTF-8 works
   CHECK(real.code == 0);
 }
 
+TEST_CASE_METHOD(runtime_fixture,
+                 "root in a sandbox is no host user in an rw workspace, and its owner keeps access",
+                 "[runtime][security][userns]") {
+  // app/setup.sh starts the engine remapped: sandbox uids are host uids of no host user.
+  const uint32_t base = remapped_root();
+  INFO("the engine's remapped root: " << base);
+  REQUIRE(base != 0);
+  host_dir dir;
+  const auto ws = dir.path / "project";
+  fs::create_directories(ws);
+  constexpr uid_t owner = 4242;  // the workspace's host owner (a user of the host's)
+  REQUIRE(::chown(ws.c_str(), owner, owner) == 0);
+  { std::ofstream(ws / "existing") << "from the owner\n"; }
+  REQUIRE(::chown((ws / "existing").c_str(), owner, owner) == 0);
+  rt.policy.users.allow_root = true;
+  rt.policy.workspace_roots = {{dir.path.string(), true}};
+  sandbox_spec spec;
+  spec.workspace.host_path = ws.string();
+  spec.workspace.access = access_mode::rw;
+  spec.user = "0:0";
+  REQUIRE_OK(acquire("as-root", spec));
+  auto wrote = exec("as-root", sh("echo r > /workspace/by-root && mkdir /workspace/sub && "
+                                  "echo s > /workspace/sub/f && echo more >> /workspace/existing"));
+  REQUIRE_OK(wrote);
+  INFO(wrote->stderr_data);
+  CHECK(wrote->exit_code == 0);
+  spec.user = "";
+  REQUIRE_OK(acquire("as-user", spec));
+  auto user_wrote = exec("as-user", sh("echo u > /workspace/by-user && id -u"));
+  REQUIRE_OK(user_wrote);
+  INFO(user_wrote->stderr_data);
+  CHECK(user_wrote->exit_code == 0);
+  CHECK(user_wrote->stdout_data == "1000\n");
+
+  // On the host: uid 0's file belongs to the remapped root, uid 1000's to base + 1000, and
+  // neither is a host user.
+  struct stat st {};
+  REQUIRE(::stat((ws / "by-root").c_str(), &st) == 0);
+  CHECK(st.st_uid == base);
+  CHECK(st.st_uid != 0);
+  CHECK(::getpwuid(st.st_uid) == nullptr);
+  REQUIRE(::stat((ws / "by-user").c_str(), &st) == 0);
+  CHECK(st.st_uid == base + 1000);
+  CHECK(::getpwuid(st.st_uid) == nullptr);
+
+  // The owner reads and writes what the sandboxes made, and makes files in their directory.
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    if (::setgroups(0, nullptr) != 0 || ::setgid(owner) != 0 || ::setuid(owner) != 0) _exit(10);
+    for (const char* f : {"by-root", "by-user", "sub/f", "existing"}) {
+      const int fd = ::open((ws / f).c_str(), O_RDWR | O_APPEND);
+      if (fd < 0 || ::write(fd, "x\n", 2) != 2) _exit(11);
+      ::close(fd);
+    }
+    const int made = ::open((ws / "sub" / "owner-made").c_str(), O_CREAT | O_WRONLY, 0644);
+    _exit(made < 0 ? 12 : 0);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK_OK(release("as-root"));
+  CHECK_OK(release("as-user"));
+}
+
 TEST_CASE_METHOD(runtime_fixture, "a workspace swapped after the check is caught at start",
                  "[runtime][security]") {
   host_dir dir;
@@ -296,16 +367,21 @@ TEST_CASE_METHOD(runtime_fixture, "a workspace swapped after the check is caught
   // The test seam runs between the plan and the create: what an attacker racing the start
   // would do.
   SECTION("another directory put in its place") {
+    // Open to anyone, so that the sandbox's own `command` could leave a mark in it if it ran
+    // before the check (it must not run at all).
     rt.before_create_for_tests = [](const corral::actors::sandbox_plan& p) {
       fs::rename(p.workspace.host_path, p.workspace.host_path + "-checked");
       fs::create_directory(p.workspace.host_path);
+      fs::permissions(p.workspace.host_path, fs::perms::all);
     };
+    spec.command = {"sh", "-c", "echo ran > /workspace/ran"};
     auto info = acquire("ws", spec);
     INFO(what(info));
     REQUIRE_FALSE(info);
     CHECK(info.error() == corral_errc::policy_violation);
     CHECK(contains(describe(info.error()), "changed between the check and the start"));
     CHECK(containers().empty());
+    CHECK_FALSE(fs::exists(ws / "ran"));
   }
   SECTION("a link to another directory put in its place") {
     fs::create_directories(dir.path / "elsewhere");
