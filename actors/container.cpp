@@ -465,6 +465,17 @@ void bound_agent(self_ptr self, const std::string& key, int64_t deadline, const 
   }
   if (st.args.adopt_unkeyed) {
     if (auto err = check_key(key)) return fail_startup(self, err);
+    // The engine's record of the claim is the container's name, which nothing inside the
+    // sandbox can change; a welcome (which a root sandbox user could forge by replacing the
+    // socket) naming another key is not believed.
+    if (st.container_name != claim_name(st.args.cfg.name, key)) {
+      agents(self).close(st.link);
+      st.link = 0;
+      return refuse_claim(
+          self, make_error(corral_errc::conflict, "container " + st.container_name +
+                                                      " says it is bound to a key whose claim name "
+                                                      "it does not have: left alone"));
+    }
     st.args.key = key;
     st.info.key = key;
     // The supervisor holds it under this key next: with the spec its creator asked for.
@@ -890,6 +901,8 @@ void refuse_claim(self_ptr self, caf::error err);
 
 // The most files and directories of a workspace given an ACL entry for a remapped sandbox user.
 constexpr uint64_t max_workspace_entries = 100'000;
+// The uids of a sandbox an engine remaps (dockremap's range: 65,536 from its first).
+constexpr uint32_t remapped_range = 65'536;
 
 // How long a cold sandbox's agent waits for its claim before it ends the sandbox: its maker
 // renames and binds it within milliseconds of its start, unless it died.
@@ -1022,9 +1035,18 @@ void grant_workspace(self_ptr self) {
   const auto& ws = st.args.plan.workspace;
   // The agent (the sandbox's root) enters it as the container's working directory; the
   // sandbox's user reads it, and writes it if it is rw.
-  std::vector<workspace_user> users{
-      {st.args.cfg.agent_root_uid, false},
-      {st.args.cfg.agent_root_uid + numeric_user(st.args.plan.user).first, ws.writable}};
+  const uint32_t uid = numeric_user(st.args.plan.user).first;
+  if (uid >= remapped_range) {
+    st.workspace_granted = true;
+    return fail_startup(
+        self, make_error(corral_errc::policy_violation,
+                         "user " + st.args.plan.user +
+                             ": the engine remaps only uids 0-65535 of a sandbox; a workspace "
+                             "cannot be opened to uid " +
+                             std::to_string(uid)));
+  }
+  std::vector<workspace_user> users{{st.args.cfg.agent_root_uid, false},
+                                    {st.args.cfg.agent_root_uid + uid, ws.writable}};
   caf::weak_actor_ptr weak = self->ctrl();
   std::thread([weak, self, root = ws.host_path, device = ws.device, inode = ws.inode,
                users = std::move(users)] {
@@ -1092,6 +1114,8 @@ void create_container(self_ptr self) {
     st.claim_nonce = nonce;
   }
   request.labels[label_claim] = st.claim_nonce;
+  // Its age counts from its create (another process spares a young one), not from its plan.
+  request.labels[label_created_at] = std::to_string(now_ms());
   st.container_name = request.name;
   if (st.args.plan.agent) {
     if (auto err = make_run_dir(self)) return fail_startup(self, err);
@@ -1517,7 +1541,13 @@ void start_agent_exec(self_ptr self, uint64_t seq) {
     const uint64_t n = chunk.bytes.size();
     const uint32_t id = run.agent_id;
     // Its answer (any, or its end) says the subscriber has the bytes: their credit goes back.
-    self->request(run.request.subscriber, caf::infinite, output_atom_v, std::move(chunk))
+    // Bounded: a subscriber on a node link that dropped never answers (CAF 0.17 sends no
+    // error for a request already on the wire); the command's own timeout ends it anyway.
+    const auto patience = run.plan.timeout.count() > 0
+                              ? std::chrono::duration_cast<caf::timespan>(run.plan.timeout) +
+                                    caf::timespan{std::chrono::seconds(10)}
+                              : caf::timespan{std::chrono::hours(24)};
+    self->request(run.request.subscriber, patience, output_atom_v, std::move(chunk))
         .then([self, id, n]() { give_credit(self, id, n); },
               [self, seq, id, n](caf::error&) {
                 // Gone (or too old to answer): the command goes on without it.

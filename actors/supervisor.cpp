@@ -781,8 +781,19 @@ void recheck_spared(self_ptr self) {
         for (const auto& c : *listed) {
           if (std::find(spared.begin(), spared.end(), c.id) == spared.end()) continue;
           auto key = c.labels.find(label_key);
-          if (key == c.labels.end() && !c.names.empty() && is_unclaimed_name(c.names.front())) {
+          const std::string name = c.names.empty() ? std::string() : c.names.front();
+          if (key == c.labels.end() && is_unclaimed_name(name)) {
             remove_in_background(self, c.id);  // never claimed in a minute: its maker died
+            continue;
+          }
+          if (key == c.labels.end() && c.labels.count(label_sandbox_id) && c.state == "running" &&
+              st.agents && !is_pool_member_name(name)) {
+            // Claimed by its maker meanwhile (renamed to a key's name): its agent says whose
+            // it is, as at start (adopt_existing).
+            auto pool = c.labels.find(label_pool);
+            const bool kept = pool != c.labels.end() && st.pools.count(pool->second) > 0;
+            spawn_member(self, kept ? pool->second : std::string(),
+                         kept ? st.pools[pool->second].plan : adopted_plan(self, c), c.id);
             continue;
           }
           if (auto pool = c.labels.find(label_pool);

@@ -15,7 +15,18 @@ namespace corral::actors {
 
 namespace {
 
-// Sets the permissions of `uid`'s entry in `acl` (adding it if there is none), then the mask.
+// The permissions of `acl`'s mask entry, if it has one.
+bool mask_of(acl_t acl, acl_entry_t& mask) {
+  for (int which = ACL_FIRST_ENTRY; acl_get_entry(acl, which, &mask) == 1; which = ACL_NEXT_ENTRY) {
+    acl_tag_t tag;
+    if (acl_get_tag_type(mask, &tag) == 0 && tag == ACL_MASK) return true;
+  }
+  return false;
+}
+
+// Sets the permissions of `uid`'s entry in `acl` (adding it if there is none). The mask only
+// grows by what this entry needs: recomputing it would also unmask what the owner's mask held
+// back from other named entries or the owning group.
 bool set_user_entry(acl_t& acl, uid_t uid, bool write, bool exec) {
   acl_entry_t entry;
   bool found = false;
@@ -36,7 +47,37 @@ bool set_user_entry(acl_t& acl, uid_t uid, bool write, bool exec) {
   acl_add_perm(perms, ACL_READ);
   if (write) acl_add_perm(perms, ACL_WRITE);
   if (exec) acl_add_perm(perms, ACL_EXECUTE);
-  return acl_set_permset(entry, perms) == 0 && acl_calc_mask(&acl) == 0;
+  if (acl_set_permset(entry, perms) != 0) return false;
+  acl_entry_t mask;
+  if (!mask_of(acl, mask)) return acl_calc_mask(&acl) == 0;  // a minimal ACL held nothing back
+  acl_permset_t mask_perms;
+  if (acl_get_permset(mask, &mask_perms) != 0) return false;
+  if (write && acl_get_perm(mask_perms, ACL_WRITE) != 1) {
+    // The mask is shared by every group-class entry: granting write through it would also
+    // give write to an entry the owner's mask holds back. Refused rather than widened.
+    acl_entry_t other;
+    for (int which = ACL_FIRST_ENTRY; acl_get_entry(acl, which, &other) == 1;
+         which = ACL_NEXT_ENTRY) {
+      acl_tag_t tag;
+      acl_permset_t p;
+      if (acl_get_tag_type(other, &tag) != 0 || acl_get_permset(other, &p) != 0) continue;
+      if (tag != ACL_GROUP_OBJ && tag != ACL_GROUP && tag != ACL_USER) continue;
+      if (tag == ACL_USER) {
+        auto* q = static_cast<uid_t*>(acl_get_qualifier(other));
+        const bool ours = q && *q == uid;
+        acl_free(q);
+        if (ours) continue;
+      }
+      if (acl_get_perm(p, ACL_WRITE) == 1) {
+        errno = EPERM;
+        return false;
+      }
+    }
+  }
+  acl_add_perm(mask_perms, ACL_READ);
+  if (write) acl_add_perm(mask_perms, ACL_WRITE);
+  if (exec) acl_add_perm(mask_perms, ACL_EXECUTE);
+  return acl_set_permset(mask, mask_perms) == 0;
 }
 
 struct walker {
@@ -102,6 +143,12 @@ struct walker {
           dir_fd, e->d_name,
           O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0));
       if (fd < 0) continue;
+      // What was opened is what was looked at (not something renamed into its place).
+      struct stat opened {};
+      if (fstat(fd, &opened) != 0 || opened.st_dev != st.st_dev || opened.st_ino != st.st_ino) {
+        close(fd);
+        continue;
+      }
       const std::string name = shown + "/" + e->d_name;
       if (grant(fd, st, name) && S_ISDIR(st.st_mode)) walk(fd, name, depth + 1);
       close(fd);

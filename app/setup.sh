@@ -129,14 +129,20 @@ engine_remaps() {
   timeout 15 docker info --format '{{json .SecurityOptions}}' 2>/dev/null | grep -q 'name=userns'
 }
 
-# An engine this script started before without remapping (an older setup) is restarted with
-# DOCKERD_FLAGS; one started by anyone else is left as it is, and said to be unremapped.
+# An engine this script started without remapping (its pid in SETUP_DOCKERD_PIDFILE, or the
+# exact command line an older version of this script used) is restarted with DOCKERD_FLAGS; one
+# started by anyone else is left as it is, and said to be unremapped.
 remap_or_warn() {
   engine_remaps && return 0
-  local running ours=""
+  local running ours="" cmdline
   running=$(pgrep -x dockerd | head -n 1 || true)
+  [[ -n ${running} ]] || return 0
+  cmdline=$(tr '\0' ' ' <"/proc/${running}/cmdline" 2>/dev/null || true)
+  # docker info failed or said nothing: the flags on the daemon's command line decide.
+  [[ ${cmdline} == *--userns-remap* ]] && return 0
   [[ -r ${SETUP_DOCKERD_PIDFILE} ]] && ours=$(cat "${SETUP_DOCKERD_PIDFILE}")
-  if [[ -n ${running} && ${running} == "${ours}" ]]; then
+  if [[ ${running} == "${ours}" || ${cmdline} == "dockerd --bridge=none --iptables=false " ]]; then
+    need_root "restarting dockerd with user-namespace remapping"
     log "engine: dockerd (pid ${running}, started by this script) does not remap user namespaces; restarting it with ${DOCKERD_FLAGS[*]}"
     kill -TERM "${running}"
     local deadline=$((SECONDS + ENGINE_WAIT_SECONDS))

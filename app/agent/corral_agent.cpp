@@ -65,6 +65,10 @@ int64_t wall_ms() {
       .count();
 }
 
+// The engine maps the sandbox's uids to other host uids (user-namespace remapping): read once
+// at start, before any command.
+bool remapped_engine = false;
+
 void log_line(const std::string& text) {
   const std::string line = "corral-agent: " + text + "\n";
   (void)!write(2, line.data(), line.size());
@@ -245,10 +249,11 @@ std::vector<pid_t> descendants_of(pid_t root) {
   if (syscall(SYS_capset, &header, data) != 0) exec_failed(report_fd, errno, 1);
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) exec_failed(report_fd, errno, 1);
   if (!s.workdir.empty() && chdir(s.workdir.c_str()) != 0) exec_failed(report_fd, errno, 3);
-  // Group-writable by default: in a workspace on a remapped engine, the ACL's mask follows the
+  // On a remapped engine, group-writable by default: in a workspace the ACL's mask follows the
   // group bits, and the host owner's default entry (actors/workspace_access.hpp) keeps write
-  // access to what the command makes only if the mask allows it. The group is the sandbox's.
-  umask(002);
+  // access to what the command makes only if the mask allows it (the group is a remapped gid
+  // of no host group). Elsewhere the usual 022: the gid may be a host group's.
+  umask(remapped_engine ? 002 : 022);
 
   std::vector<char*> argv;
   for (const auto& a : s.argv) argv.push_back(const_cast<char*>(a.c_str()));
@@ -920,7 +925,18 @@ int usage() {
 
 }  // namespace
 
+// Whether this process's user namespace maps uid 0 anywhere but to the host's uid 0.
+bool user_namespace_remapped() {
+  FILE* f = std::fopen("/proc/self/uid_map", "r");
+  if (!f) return false;
+  unsigned long inside = 0, outside = 0, count = 0;
+  const bool read = std::fscanf(f, "%lu %lu %lu", &inside, &outside, &count) == 3;
+  std::fclose(f);
+  return read && !(inside == 0 && outside == 0 && count == 4294967295UL);
+}
+
 int main(int argc, char** argv) {
+  remapped_engine = user_namespace_remapped();
   std::string socket_path;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
