@@ -1,8 +1,12 @@
 // The sandbox agent (app/agent/) on the real engine, attacked as a hostile command and a
 // careless client would: escapes from a timeout, a client killed mid-command, a lifetime with
 // no corral process left, unread output, secrets, and the agent itself as the target.
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -10,6 +14,7 @@
 #include <thread>
 
 #include "cli_process.hpp"
+#include "messages/agent_protocol.hpp"
 
 using namespace corral::runtime_tests;
 namespace fs = std::filesystem;
@@ -261,6 +266,92 @@ TEST_CASE_METHOD(runtime_fixture, "a root command cannot speak to its sandbox's 
   CHECK(after->stdout_data == "still-serving\n");
   CHECK_OK(release("root-probe"));
   fs::remove_all(dir);
+}
+
+namespace {
+
+// The key a sandbox's agent socket claims in its welcome (asked from the host, as corral asks).
+std::string welcome_key(const std::string& socket_path) {
+  namespace proto = corral::agent_protocol;
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, socket_path.c_str(), sizeof addr.sun_path - 1);
+  if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    if (fd >= 0) ::close(fd);
+    return "";
+  }
+  const auto hello = proto::writer(proto::frame::hello, 0).u32(proto::version).finish();
+  std::string in;
+  if (::write(fd, hello.data(), hello.size()) == static_cast<ssize_t>(hello.size())) {
+    char buf[4096];
+    for (int reads = 0; reads < 10; ++reads) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 1000) <= 0) break;
+      const auto n = ::read(fd, buf, sizeof buf);
+      if (n <= 0) break;
+      in.append(buf, static_cast<std::size_t>(n));
+      std::size_t used = 0;
+      bool bad = false;
+      if (auto f = proto::next_frame(in, used, bad); f && f->type == proto::frame::welcome) {
+        proto::reader r(f->payload);
+        (void)r.u32();
+        (void)r.str();
+        ::close(fd);
+        return r.str();
+      }
+    }
+  }
+  ::close(fd);
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE_METHOD(runtime_fixture, "a sandbox that impersonates its agent cannot take another key",
+                 "[runtime][agent][security]") {
+  // A root sandbox user (allow_root) owns the run directory: its `command` puts a listener of
+  // its own in the agent's place, answering with another key's name. A process that adopts the
+  // sandbox later believes a welcome's key only if the container's name is that key's claim.
+  char tmpl[] = "/tmp/corral-probe-XXXXXX";
+  REQUIRE(::mkdtemp(tmpl) != nullptr);
+  const fs::path dir = tmpl;
+  fs::copy_file(CORRAL_AGENT_PROBE_PATH, dir / "probe");
+  fs::permissions(dir, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                           fs::perms::others_read | fs::perms::others_exec);
+  rt.policy.users.allow_root = true;
+  rt.policy.workspace_roots = {{dir.string(), false}};
+  sandbox_spec spec;
+  spec.user = "0:0";
+  spec.workspace.host_path = dir.string();
+  spec.workspace.access = access_mode::ro;
+  spec.command = {"/workspace/probe", "--impersonate", "victim"};
+  rt.keep_sandboxes_on_shutdown = true;  // the restart below adopts it
+  auto made = acquire("attacker", spec);
+  REQUIRE_OK(made);
+  auto ins = inspect(made->container_id);
+  REQUIRE_OK(ins);
+  const auto sandbox_id = ins->labels.at(corral::actors::label_sandbox_id);
+  const auto socket = rt.agent_run_root + "/" + sandbox_id + "/agent.sock";
+  // The impersonation is in place (what any later process would meet).
+  REQUIRE(eventually(10s, [&] { return welcome_key(socket) == "victim"; }));
+  // A restart: the new supervisor adopts the runtime's containers through their agents.
+  REQUIRE(stop_supervisor());
+  rt.keep_sandboxes_on_shutdown = false;
+  REQUIRE(inspect(made->container_id));  // kept for the restart
+  auto victim = lookup("victim");
+  INFO(what(victim));
+  CHECK_FALSE(victim);
+  if (!victim) CHECK(victim.error() == corral_errc::not_found);
+  CHECK_FALSE(lookup("attacker"));
+  CHECK(inspect(made->container_id));  // left alone, not removed under the lie either
+  // Left alone, not adopted under the lie (nor released by this runtime): removed here.
+  auto removed = corral::docker::blocking<void>(
+      [&](auto done) { engine().container_remove(made->container_id, true, std::move(done)); });
+  CHECK(static_cast<bool>(removed));
+  std::error_code ec;
+  fs::remove_all(rt.agent_run_root + "/" + sandbox_id, ec);
+  fs::remove_all(dir, ec);
 }
 
 TEST_CASE_METHOD(runtime_fixture, "spawn failures are 127 and 126 with the reason",
