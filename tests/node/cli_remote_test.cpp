@@ -70,10 +70,19 @@ TEST_CASE("a client that stops reading holds its command back across the network
     const auto r = cli({"exec", "flood", "--", "cat", "/tmp/n"});
     return r.code == 0 ? std::atoi(r.out.c_str()) : -1;
   };
-  REQUIRE(eventually(20s, [&] { return written() >= 1; }));
-  // Unchecked, the 200 writes of 64 KiB take well under a second once the first is done.
-  std::this_thread::sleep_for(2s);
-  const int held = written();
+  // Waits for the writes to stop (the same count four looks in a row): held, they stop near
+  // 16; unchecked, all 200 are done (and the command ends) well within that.
+  int held = -1;
+  int same = 0;
+  REQUIRE(eventually(
+      30s,
+      [&] {
+        const int now = written();
+        same = now > 0 && now == held ? same + 1 : 0;
+        held = now;
+        return same >= 3;
+      },
+      300ms));
   INFO("64 KiB writes done while the client stalled: " << held);
   CHECK(held >= 1);
   CHECK(held <= 40);
