@@ -8,7 +8,6 @@
 #include <filesystem>
 #include <map>
 #include <optional>
-#include <random>
 #include <thread>
 
 #include <sys/stat.h>
@@ -20,6 +19,7 @@
 #include "actors/engine_bridge.hpp"
 #include "actors/engine_errors.hpp"
 #include "actors/monitor.hpp"
+#include "actors/random_id.hpp"
 #include "actors/spec_record.hpp"
 #include "actors/workspace_access.hpp"
 #include "docker/client.hpp"
@@ -98,7 +98,7 @@ struct container_state {
   bool releasing = false;
   bool removing = false;
   std::optional<steady::time_point> oom_seen_at;
-  std::mt19937_64 random{std::random_device{}()};
+  bool run_dir_made = false;   // by this actor: a create it tries again may find it
   std::string container_name;  // the key's claim (claim_name): lets a lost create be cleaned up
   int claim_attempts = 0;      // looks at a name another container holds (claim_taken)
   int clear_attempts = 0;      // removals of a dead holder the engine failed
@@ -336,9 +336,14 @@ caf::error make_run_dir(self_ptr self) {
   const auto& dir = self->state.args.plan.run_dir;
   std::error_code ec;
   std::filesystem::create_directories(cfg.agent_run_root, ec);
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
-    return make_error(corral_errc::engine_error, "cannot make the sandbox's run directory " + dir +
-                                                     ": " + std::strerror(errno));
+  // Exclusive: a directory this actor did not make is another sandbox's (its agent's socket).
+  if (::mkdir(dir.c_str(), 0700) != 0 && (errno != EEXIST || !self->state.run_dir_made)) {
+    auto err = make_error(corral_errc::engine_error, "cannot make the sandbox's run directory " +
+                                                         dir + ": " + std::strerror(errno));
+    self->state.args.plan.run_dir.clear();  // not ours: the removal leaves it alone
+    return err;
+  }
+  self->state.run_dir_made = true;
   if (::chown(dir.c_str(), cfg.agent_root_uid, cfg.agent_root_gid) != 0 ||
       ::chmod(dir.c_str(), 0700) != 0)
     return make_error(corral_errc::engine_error, "cannot give the sandbox's run directory " + dir +
@@ -1109,9 +1114,7 @@ void create_container(self_ptr self) {
     }
   }
   if (st.claim_nonce.empty()) {
-    char nonce[17];
-    std::snprintf(nonce, sizeof nonce, "%016llx", static_cast<unsigned long long>(st.random()));
-    st.claim_nonce = nonce;
+    st.claim_nonce = random_hex64();
   }
   request.labels[label_claim] = st.claim_nonce;
   // Its age counts from its create (another process spares a young one), not from its plan.
@@ -1615,9 +1618,7 @@ void start_exec(self_ptr self, pending_exec pending) {
   run.request = std::move(pending.request);
   run.plan = std::move(pending.plan);
   run.rp = std::move(pending.rp);
-  char tag[17];
-  std::snprintf(tag, sizeof tag, "%016llx", static_cast<unsigned long long>(st.random()));
-  run.tag = tag;
+  run.tag = random_hex64();
   if (st.args.plan.agent) {
     // No update here: the supervisor counted the command when it asked (execs_in_flight), and
     // the update at its end corrects the count. One message less per command.
@@ -1736,9 +1737,7 @@ container_impl_actor::behavior_type container_impl(self_ptr self, container_args
   st.info.status = sandbox_status::creating;
   st.pool_member = !st.args.pool_hash.empty() && st.args.key.empty() && !st.args.adopt_unkeyed;
   if (st.args.agents && st.args.adopt_container_id.empty()) {
-    char id[17];
-    std::snprintf(id, sizeof id, "%016llx", static_cast<unsigned long long>(st.random()));
-    use_agent(st.args.plan, st.args.cfg, id);
+    use_agent(st.args.plan, st.args.cfg, random_hex64());
   }
   // A pool member's lifetime starts at its claim (claim_pooled); an unkeyed adoption's is
   // its agent's (bound_agent), whose end the link's bye reports.

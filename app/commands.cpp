@@ -9,12 +9,12 @@
 #include <filesystem>
 #include <functional>
 #include <optional>
-#include <random>
 #include <thread>
 
 #include <caf/all.hpp>
 
 #include "actors/policy_file.hpp"
+#include "actors/random_id.hpp"
 #include "actors/supervisor.hpp"
 #include "app/cli_output.hpp"
 #include "app/engine_report.hpp"
@@ -163,10 +163,7 @@ int cmd_run(command_line& cl) {
   if (cl.argv.empty())
     return usage_error("run", "run: no command given (corral run [flags] -- CMD...)");
   release_on_signal::block();
-  std::mt19937_64 random{std::random_device{}()};
-  char key[40];
-  std::snprintf(key, sizeof key, "run-%d-%08x", static_cast<int>(::getpid()),
-                static_cast<unsigned>(random() & 0xffffffff));
+  const std::string key = "run-" + std::to_string(::getpid()) + "-" + random_hex64().substr(0, 8);
   cl.spec.one_shot = true;  // no --lifetime: the policy's run_lifetime
   return with_runtime(cl, "run", [&](session& s) {
     auto info =
