@@ -99,6 +99,7 @@ struct container_state {
   bool removing = false;
   std::optional<steady::time_point> oom_seen_at;
   bool run_dir_made = false;   // by this actor: a create it tries again may find it
+  bool egress_open = false;    // its socket at the egress proxy (closed with the run dir)
   std::string container_name;  // the key's claim (claim_name): lets a lost create be cleaned up
   int claim_attempts = 0;      // looks at a name another container holds (claim_taken)
   int clear_attempts = 0;      // removals of a dead holder the engine failed
@@ -353,6 +354,10 @@ caf::error make_run_dir(self_ptr self) {
 
 void remove_run_dir(self_ptr self) {
   const auto& plan = self->state.args.plan;
+  if (self->state.egress_open) {
+    self->state.egress_open = false;
+    self->state.args.cfg.egress->close(plan.sandbox_id);
+  }
   if (!plan.agent || plan.run_dir.empty()) return;
   std::error_code ec;
   std::filesystem::remove_all(plan.run_dir, ec);
@@ -437,6 +442,18 @@ void send_configure(self_ptr self) {
   namespace proto = agent_protocol;
   auto& st = self->state;
   const auto& plan = st.args.plan;
+  const auto& cfg = st.args.cfg;
+  if (!plan.egress_hosts.empty() && !st.egress_open) {
+    // The proxy's socket and the trust bundle are in place before the agent bridges to them.
+    const auto problem =
+        cfg.egress ? cfg.egress->open(cfg.policy.egress, plan.egress_hosts, plan.sandbox_id,
+                                      plan.run_dir, cfg.agent_root_uid, cfg.agent_root_gid)
+                   : std::string("this runtime has no egress proxy");
+    if (!problem.empty())
+      return fail_startup(self, make_error(corral_errc::egress_unavailable,
+                                           "sandbox " + st.info.key + ": egress: " + problem));
+    st.egress_open = true;
+  }
   const auto [uid, gid] = numeric_user(plan.user);
   const int64_t deadline =
       plan.lifetime.count() > 0 ? st.info.created_ms + plan.lifetime.count() : 0;
@@ -451,6 +468,7 @@ void send_configure(self_ptr self) {
                           .u32(gid)
                           .strs(plan.command_caps)
                           .str(plan.spec_record)
+                          .u8(plan.egress_hosts.empty() ? 0 : 1)
                           .finish());
 }
 

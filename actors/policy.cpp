@@ -1,9 +1,11 @@
 #include "actors/policy.hpp"
+#include "actors/egress_rules.hpp"
 #include "actors/workspace_access.hpp"
 
 #include "actors/spec_record.hpp"
 #include "messages/agent_protocol.hpp"
 
+#include <arpa/inet.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -431,6 +433,7 @@ caf::error check_spec_text(const std::string& key, const messages::sandbox_spec&
     if (auto err = check_text("label value of " + k, v, multi_line)) return err;
   }
   if (auto err = check_argv_text("capability", spec.cap_add, single_line)) return err;
+  if (auto err = check_argv_text("allow-host", spec.allow_hosts, single_line)) return err;
   for (std::size_t i = 0; i < spec.tmpfs.size(); ++i) {
     const auto n = "[" + std::to_string(i) + "]";
     if (auto err = check_text("tmpfs path" + n, spec.tmpfs[i].path, single_line)) return err;
@@ -702,6 +705,38 @@ bool is_never_granted_capability(std::string_view name) {
   return std::find(forbidden_caps.begin(), forbidden_caps.end(), name) != forbidden_caps.end();
 }
 
+std::string check_egress_pattern(std::string& s) {
+  s = normalize_host(s);
+  unsigned char buf[16];
+  if (inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1)
+    return {};
+  std::string_view name = s;
+  if (name.rfind("*.", 0) == 0) name.remove_prefix(2);
+  // The proxy's own test of a name (actors/egress_rules.hpp): what passes here, it can match.
+  if (!valid_dns_name(name) || name.find('*') != std::string_view::npos)
+    return "\"" + s + "\" is not a host name (like pypi.org or *.pythonhosted.org)";
+  return {};
+}
+
+bool egress_pattern_covers(std::string_view allowed, std::string_view requested) {
+  if (allowed == requested) return true;
+  if (allowed.rfind("*.", 0) != 0) return false;
+  const auto suffix = allowed.substr(1);  // ".d"
+  auto name = requested;
+  if (name.rfind("*.", 0) == 0) name.remove_prefix(2);
+  return name.size() > suffix.size() && name.substr(name.size() - suffix.size()) == suffix;
+}
+
+std::vector<std::string> egress_env() {
+  const std::string proxy = "http://127.0.0.1:3128";
+  const std::string bundle = std::string(agent_protocol::run_dir_inside) + "/ca.pem";
+  return {"HTTP_PROXY=" + proxy,           "HTTPS_PROXY=" + proxy,
+          "http_proxy=" + proxy,           "https_proxy=" + proxy,
+          "NO_PROXY=localhost,127.0.0.1",  "no_proxy=localhost,127.0.0.1",
+          "SSL_CERT_FILE=" + bundle,       "REQUESTS_CA_BUNDLE=" + bundle,
+          "NODE_EXTRA_CA_CERTS=" + bundle, "CURL_CA_BUNDLE=" + bundle};
+}
+
 bool shares_host_namespace(std::string_view network_mode) {
   return network_mode == "host" || network_mode.rfind("container:", 0) == 0;
 }
@@ -798,6 +833,36 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
   }
   if (h.network_mode != "none")
     plan.warnings.push_back("network " + h.network_mode + " (loosened)");
+
+  // Egress: hosts within the policy's egress.allow, none of them denied, through the proxy
+  // outside an empty network namespace.
+  if (spec.allow_hosts.size() > 64)
+    return make_error(corral_errc::invalid_request, "allow-host: at most 64 hosts");
+  for (auto host : spec.allow_hosts) {
+    if (auto problem = check_egress_pattern(host); !problem.empty())
+      return make_error(corral_errc::invalid_request, "allow-host: " + problem);
+    if (h.network_mode != "none")
+      return make_error(corral_errc::invalid_request, "allow-host " + shown(host) +
+                                                          " needs network none (egress goes "
+                                                          "through corral's proxy), not network " +
+                                                          shown(h.network_mode));
+    if (cfg.agent_path.empty())
+      return make_error(corral_errc::invalid_request, "allow-host " + shown(host) +
+                                                          ": egress needs the sandbox agent, which "
+                                                          "this runtime does not run");
+    const auto& eg = pol.egress;
+    if (std::none_of(eg.allow.begin(), eg.allow.end(),
+                     [&](const std::string& a) { return egress_pattern_covers(a, host); }))
+      return violation("host " + shown(host) + " is not allowed for egress", "egress.allow");
+    // A host wholly denied is refused here; a wildcard with denied names below it is not:
+    // the proxy refuses those names at each connection.
+    if (std::any_of(eg.deny.begin(), eg.deny.end(),
+                    [&](const std::string& d) { return egress_pattern_covers(d, host); }))
+      return violation("host " + shown(host) + " is denied for egress", "egress.deny");
+    if (std::find(plan.egress_hosts.begin(), plan.egress_hosts.end(), host) ==
+        plan.egress_hosts.end())
+      plan.egress_hosts.push_back(host);
+  }
 
   if (spec.writable_root && !pol.writable_root)
     return violation("a writable root filesystem is not allowed", "writable_root");
@@ -939,6 +1004,8 @@ void use_agent(sandbox_plan& plan, const runtime_config& cfg, const std::string&
   plan.run_dir = cfg.agent_run_root + "/" + sandbox_id;
   plan.sandbox_env = std::move(c.env);
   c.env.clear();
+  if (!plan.egress_hosts.empty())
+    for (auto& kv : egress_env()) plan.sandbox_env.push_back(std::move(kv));
   // The keep-alive is the agent itself; a `command` of the spec is its first command.
   const bool keep_alive = c.cmd == std::vector<std::string>{"sleep", "2147483647"};
   plan.main_command = keep_alive ? std::vector<std::string>{} : std::move(c.cmd);

@@ -78,6 +78,9 @@ struct sandbox_plan {
   std::vector<std::string> sandbox_env;   // given to each command, never to the container
   std::vector<std::string> main_command;  // the sandbox's `command`, run by the agent
   std::vector<std::string> command_caps;  // left in commands' bounding set
+  // Hosts the sandbox may reach through the egress proxy (the request's --allow-host, each
+  // within the policy's egress.allow); empty: no egress, no socket, nothing listens.
+  std::vector<std::string> egress_hosts;
 };
 
 struct exec_plan {
@@ -135,6 +138,18 @@ bool is_never_granted_capability(std::string_view name);
 
 // Network modes that would share a namespace outside the sandbox: never allowed.
 bool shares_host_namespace(std::string_view network_mode);
+
+// -- egress hosts ------------------------------------------------------------------------------
+
+// An egress host entry: a DNS name, "*." and a DNS name (one or more whole labels), or an IP
+// literal. Lower-cases `s` and drops a trailing dot; returns what is wrong, or empty.
+std::string check_egress_pattern(std::string& s);
+// Whether every host `requested` (a checked entry) matches is matched by `allowed`: equal, or
+// `allowed` is "*.d" and `requested` is below d ("a.d", "*.a.d").
+bool egress_pattern_covers(std::string_view allowed, std::string_view requested);
+// The environment a command gets in a sandbox with egress: the proxies at the agent's
+// 127.0.0.1:3128 and the trust bundle at /corral/run/ca.pem.
+std::vector<std::string> egress_env();
 
 // Env keys that never reach a sandbox: they redirect traffic or inject code.
 bool is_reserved_env_key(std::string_view key);

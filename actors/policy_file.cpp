@@ -1,5 +1,6 @@
 #include "actors/policy_file.hpp"
 
+#include <arpa/inet.h>
 #include <simdjson.h>
 #include <algorithm>
 #include <array>
@@ -360,6 +361,32 @@ std::string check_root_path(const std::string& s) {
   return {};
 }
 
+// "127.0.0.0/8", "::1/128": an address and a prefix length within its family's width.
+std::string check_cidr(std::string& s) {
+  const auto slash = s.find('/');
+  if (slash == std::string::npos) return json_quoted(s) + " is not a CIDR (like 127.0.0.0/8)";
+  const std::string addr = s.substr(0, slash);
+  const std::string bits = s.substr(slash + 1);
+  unsigned char buf[16];
+  int width = 0;
+  if (inet_pton(AF_INET, addr.c_str(), buf) == 1) width = 32;
+  if (inet_pton(AF_INET6, addr.c_str(), buf) == 1) width = 128;
+  const bool digits =
+      !bits.empty() && bits.size() <= 3 &&
+      std::all_of(bits.begin(), bits.end(), [](unsigned char c) { return std::isdigit(c); });
+  if (width == 0 || !digits || std::stoi(bits) > width)
+    return json_quoted(s) + " is not a CIDR (like 127.0.0.0/8)";
+  return {};
+}
+
+std::string check_header_name(const std::string& s) {
+  const bool ok =
+      !s.empty() && s.size() <= 64 && std::all_of(s.begin(), s.end(), [](unsigned char c) {
+        return std::isalnum(c) || c == '-' || c == '_';
+      });
+  return ok ? std::string() : json_quoted(s) + " is not a header name";
+}
+
 // -- the sections ----------------------------------------------------------------------------
 
 void read_range(reader& r, const element& e, const std::string& path, id_range& out) {
@@ -475,6 +502,105 @@ void read_pools(reader& r, const element& e, std::vector<pool_entry>& out) {
                                      std::to_string(pool.min) + ")");
     out.push_back(std::move(pool));
   }
+}
+
+void read_credentials(reader& r, const element& e, std::vector<egress_credential_entry>& out) {
+  simdjson::dom::array arr;
+  if (e.get(arr)) return r.fail("egress.credentials", "expected an array, got " + type_name(e));
+  out.clear();
+  std::size_t i = 0;
+  for (auto item : arr) {
+    const std::string at = "egress.credentials[" + std::to_string(i++) + "]";
+    egress_credential_entry c;
+    r.members(item, at, {"host", "header", "value_file", "scheme"},
+              [&](std::string_view key, const std::string& field, const element& v) {
+                auto s = r.string(v, field);
+                if (!s) return;
+                if (key == "host") {
+                  if (auto problem = check_egress_pattern(*s); !problem.empty())
+                    return r.fail(field, problem);
+                  if (s->rfind("*.", 0) == 0)
+                    return r.fail(field, "a credential names one host, not a wildcard");
+                  c.host = *s;
+                } else if (key == "header") {
+                  if (auto problem = check_header_name(*s); !problem.empty())
+                    return r.fail(field, problem);
+                  c.header = *s;
+                } else if (key == "value_file") {
+                  if (auto problem = check_root_path(*s); !problem.empty())
+                    return r.fail(field, problem);
+                  c.value_file = *s;
+                } else {
+                  if (s->find_first_of(" \t\r\n") != std::string::npos || s->size() > 64)
+                    return r.fail(field, json_quoted(*s) + " is not an auth scheme");
+                  c.scheme = *s;
+                }
+              });
+    if (r.failed()) return;
+    if (c.host.empty() || c.header.empty() || c.value_file.empty())
+      return r.fail(at, "needs \"host\", \"header\" and \"value_file\"");
+    for (const auto& other : out)
+      if (other.host == c.host && other.header == c.header)
+        return r.fail(at, "a second credential for " + c.host + " " + c.header);
+    out.push_back(std::move(c));
+  }
+}
+
+void read_egress(reader& r, const element& e, egress_policy& out) {
+  r.members(e, "egress",
+            {"allow", "deny", "ports", "allow_private_cidrs", "credentials",
+             "max_bytes_per_sandbox", "resolve", "upstream_ca"},
+            [&](std::string_view key, const std::string& at, const element& v) {
+              if (key == "allow") return void(r.strings(v, at, check_egress_pattern, out.allow));
+              if (key == "deny") return void(r.strings(v, at, check_egress_pattern, out.deny));
+              if (key == "allow_private_cidrs")
+                return void(r.strings(v, at, check_cidr, out.allow_private_cidrs));
+              if (key == "credentials") return read_credentials(r, v, out.credentials);
+              if (key == "max_bytes_per_sandbox")
+                return void(r.size(v, at, 1, out.max_bytes_per_sandbox));
+              if (key == "upstream_ca") {
+                auto s = r.string(v, at);
+                if (!s) return;
+                // Empty: the host's system store.
+                if (auto problem = s->empty() ? std::string() : check_root_path(*s);
+                    !problem.empty())
+                  return r.fail(at, problem);
+                out.upstream_ca = *s;
+                return;
+              }
+              if (key == "ports") {
+                simdjson::dom::array arr;
+                if (v.get(arr))
+                  return r.fail(at, "expected an array of ports, got " + type_name(v));
+                out.ports.clear();
+                std::size_t i = 0;
+                for (auto item : arr) {
+                  uint64_t port = 0;
+                  if (!r.count(item, at + "[" + std::to_string(i++) + "]", 1, 65535, port)) return;
+                  out.ports.push_back(static_cast<uint16_t>(port));
+                }
+                if (out.ports.empty()) r.fail(at, "allows no port at all");
+                return;
+              }
+              // resolve: {"name": "address"}
+              simdjson::dom::object obj;
+              if (v.get(obj)) return r.fail(at, "expected an object, got " + type_name(v));
+              out.resolve.clear();
+              for (auto field : obj) {
+                std::string name(field.key);
+                const std::string here = at + "." + name;
+                if (auto problem = check_egress_pattern(name);
+                    !problem.empty() || name.rfind("*.", 0) == 0)
+                  return r.fail(here, json_quoted(std::string(field.key)) + " is not a host name");
+                auto addr = r.string(field.value, here);
+                if (!addr) return;
+                unsigned char buf[16];
+                if (inet_pton(AF_INET, addr->c_str(), buf) != 1 &&
+                    inet_pton(AF_INET6, addr->c_str(), buf) != 1)
+                  return r.fail(here, json_quoted(*addr) + " is not an IP address");
+                if (!out.resolve.emplace(name, *addr).second) return r.fail(here, "listed twice");
+              }
+            });
 }
 
 void read_budget(reader& r, const element& e, policy_budget& out) {
@@ -602,7 +728,7 @@ parsed_policy parse_policy(std::string_view json, std::string_view source_name) 
   r.members(root, "",
             {"images", "users", "workspace_roots", "networks", "capabilities", "env_allowlist",
              "limits", "defaults", "writable_root", "budget", "per_principal", "run_lifetime",
-             "admins", "require_userns_remap", "pools"},
+             "admins", "require_userns_remap", "pools", "egress"},
             [&](std::string_view key, const std::string& at, const element& v) {
               if (key == "images") {
                 if (r.strings(v, at, check_image_entry, p.images) && p.images.empty())
@@ -634,6 +760,8 @@ parsed_policy parse_policy(std::string_view json, std::string_view source_name) 
                 r.boolean(v, at, p.require_userns_remap);
               } else if (key == "pools") {
                 read_pools(r, v, p.pools);
+              } else if (key == "egress") {
+                read_egress(r, v, p.egress);
               } else {
                 r.strings(v, at, check_principal, p.admins);
               }
@@ -736,7 +864,24 @@ std::string to_json(const policy& p) {
              ", \"min\": " + std::to_string(pool.min) +
              ", \"max\": " + std::to_string(pool.max > 0 ? pool.max : 2 * pool.min) + "}";
   }
-  out += "  \"pools\": " + pools + "]\n";
+  out += "  \"pools\": " + pools + "],\n";
+  const auto& eg = p.egress;
+  std::string ports = "[", credentials = "[", resolve = "{";
+  for (auto port : eg.ports) ports += (ports.size() > 1 ? ", " : "") + std::to_string(port);
+  for (const auto& c : eg.credentials)
+    credentials += std::string(credentials.size() > 1 ? ", " : "") +
+                   "{\"host\": " + json_string(c.host) + ", \"header\": " + json_string(c.header) +
+                   ", \"value_file\": " + json_string(c.value_file) +
+                   ", \"scheme\": " + json_string(c.scheme) + "}";
+  for (const auto& [name, addr] : eg.resolve)
+    resolve +=
+        std::string(resolve.size() > 1 ? ", " : "") + json_string(name) + ": " + json_string(addr);
+  out += "  \"egress\": {\"allow\": " + json_strings(eg.allow) +
+         ", \"deny\": " + json_strings(eg.deny) + ", \"ports\": " + ports +
+         "], \"allow_private_cidrs\": " + json_strings(eg.allow_private_cidrs) +
+         ", \"credentials\": " + credentials +
+         "], \"max_bytes_per_sandbox\": " + size(eg.max_bytes_per_sandbox) +
+         ", \"resolve\": " + resolve + "}, \"upstream_ca\": " + json_string(eg.upstream_ca) + "}\n";
   return out + "}\n";
 }
 

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -92,6 +93,31 @@ struct pool_entry {
   bool operator==(const pool_entry&) const = default;
 };
 
+// A header the egress proxy adds for one host, its value read from a file at each bind (a
+// rotated secret takes effect for the next sandbox); the sandbox never sees it.
+struct egress_credential_entry {
+  std::string host;        // exact name
+  std::string header;      // e.g. Authorization
+  std::string value_file;  // absolute path, read by the runtime (root's)
+  std::string scheme;      // prepended with a space when not empty, e.g. "Bearer"
+  bool operator==(const egress_credential_entry&) const = default;
+};
+
+// What sandboxes may reach through the egress proxy (README.md, "Egress"). A request names
+// the hosts it needs (`--allow-host`), each within `allow` and outside `deny`; with no
+// `allow`, no sandbox gets egress at all.
+struct egress_policy {
+  std::vector<std::string> allow;  // names, or "*.name" (one or more whole labels)
+  std::vector<std::string> deny;   // wins over allow
+  std::vector<uint16_t> ports = {443, 80};
+  std::vector<std::string> allow_private_cidrs;  // e.g. "127.0.0.0/8": reachable anyway
+  std::vector<egress_credential_entry> credentials;
+  int64_t max_bytes_per_sandbox = 1LL << 30;
+  std::map<std::string, std::string> resolve;  // name -> IP literal, before the resolver
+  std::string upstream_ca;                     // empty: the host's system store
+  bool operator==(const egress_policy&) const = default;
+};
+
 struct policy {
   // Prefix-boundary allowlist (actors/policy.hpp image_allowed); "*" allows any image.
   std::vector<std::string> images = {"corral/"};
@@ -121,6 +147,8 @@ struct policy {
   bool require_userns_remap = true;
   // Warm pools a node keeps ("The warm pool" in README.md).
   std::vector<pool_entry> pools;
+  // Egress through the proxy outside the sandbox; off unless `allow` names hosts.
+  egress_policy egress;
 
   // Whether this policy lets a sandbox write host files or be root (what remapping protects).
   bool reaches_host_files() const;

@@ -5,8 +5,10 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
+#include "actors/egress_service.hpp"
 #include "actors/policy_file.hpp"
 
 namespace corral::actors {
@@ -70,6 +72,11 @@ struct runtime_config {
   std::size_t warm_max = 0;
   std::size_t warm_parallel = 1;
   std::chrono::milliseconds pool_unclaimed_limit = 1h;
+
+  // Egress (policy.egress, a request's allow_hosts): where the proxy keeps its CA and its
+  // decision log. The service itself is made by spawn_supervisor unless an embedder shares one.
+  egress_settings egress_options;
+  std::shared_ptr<egress_service> egress;
 
   // Where the runtime's warnings go (a warm pool that keeps missing, a pool spec the policy
   // refuses); `corral node` gives its log. Empty: stderr, "corral: warning: ...".

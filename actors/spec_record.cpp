@@ -90,6 +90,12 @@ spec_record make_spec_record(const messages::sandbox_spec& spec, std::string_vie
   r["max_stderr"] = digest_of(spec.max_stderr);
   r["lifetime"] = digest_of(spec.lifetime);
   r["idle_limit"] = digest_of(spec.idle_limit);
+  // Only when asked: records of sandboxes without egress stay as they were.
+  if (!spec.allow_hosts.empty()) {
+    auto hosts = spec.allow_hosts;
+    std::sort(hosts.begin(), hosts.end());
+    r["allow_hosts"] = digest_of(hosts);
+  }
   return r;
 }
 

@@ -1414,6 +1414,8 @@ messages::supervisor_actor spawn_supervisor(caf::actor_system& sys, runtime_conf
 
 messages::supervisor_actor spawn_supervisor_with(caf::actor_system& sys, runtime_config cfg,
                                                  container_factory make) {
+  // One egress proxy per runtime, started by its first sandbox with egress.
+  if (!cfg.egress) cfg.egress = std::make_shared<egress_service>(cfg.egress_options);
   return sys.spawn(supervisor_impl, std::move(cfg), std::move(make));
 }
 

@@ -190,6 +190,12 @@ int cmd_run(command_line& cl) {
 }
 
 int cmd_create(command_line& cl) {
+  // The proxy lives in the runtime that owns the sandbox: this process's ends with it.
+  if (!cl.spec.allow_hosts.empty() && cl.target.nodes.empty())
+    return usage_error("create",
+                       "create: --allow-host needs a node (--node ADDR): egress goes through the "
+                       "proxy of the runtime that owns the sandbox, and this process's ends when "
+                       "it exits (corral run --allow-host works without one)");
   return with_runtime(cl, "create", [&](session& s) {
     auto info = ask<sandbox_info>(s, caf::timespan{3min}, acquire_atom_v, cl.keys[0], cl.spec);
     if (!info) return fail(info.error());

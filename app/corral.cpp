@@ -69,6 +69,11 @@ void sandbox_flags(CLI::App& cmd, command_line& cl) {
                  "loosen: a network mode other than none (never host)")
       ->type_name("MODE");
   cmd.add_flag("--writable-root", spec.writable_root, "loosen: a writable root filesystem");
+  cmd.add_option("--allow-host", spec.allow_hosts,
+                 "egress to HOST (or *.DOMAIN) through corral's proxy, within the policy's "
+                 "egress.allow (repeatable)")
+      ->type_name("HOST")
+      ->allow_extra_args(false);
 }
 
 // The flags of one command's run: `run` sets them on the sandbox too, `create` only there

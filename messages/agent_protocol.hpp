@@ -19,7 +19,7 @@
 namespace corral::agent_protocol {
 
 // Bumped on any change of a frame's layout; a peer of another version is refused by name.
-inline constexpr uint32_t version = 2;
+inline constexpr uint32_t version = 3;
 inline constexpr uint32_t max_frame = 4u << 20;
 inline constexpr std::size_t header_size = 9;  // length, type, id
 
@@ -27,14 +27,19 @@ inline constexpr std::size_t header_size = 9;  // length, type, id
 inline constexpr const char* agent_path_inside = "/corral/agent";
 inline constexpr const char* run_dir_inside = "/corral/run";
 inline constexpr const char* socket_name = "agent.sock";
+inline constexpr const char* egress_socket_name = "egress.sock";  // the proxy's, per sandbox
+inline constexpr const char* trust_bundle_name = "ca.pem";        // what commands trust
+inline constexpr uint16_t egress_port = 3128;                     // on the sandbox's own loopback
 
 enum class frame : uint8_t {
   // corral -> agent
   hello = 1,        // u32 version
   configure = 2,    // str sandbox id, str key, i64 deadline (unix ms, 0: none), i64 idle limit
                     // (ms, 0: none), strs sandbox env, strs main command, u32 uid, u32 gid,
-                    // strs capabilities kept for commands, str spec record; the first
-                    // configure binds the sandbox: a later one for another key is refused
+                    // strs capabilities kept for commands, str spec record, u8 egress
+                    // (1: listen on 127.0.0.1:3128 and bridge each connection to the run
+                    // directory's egress socket); the first configure binds the sandbox: a
+                    // later one for another key is refused
   start = 3,        // strs argv, strs env, str workdir, u32 uid, u32 gid, i64 timeout ms,
                     // u64 stdout cap, u64 stderr cap, u8 has stdin, u64 output credit
   stdin_data = 4,   // str bytes

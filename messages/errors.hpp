@@ -23,6 +23,7 @@ enum class corral_errc : uint8_t {
   node_unavailable,      // no corral node answers at the given address
   conflict,              // the key holds a sandbox made with another spec
   name_in_use,           // another live runtime holds this runtime name on the engine
+  egress_unavailable,    // the egress proxy cannot serve the sandbox (its CA, a credential file)
 };
 
 const char* to_string(corral_errc x) noexcept;

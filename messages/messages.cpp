@@ -109,6 +109,8 @@ const char* to_string(corral_errc x) noexcept {
       return "conflict";
     case corral_errc::name_in_use:
       return "name_in_use";
+    case corral_errc::egress_unavailable:
+      return "egress_unavailable";
   }
   return "?";
 }
@@ -132,7 +134,7 @@ bool operator==(const sandbox_spec& a, const sandbox_spec& b) {
          a.cap_add == b.cap_add && a.labels == b.labels && a.setup_command == b.setup_command &&
          a.exec_timeout == b.exec_timeout && a.max_stdout == b.max_stdout &&
          a.max_stderr == b.max_stderr && a.lifetime == b.lifetime && a.idle_limit == b.idle_limit &&
-         a.one_shot == b.one_shot;
+         a.one_shot == b.one_shot && a.allow_hosts == b.allow_hosts;
 }
 
 bool operator==(const sandbox_info& a, const sandbox_info& b) {

@@ -70,6 +70,9 @@ struct sandbox_spec {
   // A one-shot sandbox (`corral run`): with no lifetime asked, it gets the policy's
   // run_lifetime, so an abandoned one ends by itself.
   bool one_shot = false;
+  // Hosts the sandbox may reach through corral's egress proxy, each within the operator's
+  // policy (egress.allow); empty: no egress at all.
+  std::vector<std::string> allow_hosts;
 };
 
 struct sandbox_info {
@@ -103,7 +106,7 @@ typename Inspector::result_type inspect(Inspector& f, sandbox_spec& x) {
   return f(caf::meta::type_name("sandbox_spec"), x.image, x.command, x.env, x.workdir, x.user,
            x.workspace, x.tmpfs, x.memory_bytes, x.memory_swap_bytes, x.nano_cpus, x.pids_limit,
            x.network_mode, x.writable_root, x.cap_add, x.labels, x.setup_command, x.exec_timeout,
-           x.max_stdout, x.max_stderr, x.lifetime, x.idle_limit, x.one_shot);
+           x.max_stdout, x.max_stderr, x.lifetime, x.idle_limit, x.one_shot, x.allow_hosts);
 }
 
 template <class Inspector>

@@ -26,7 +26,8 @@ if [[ ${1:-} =~ ^[0-9]+$ ]]; then
 fi
 rss_mb=${CORRAL_FUZZ_RSS_MB:-1024}
 malloc_mb=${CORRAL_FUZZ_MALLOC_MB:-256}
-all_targets=(http_response engine_replies stream_demux json_lines json cli_values policy)
+all_targets=(http_response engine_replies stream_demux json_lines json cli_values policy agent_protocol
+  egress)
 targets=("$@")
 ((${#targets[@]} > 0)) || targets=("${all_targets[@]}")
 

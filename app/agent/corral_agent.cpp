@@ -20,10 +20,12 @@
 // The keeper runs as root in its own session, so the command (another uid, no capabilities)
 // can neither signal nor trace it; it kills by walking /proc for its descendants, never with
 // kill(-1), which would reach other commands of the same uid.
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -406,8 +408,22 @@ struct command {
   bool main_command = false;
 };
 
+// One connection of a command to the egress port, bridged to the proxy's socket outside the
+// sandbox (which decides what it may reach). Each direction buffers at most relay_buffer.
+struct relay {
+  int inside = -1;   // the command's TCP connection on 127.0.0.1:3128
+  int outside = -1;  // the run directory's egress.sock
+  std::string to_outside, to_inside;
+  bool inside_eof = false, outside_eof = false;
+};
+constexpr std::size_t relay_buffer = 64 * 1024;
+constexpr std::size_t max_relays = 64;
+
 struct agent {
   int listen_fd = -1;
+  int egress_fd = -1;  // 127.0.0.1:3128 once configured with egress
+  std::vector<relay> relays;
+  std::string egress_socket;  // beside our own socket
   int signal_fd = -1;
   std::map<int, connection> conns;  // by number
   int next_conn = 1;
@@ -585,6 +601,91 @@ void start_main_command(const std::vector<std::string>& argv) {
   A.commands.emplace(A.next_orphan_key++, std::move(c));
 }
 
+// -- egress: 127.0.0.1:3128 in the sandbox's own loopback, bridged to the proxy ---------------
+
+bool listen_for_egress(std::string& why) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const int one = 1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(proto::egress_port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+      bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(fd, 64) != 0) {
+    why =
+        "cannot listen on 127.0.0.1:" + std::to_string(proto::egress_port) + ": " + strerror(errno);
+    if (fd >= 0) close(fd);
+    return false;
+  }
+  A.egress_fd = fd;
+  return true;
+}
+
+void accept_egress() {
+  for (;;) {
+    const int inside = accept4(A.egress_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (inside < 0) return;
+    if (A.relays.size() >= max_relays) {
+      close(inside);  // the proxy would refuse it too: no more than this at once
+      continue;
+    }
+    const int outside = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, A.egress_socket.c_str(),
+                std::min(A.egress_socket.size(), sizeof addr.sun_path - 1));
+    if (outside < 0 || connect(outside, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      // The proxy is gone (its runtime ended): the command sees a closed connection.
+      if (outside >= 0) close(outside);
+      close(inside);
+      continue;
+    }
+    relay r;
+    r.inside = inside;
+    r.outside = outside;
+    A.relays.push_back(std::move(r));
+  }
+}
+
+// Reads what `from` has into `buffer`, up to relay_buffer; `eof` once it ended.
+void pump(int from, std::string& buffer, bool& eof) {
+  char buf[16 * 1024];
+  while (!eof && buffer.size() < relay_buffer) {
+    const ssize_t n = read(from, buf, std::min(sizeof buf, relay_buffer - buffer.size()));
+    if (n > 0) {
+      buffer.append(buf, static_cast<std::size_t>(n));
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    eof = true;
+  }
+}
+
+// Writes what it can of `buffer` to `to`; false on an error (the peer is gone).
+bool drain(int to, std::string& buffer) {
+  while (!buffer.empty()) {
+    const ssize_t n = send(to, buffer.data(), buffer.size(), MSG_NOSIGNAL);
+    if (n > 0) {
+      buffer.erase(0, static_cast<std::size_t>(n));
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
+    return false;
+  }
+  return true;
+}
+
+// One step of a relay after poll; false: close it.
+bool step_relay(relay& r) {
+  pump(r.inside, r.to_outside, r.inside_eof);
+  pump(r.outside, r.to_inside, r.outside_eof);
+  if (!drain(r.outside, r.to_outside) || !drain(r.inside, r.to_inside)) return false;
+  // A side that ended and whose bytes are all delivered: the other side hears its end.
+  if (r.inside_eof && r.to_outside.empty()) shutdown(r.outside, SHUT_WR);
+  if (r.outside_eof && r.to_inside.empty()) shutdown(r.inside, SHUT_WR);
+  return !(r.inside_eof && r.outside_eof && r.to_outside.empty() && r.to_inside.empty());
+}
+
 void handle_frame(int conn_no, connection& conn, const proto::frame_view& f) {
   proto::reader r(f.payload);
   if (!conn.greeted) {
@@ -629,6 +730,7 @@ void handle_frame(int conn_no, connection& conn, const proto::frame_view& f) {
       const uint32_t gid = r.u32();
       const uint64_t keep_caps = capability_mask(r.strs());
       std::string spec_record = r.str();
+      const bool egress = r.u8() == 1;
       if (!r.done()) return refuse(conn_no, f.id, "configure: malformed frame");
       // The first configure binds the sandbox for good: the claim of a pooled sandbox is
       // decided here, in one place, whoever else tries to bind it at the same moment.
@@ -637,6 +739,10 @@ void handle_frame(int conn_no, connection& conn, const proto::frame_view& f) {
           return refuse(conn_no, f.id, "configure: the sandbox is bound to another key");
         send_frame(conn_no, proto::writer(proto::frame::pong, f.id).finish());
         return;
+      }
+      if (egress && A.egress_fd < 0) {
+        std::string why;
+        if (!listen_for_egress(why)) return refuse(conn_no, f.id, "configure: egress: " + why);
       }
       A.sandbox_id = sandbox_id;
       A.key = key;
@@ -951,6 +1057,7 @@ int main(int argc, char** argv) {
       return usage();
   }
   if (socket_path.empty()) return usage();
+  A.egress_socket = socket_path.substr(0, socket_path.rfind('/') + 1) + proto::egress_socket_name;
   // Nobody of the sandbox's uid may trace us or read our memory.
   prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   if (int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC); fd >= 0) {
@@ -1006,6 +1113,17 @@ int main(int argc, char** argv) {
     fds.clear();
     fds.push_back({A.listen_fd, POLLIN, 0});
     fds.push_back({A.signal_fd, POLLIN, 0});
+    fds.push_back({A.egress_fd, POLLIN, 0});  // -1 until egress: poll skips it
+    const std::size_t relays_at = fds.size();
+    for (const auto& r : A.relays) {
+      short in_events = 0, out_events = 0;
+      if (!r.inside_eof && r.to_outside.size() < relay_buffer) in_events |= POLLIN;
+      if (!r.to_inside.empty()) in_events |= POLLOUT;
+      if (!r.outside_eof && r.to_inside.size() < relay_buffer) out_events |= POLLIN;
+      if (!r.to_outside.empty()) out_events |= POLLOUT;
+      fds.push_back({r.inside, in_events, 0});
+      fds.push_back({r.outside, out_events, 0});
+    }
     std::vector<std::pair<int, int>> conn_slots;  // (fds index, conn number)
     for (auto& [n, conn] : A.conns) {
       short events = conn.closing ? 0 : POLLIN;
@@ -1083,6 +1201,18 @@ int main(int argc, char** argv) {
       }
     }
     if (fds[0].revents) accept_connections();
+    for (std::size_t i = 0, n = A.relays.size(); i < n; ++i) {
+      auto& r = A.relays[i];
+      if (!fds[relays_at + 2 * i].revents && !fds[relays_at + 2 * i + 1].revents) continue;
+      if (!step_relay(r)) {
+        close_fd(r.inside);
+        close_fd(r.outside);
+      }
+    }
+    A.relays.erase(std::remove_if(A.relays.begin(), A.relays.end(),
+                                  [](const relay& r) { return r.inside < 0; }),
+                   A.relays.end());
+    if (A.egress_fd >= 0 && fds[2].revents) accept_egress();
     for (const auto& [index, n] : conn_slots) {
       auto it = A.conns.find(n);
       if (it == A.conns.end()) continue;

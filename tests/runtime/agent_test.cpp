@@ -233,46 +233,12 @@ TEST_CASE_METHOD(runtime_fixture, "a hostile command cannot reach the agent",
   CHECK(after->stdout_data == "still-serving\n");
 }
 
-namespace {
-
-// A directory holding the static probe (tests/probes/agent_probe.cpp), mounted read-only into
-// a sandbox whose user is root (the policy allows it): what a hostile root command would run.
-struct probe_dir {
-  fs::path path;
-  probe_dir() {
-    char tmpl[] = "/tmp/corral-probe-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-    fs::copy_file(CORRAL_AGENT_PROBE_PATH, path / "probe");
-    fs::permissions(path, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
-                              fs::perms::others_read | fs::perms::others_exec);
-  }
-  ~probe_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  probe_dir(const probe_dir&) = delete;
-  probe_dir& operator=(const probe_dir&) = delete;
-
-  sandbox_spec root_spec(corral::actors::runtime_config& rt) const {
-    rt.policy.users.allow_root = true;
-    rt.policy.workspace_roots = {{path.string(), false}};
-    sandbox_spec spec;
-    spec.user = "0:0";
-    spec.workspace.host_path = path.string();
-    spec.workspace.access = access_mode::ro;
-    return spec;
-  }
-};
-
-}  // namespace
-
 TEST_CASE_METHOD(runtime_fixture, "a root command cannot speak to its sandbox's agent",
                  "[runtime][agent][security]") {
   // With `allow_root`, the sandbox user is the container's root, which owns the run directory
   // and the agent's socket: only the agent's check of its peer (outside the sandbox's pid
   // namespace, or nothing) keeps it from a welcome and from starting commands without limits.
-  const probe_dir dir;
+  const probe_dir dir(CORRAL_AGENT_PROBE_PATH);
   auto spec = dir.root_spec(rt);
   REQUIRE_OK(acquire("root-probe", spec));
   auto who = exec("root-probe", sh("id -u; ls -ld /corral/run/agent.sock"));
@@ -336,7 +302,7 @@ TEST_CASE_METHOD(runtime_fixture, "a sandbox that impersonates its agent cannot 
   // A root sandbox user (allow_root) owns the run directory: its `command` puts a listener of
   // its own in the agent's place, answering with another key's name. A process that adopts the
   // sandbox later believes a welcome's key only if the container's name is that key's claim.
-  const probe_dir dir;
+  const probe_dir dir(CORRAL_AGENT_PROBE_PATH);
   auto spec = dir.root_spec(rt);
   spec.command = {"/workspace/probe", "--impersonate", "victim"};
   rt.keep_sandboxes_on_shutdown = true;  // the restart below adopts it

@@ -9,6 +9,7 @@
 #include <cctype>
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -341,6 +342,43 @@ class runtime_fixture {
   supervisor_actor sup_;
   std::vector<supervisor_actor> others_;
   std::unique_ptr<docker::client> docker_;
+};
+
+// A directory holding one static probe (tests/probes/) as `probe`, mounted read-only into a
+// sandbox: what a hostile command would run there.
+struct probe_dir {
+  std::filesystem::path path;
+  explicit probe_dir(const std::string& probe_binary) {
+    namespace fs = std::filesystem;
+    char tmpl[] = "/tmp/corral-probe-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    path = tmpl;
+    fs::copy_file(probe_binary, path / "probe");
+    fs::permissions(path, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                              fs::perms::others_read | fs::perms::others_exec);
+  }
+  ~probe_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  probe_dir(const probe_dir&) = delete;
+  probe_dir& operator=(const probe_dir&) = delete;
+
+  // The probe at /workspace/probe, for the default user.
+  sandbox_spec spec(actors::runtime_config& rt) const {
+    rt.policy.workspace_roots = {{path.string(), false}};
+    sandbox_spec out;
+    out.workspace.host_path = path.string();
+    out.workspace.access = access_mode::ro;
+    return out;
+  }
+  // The same for the container's root (the policy allows it).
+  sandbox_spec root_spec(actors::runtime_config& rt) const {
+    rt.policy.users.allow_root = true;
+    auto out = spec(rt);
+    out.user = "0:0";
+    return out;
+  }
 };
 
 }  // namespace corral::runtime_tests

@@ -356,13 +356,13 @@ TEST_CASE_METHOD(system_fixture, "messages: corral errors describe and render by
   CHECK_THAT(rendered, Catch::Contains("capacity"));
   CHECK_THAT(rendered, Catch::Contains("x"));
 
-  for (auto code :
-       {msg::corral_errc::policy_violation, msg::corral_errc::invalid_request,
-        msg::corral_errc::not_found, msg::corral_errc::capacity, msg::corral_errc::timeout,
-        msg::corral_errc::sandbox_lost, msg::corral_errc::shutting_down,
-        msg::corral_errc::engine_unavailable, msg::corral_errc::engine_error,
-        msg::corral_errc::version_mismatch, msg::corral_errc::node_unavailable,
-        msg::corral_errc::conflict, msg::corral_errc::name_in_use}) {
+  for (auto code : {msg::corral_errc::policy_violation, msg::corral_errc::invalid_request,
+                    msg::corral_errc::not_found, msg::corral_errc::capacity,
+                    msg::corral_errc::timeout, msg::corral_errc::sandbox_lost,
+                    msg::corral_errc::shutting_down, msg::corral_errc::engine_unavailable,
+                    msg::corral_errc::engine_error, msg::corral_errc::version_mismatch,
+                    msg::corral_errc::node_unavailable, msg::corral_errc::conflict,
+                    msg::corral_errc::name_in_use, msg::corral_errc::egress_unavailable}) {
     const std::string name = msg::to_string(code);
     CHECK(name != "?");
     CHECK_THAT(sys.render(msg::make_error(code, "why")), Catch::Contains(name));

@@ -34,7 +34,14 @@ const char* full_file = R"({
   "run_lifetime": "2h",
   "admins": ["alice", "ops@example.org"],
   "pools": [{"image": "corral/other:1", "memory": "128m", "cpus": 0.25, "pids": 64, "min": 2, "max": 5},
-            {"min": 3}]
+            {"min": 3}],
+  "egress": {"allow": ["pypi.org", "*.PythonHosted.org.", "api.github.com", "10.0.0.7"],
+             "deny": ["*.internal"], "ports": [443, 8080],
+             "allow_private_cidrs": ["127.0.0.0/8", "::1/128"],
+             "credentials": [{"host": "api.github.com", "header": "Authorization",
+                              "value_file": "/etc/corral/secrets/github", "scheme": "Bearer"}],
+             "max_bytes_per_sandbox": "2g", "resolve": {"up.test": "127.0.0.1"},
+             "upstream_ca": "/etc/corral/upstream-ca.pem"}
 })";
 
 std::string error_of(std::string_view json) {
@@ -82,6 +89,21 @@ TEST_CASE("policy file: every key is read", "[policy][policy-file]") {
   CHECK(p.per_principal.queued_execs == 0);
   CHECK(p.run_lifetime == 2h);
   CHECK(p.admins == std::vector<std::string>{"alice", "ops@example.org"});
+  const auto& eg = p.egress;
+  // Host entries are lower-cased and lose a trailing dot.
+  CHECK(eg.allow ==
+        std::vector<std::string>{"pypi.org", "*.pythonhosted.org", "api.github.com", "10.0.0.7"});
+  CHECK(eg.deny == std::vector<std::string>{"*.internal"});
+  CHECK(eg.ports == std::vector<uint16_t>{443, 8080});
+  CHECK(eg.allow_private_cidrs == std::vector<std::string>{"127.0.0.0/8", "::1/128"});
+  REQUIRE(eg.credentials.size() == 1);
+  CHECK(eg.credentials[0] == pol::egress_credential_entry{"api.github.com", "Authorization",
+                                                          "/etc/corral/secrets/github", "Bearer"});
+  CHECK(eg.max_bytes_per_sandbox == 2LL << 30);
+  CHECK(eg.resolve == std::map<std::string, std::string>{{"up.test", "127.0.0.1"}});
+  CHECK(eg.upstream_ca == "/etc/corral/upstream-ca.pem");
+  // Left out, a policy allows no egress at all.
+  CHECK(pol::policy::node_default().egress.allow.empty());
 }
 
 TEST_CASE("policy file: warm pools, and what each leaves out", "[policy][policy-file][pool]") {
@@ -183,7 +205,7 @@ TEST_CASE("policy file: unknown and duplicate keys are errors, with their line",
   CHECK(error_of("{\n  \"images\": [\"corral/\"],\n  \"imagez\": []\n}") ==
         "p.json:3: imagez: unknown key (known here: images, users, workspace_roots, networks, "
         "capabilities, env_allowlist, limits, defaults, writable_root, budget, per_principal, "
-        "run_lifetime, admins, require_userns_remap, pools)");
+        "run_lifetime, admins, require_userns_remap, pools, egress)");
   CHECK_THAT(error_of("{\"limits\": {\n\"memory\": \"1g\",\n\"swap\": \"1g\"}}"),
              Catch::StartsWith("p.json:3: limits.swap: unknown key"));
   CHECK_THAT(error_of("{\"workspace_roots\": [{\"path\": \"/a\",\n \"mode\": \"rw\"}]}"),
@@ -252,6 +274,26 @@ TEST_CASE("policy file: bad values name the key path and the line", "[policy][po
       {R"({"admins": ["x", "x"]})", "admins[1]: \"x\" is listed twice"},
       {R"([])", "p.json:1: expected an object, got an array"},
       {R"({"users": null})", "users: expected an object, got null"},
+      {R"({"egress": {"allow": ["*"]}})", "egress.allow[0]: \"*\" is not a host name"},
+      {R"({"egress": {"allow": ["a..b"]}})", "egress.allow[0]: \"a..b\" is not a host name"},
+      {R"({"egress": {"allow": ["-a.org"]}})", "is not a host name"},
+      {R"({"egress": {"deny": ["a b"]}})", "egress.deny[0]: \"a b\" is not a host name"},
+      {R"({"egress": {"ports": [0]}})", "egress.ports[0]: 0 is out of range (1 to 65535)"},
+      {R"({"egress": {"ports": []}})", "egress.ports: allows no port at all"},
+      {R"({"egress": {"allow_private_cidrs": ["127.0.0.1"]}})", "is not a CIDR"},
+      {R"({"egress": {"allow_private_cidrs": ["127.0.0.0/33"]}})", "is not a CIDR"},
+      {R"({"egress": {"credentials": [{"host": "a.org", "header": "X"}]}})",
+       "egress.credentials[0]: needs \"host\", \"header\" and \"value_file\""},
+      {R"({"egress": {"credentials": [{"host": "*.a.org", "header": "X", "value_file": "/s"}]}})",
+       "egress.credentials[0].host: a credential names one host, not a wildcard"},
+      {R"({"egress": {"credentials": [{"host": "a.org", "header": "X:", "value_file": "/s"}]}})",
+       "egress.credentials[0].header: \"X:\" is not a header name"},
+      {R"({"egress": {"credentials": [{"host": "a.org", "header": "X", "value_file": "s"}]}})",
+       "egress.credentials[0].value_file: \"s\" is not an absolute path"},
+      {R"({"egress": {"resolve": {"up.test": "localhost"}}})",
+       "egress.resolve.up.test: \"localhost\" is not an IP address"},
+      {R"({"egress": {"max_bytes_per_sandbox": "0"}})", "egress.max_bytes_per_sandbox"},
+      {R"({"egress": {"proxy": true}})", "egress.proxy: unknown key"},
   };
   for (const auto& [json, expected] : cases) {
     INFO(json);

@@ -436,6 +436,83 @@ TEST_CASE("policy: use_agent makes the agent PID 1 and moves env and command to 
   }
 }
 
+// -- egress ----------------------------------------------------------------------------------
+
+TEST_CASE("policy: egress host patterns and what covers what", "[policy][egress]") {
+  for (const char* text : {"pypi.org", "*.pythonhosted.org", "a-b.c1.org", "127.0.0.1", "::1"}) {
+    std::string ok = text;
+    INFO(ok);
+    CHECK(pol::check_egress_pattern(ok).empty());
+  }
+  std::string upper = "PyPI.Org.";
+  CHECK(pol::check_egress_pattern(upper).empty());
+  CHECK(upper == "pypi.org");
+  for (const char* text :
+       {"", "*", "*.", "a..b", "-a.org", "a-.org", "a b.org", "a_b.org", "*.*.org", "a.*.org",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.org"}) {
+    std::string bad = text;
+    INFO(bad);
+    CHECK_FALSE(pol::check_egress_pattern(bad).empty());
+  }
+  CHECK(pol::egress_pattern_covers("pypi.org", "pypi.org"));
+  CHECK_FALSE(pol::egress_pattern_covers("pypi.org", "x.pypi.org"));
+  CHECK(pol::egress_pattern_covers("*.pythonhosted.org", "files.pythonhosted.org"));
+  CHECK(pol::egress_pattern_covers("*.pythonhosted.org", "a.b.pythonhosted.org"));
+  CHECK(pol::egress_pattern_covers("*.pythonhosted.org", "*.files.pythonhosted.org"));
+  CHECK(pol::egress_pattern_covers("*.pythonhosted.org", "*.pythonhosted.org"));
+  CHECK_FALSE(pol::egress_pattern_covers("*.pythonhosted.org", "pythonhosted.org"));
+  CHECK_FALSE(pol::egress_pattern_covers("*.pythonhosted.org", "evilpythonhosted.org"));
+  CHECK_FALSE(pol::egress_pattern_covers("files.pythonhosted.org", "*.pythonhosted.org"));
+}
+
+TEST_CASE("policy: --allow-host narrows the policy's egress, never widens it", "[policy][egress]") {
+  pol::runtime_config cfg;
+  cfg.agent_path = "/opt/corral/corral-agent";
+  cfg.policy.egress.allow = {"pypi.org", "*.pythonhosted.org"};
+  cfg.policy.egress.deny = {"*.internal.pythonhosted.org"};
+  msg::sandbox_spec spec;
+  spec.allow_hosts = {"PyPI.org", "files.pythonhosted.org", "pypi.org"};
+  auto p = plan(spec, cfg);
+  REQUIRE(p);
+  CHECK(p->egress_hosts == std::vector<std::string>{"pypi.org", "files.pythonhosted.org"});
+  pol::use_agent(*p, cfg, "0123456789abcdef");
+  const auto& env = p->sandbox_env;
+  for (const char* kv :
+       {"HTTP_PROXY=http://127.0.0.1:3128", "https_proxy=http://127.0.0.1:3128",
+        "SSL_CERT_FILE=/corral/run/ca.pem", "NODE_EXTRA_CA_CERTS=/corral/run/ca.pem"})
+    CHECK(std::find(env.begin(), env.end(), kv) != env.end());
+
+  SECTION("no egress asked: no proxy in the commands' environment") {
+    auto q = plan({}, cfg);
+    REQUIRE(q);
+    CHECK(q->egress_hosts.empty());
+    pol::use_agent(*q, cfg, "0123456789abcdef");
+    for (const auto& kv : q->sandbox_env) CHECK(kv.find("PROXY") == std::string::npos);
+  }
+  SECTION("refusals name what is wrong") {
+    msg::sandbox_spec other;
+    other.allow_hosts = {"github.com"};
+    CHECK_REFUSED(plan(other, cfg), policy_violation, "(policy key egress.allow would allow it)");
+    other.allow_hosts = {"pythonhosted.org"};
+    CHECK_REFUSED(plan(other, cfg), policy_violation, "'pythonhosted.org' is not allowed");
+    other.allow_hosts = {"a.internal.pythonhosted.org"};
+    CHECK_REFUSED(plan(other, cfg), policy_violation, "(policy key egress.deny would allow it)");
+    other.allow_hosts = {"*"};
+    CHECK_REFUSED(plan(other, cfg), invalid_request, "not a host name");
+    other.allow_hosts = {"pypi.org"};
+    other.network_mode = "bridge";
+    cfg.policy.networks = {"none", "bridge"};
+    CHECK_REFUSED(plan(other, cfg), invalid_request, "needs network none");
+    pol::runtime_config no_agent = cfg;
+    no_agent.agent_path.clear();
+    other.network_mode.clear();
+    CHECK_REFUSED(plan(other, no_agent), invalid_request, "needs the sandbox agent");
+    pol::runtime_config no_egress;
+    no_egress.agent_path = cfg.agent_path;
+    CHECK_REFUSED(plan(other, no_egress), policy_violation, "egress.allow");
+  }
+}
+
 // -- plan_sandbox: key and image -------------------------------------------------------------
 
 TEST_CASE("policy: plan_sandbox checks the key and the image", "[policy]") {

@@ -1,0 +1,368 @@
+// Egress on the real engine: a sandbox (network none) reaches an allowed host only through
+// corral's proxy, by way of its agent on 127.0.0.1:3128; the credential is added outside and
+// never enters it. The upstreams are servers of this test on the host's loopback, named
+// through the policy's `resolve` overrides and allowed by `allow_private_cidrs`.
+#include <netinet/in.h>
+#include <openssl/ssl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <thread>
+
+#include "runtime_fixture.hpp"
+
+using namespace corral::runtime_tests;
+
+namespace {
+
+constexpr const char* secret = "s3cr3t-egress-token-5b1e";
+
+// An HTTP server on 127.0.0.1 (an ephemeral port), plain or over TLS with the given context:
+// "/hello" answers a line, "/big" 1 MiB; it keeps every request head it got, to show what
+// reached it.
+class upstream {
+ public:
+  explicit upstream(SSL_CTX* tls = nullptr) : tls_(tls) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::listen(fd_, 16) != 0 || ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len))
+      throw std::runtime_error("upstream: cannot listen on 127.0.0.1");
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~upstream() {
+    stop_ = true;
+    ::shutdown(fd_, SHUT_RDWR);
+    thread_.join();
+    ::close(fd_);
+  }
+  uint16_t port() const { return port_; }
+  std::vector<std::string> heads() {
+    std::lock_guard<std::mutex> guard(mutex_);
+    return heads_;
+  }
+
+ private:
+  void serve() {
+    while (!stop_) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0) continue;
+      const int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) continue;
+      const timeval five{5, 0};
+      ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &five, sizeof five);
+      ::setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &five, sizeof five);
+      SSL* ssl = nullptr;
+      if (tls_) {
+        ssl = SSL_new(tls_);
+        SSL_set_fd(ssl, c);
+        if (SSL_accept(ssl) != 1) {
+          SSL_free(ssl);
+          ::close(c);
+          continue;
+        }
+      }
+      auto receive = [&](char* buf, std::size_t n) -> ssize_t {
+        return ssl ? SSL_read(ssl, buf, static_cast<int>(n)) : ::read(c, buf, n);
+      };
+      auto deliver = [&](const char* buf, std::size_t n) -> ssize_t {
+        return ssl ? SSL_write(ssl, buf, static_cast<int>(n)) : ::send(c, buf, n, MSG_NOSIGNAL);
+      };
+      std::string head;
+      char buf[4096];
+      while (head.find("\r\n\r\n") == std::string::npos && head.size() < 65536) {
+        const ssize_t n = receive(buf, sizeof buf);
+        if (n <= 0) break;
+        head.append(buf, static_cast<std::size_t>(n));
+      }
+      {
+        std::lock_guard<std::mutex> guard(mutex_);
+        heads_.push_back(head);
+      }
+      const bool big = head.rfind("GET /big ", 0) == 0;
+      const std::string body = big ? std::string(1 << 20, 'x') : "hello from upstream\n";
+      const std::string reply =
+          "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) +
+          "\r\nConnection: close\r\n\r\n" + body;
+      for (std::size_t done = 0; done < reply.size();) {
+        const ssize_t n = deliver(reply.data() + done, reply.size() - done);
+        if (n <= 0) break;
+        done += static_cast<std::size_t>(n);
+      }
+      if (ssl) {
+        SSL_shutdown(ssl);
+        SSL_free(ssl);
+      }
+      ::close(c);
+    }
+  }
+
+  SSL_CTX* tls_ = nullptr;
+  int fd_ = -1;
+  uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  std::mutex mutex_;
+  std::vector<std::string> heads_;
+};
+
+std::string temp_dir() {
+  char tmpl[] = "/tmp/corral-egress-XXXXXX";
+  const char* dir = ::mkdtemp(tmpl);
+  REQUIRE(dir != nullptr);
+  return dir;
+}
+
+std::string read_all(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// A self-signed certificate for the test's names (its own CA: the policy's upstream_ca), made
+// with the openssl command, and a server context holding it.
+SSL_CTX* tls_upstream_context(const std::string& dir) {
+  const std::string cmd =
+      "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 "
+      "-subj /CN=up.test -addext subjectAltName=DNS:up.test,DNS:a.ok.test,DNS:other.test "
+      "-keyout " +
+      dir + "/up.key -out " + dir + "/up.pem 2>/dev/null";
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+  REQUIRE(SSL_CTX_use_certificate_chain_file(ctx, (dir + "/up.pem").c_str()) == 1);
+  REQUIRE(SSL_CTX_use_PrivateKey_file(ctx, (dir + "/up.key").c_str(), SSL_FILETYPE_PEM) == 1);
+  return ctx;
+}
+
+// The fixture's runtime with an egress policy: `up.test` and `other.test` both name the
+// upstream; only `up.test` and `*.ok.test` are allowed, `no.ok.test` is denied, `up.test` has
+// a credential.
+struct egress_fixture : runtime_fixture {
+  egress_fixture() : dir(temp_dir()), tls_context(tls_upstream_context(dir)), tls_up(tls_context) {
+    std::ofstream(dir + "/secret") << secret << "\n";
+    auto& eg = rt.policy.egress;
+    eg.allow = {"up.test", "*.ok.test"};
+    eg.deny = {"no.ok.test"};
+    eg.ports = {up.port(), tls_up.port()};
+    eg.upstream_ca = dir + "/up.pem";
+    eg.allow_private_cidrs = {"127.0.0.0/8"};
+    eg.resolve = {{"up.test", "127.0.0.1"},
+                  {"other.test", "127.0.0.1"},
+                  {"a.ok.test", "127.0.0.1"},
+                  {"no.ok.test", "127.0.0.1"}};
+    eg.credentials = {{"up.test", "X-Api-Key", dir + "/secret", ""}};
+    eg.max_bytes_per_sandbox = 256 << 10;
+    rt.egress_options.ca_dir = dir + "/ca";
+    rt.egress_options.log_path = dir + "/egress.jsonl";
+  }
+  ~egress_fixture() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+    SSL_CTX_free(tls_context);
+  }
+  std::string url(const std::string& host, const std::string& path = "/hello") const {
+    return "http://" + host + ":" + std::to_string(up.port()) + path;
+  }
+  upstream up;
+  std::string dir;
+  SSL_CTX* tls_context;
+  upstream tls_up;
+};
+
+sandbox_spec with_egress(std::vector<std::string> hosts) {
+  sandbox_spec spec;
+  spec.allow_hosts = std::move(hosts);
+  return spec;
+}
+
+}  // namespace
+
+TEST_CASE_METHOD(egress_fixture,
+                 "egress: an allowed host answers through the proxy, with the "
+                 "credential added outside",
+                 "[runtime][egress]") {
+  REQUIRE_OK(acquire("web", with_egress({"up.test", "*.ok.test"})));
+  auto r = exec("web", sh("wget -q -O - --header 'X-Api-Key: forged' " + url("up.test")));
+  REQUIRE_OK(r);
+  INFO("stderr: " << r->stderr_data);
+  CHECK(r->exit_code == 0);
+  CHECK(r->stdout_data == "hello from upstream\n");
+  const auto heads = up.heads();
+  REQUIRE(heads.size() == 1);
+  INFO(heads[0]);
+  // The sandbox's own header with that name is replaced, never forwarded.
+  CHECK(heads[0].find(std::string("X-Api-Key: ") + secret + "\r\n") != std::string::npos);
+  CHECK(heads[0].find("forged") == std::string::npos);
+  CHECK(heads[0].rfind("GET /hello HTTP/1.1\r\n", 0) == 0);
+
+  // A wildcard entry: a name below it answers too (without the credential).
+  r = exec("web", sh("wget -q -O - " + url("a.ok.test")));
+  REQUIRE_OK(r);
+  CHECK(r->stdout_data == "hello from upstream\n");
+  CHECK(up.heads().back().find(secret) == std::string::npos);
+
+  // Every decision is a JSON line; none holds the secret.
+  const auto log = read_all(dir + "/egress.jsonl");
+  INFO(log);
+  CHECK(log.find("\"host\":\"up.test\"") != std::string::npos);
+  CHECK(log.find("\"decision\":\"allowed\"") != std::string::npos);
+  CHECK(log.find(secret) == std::string::npos);
+}
+
+TEST_CASE_METHOD(egress_fixture,
+                 "egress: denied names, IP literals, private addresses and DNS "
+                 "all fail inside the sandbox",
+                 "[runtime][egress]") {
+  REQUIRE_OK(acquire("web", with_egress({"up.test", "*.ok.test"})));
+  const std::size_t before = up.heads().size();
+  for (const auto& target :
+       {url("other.test"), url("no.ok.test"), url("127.0.0.1"), url("up.test:1") /* bad port */}) {
+    INFO(target);
+    auto r = exec("web", sh("wget -q -O - '" + target + "'"));
+    REQUIRE_OK(r);
+    CHECK(r->exit_code != 0);
+    CHECK(r->stdout_data.empty());
+  }
+  CHECK(up.heads().size() == before);  // nothing reached the upstream
+  // Without the proxy there is no network at all: no DNS, no route.
+  auto r = exec("web", sh("wget -q -Y off -O - " + url("up.test") +
+                          "; echo rc=$?; "
+                          "nslookup up.test 2>&1; echo rc=$?"));
+  REQUIRE_OK(r);
+  INFO(r->stdout_data << r->stderr_data);
+  CHECK(r->stdout_data.find("hello") == std::string::npos);
+  CHECK(r->stdout_data.find("rc=0") == std::string::npos);
+  const auto log = read_all(dir + "/egress.jsonl");
+  INFO(log);
+  CHECK(log.find("\"host\":\"other.test\"") != std::string::npos);
+  CHECK(log.find("\"decision\":\"denied\"") != std::string::npos);
+}
+
+TEST_CASE_METHOD(egress_fixture,
+                 "egress: the secret is nowhere in the sandbox, and the byte "
+                 "limit cuts a transfer",
+                 "[runtime][egress]") {
+  REQUIRE_OK(acquire("web", with_egress({"up.test"})));
+  REQUIRE_OK(exec("web", sh("wget -q -O /dev/null " + url("up.test"))));
+  // Every environment and file a command can read, while the proxy holds the credential.
+  auto r = exec("web", sh(std::string("cat /proc/[0-9]*/environ 2>/dev/null | grep -c ") + secret +
+                          "; grep -rl " + secret +
+                          " / --exclude-dir=proc --exclude-dir=sys 2>/dev/null | head -3; env"));
+  REQUIRE_OK(r);
+  INFO(r->stdout_data);
+  CHECK(r->stdout_data.find(secret) == std::string::npos);
+  CHECK(r->stdout_data.rfind("0\n", 0) == 0);
+  CHECK(r->stdout_data.find("HTTP_PROXY=http://127.0.0.1:3128") != std::string::npos);
+  // 1 MiB against a 256 KiB budget for the whole sandbox.
+  r = exec("web", sh("wget -q -O - " + url("up.test", "/big") + " | wc -c"));
+  REQUIRE_OK(r);
+  INFO(r->stdout_data << r->stderr_data);
+  CHECK(std::stoul(r->stdout_data) < (256u << 10));
+  const auto log = read_all(dir + "/egress.jsonl");
+  CHECK(log.find("byte limit") != std::string::npos);
+}
+
+TEST_CASE_METHOD(egress_fixture,
+                 "egress: off, nothing listens and no socket exists; another "
+                 "sandbox's socket is out of reach",
+                 "[runtime][egress]") {
+  REQUIRE_OK(acquire("closed"));
+  REQUIRE_OK(acquire("open", with_egress({"up.test"})));
+  auto r = exec("closed", sh("env | grep -ci proxy; "
+                             "http_proxy=http://127.0.0.1:3128 wget -q -O - " +
+                             url("up.test") + "; echo rc=$?"));
+  REQUIRE_OK(r);
+  INFO(r->stdout_data << r->stderr_data);
+  CHECK(r->stdout_data.rfind("0\n", 0) == 0);
+  CHECK(r->stdout_data.find("rc=0") == std::string::npos);
+  CHECK(r->stdout_data.find("hello") == std::string::npos);
+  // On the host: the open sandbox's run directory holds the proxy's socket and the bundle;
+  // the closed one's holds neither.
+  std::map<std::string, std::string> run_dirs;
+  for (const auto& c : containers()) {
+    const auto id = c.labels.find(corral::actors::label_sandbox_id);
+    const auto key = c.names.empty() ? std::string() : c.names[0];
+    if (id != c.labels.end()) run_dirs[key] = rt.agent_run_root + "/" + id->second;
+  }
+  REQUIRE(run_dirs.size() == 2);
+  int with_socket = 0;
+  for (const auto& [name, run_dir] : run_dirs) {
+    const bool has = std::filesystem::exists(run_dir + "/egress.sock");
+    with_socket += has ? 1 : 0;
+    CHECK(has == std::filesystem::exists(run_dir + "/ca.pem"));
+  }
+  CHECK(with_socket == 1);
+  // Inside, a sandbox sees its own run directory only: no path reaches another's socket.
+  r = exec("open", sh("ls " + rt.agent_run_root + " 2>&1; echo rc=$?"));
+  REQUIRE_OK(r);
+  CHECK(r->stdout_data.find("rc=0") == std::string::npos);
+  // Released, the sandbox's socket goes with it.
+  REQUIRE_OK(release("open"));
+  for (const auto& [name, run_dir] : run_dirs)
+    CHECK_FALSE(std::filesystem::exists(run_dir + "/egress.sock"));
+}
+
+TEST_CASE_METHOD(egress_fixture,
+                 "egress: a host outside the policy is refused before any "
+                 "sandbox is made",
+                 "[runtime][egress]") {
+  auto info = acquire("web", with_egress({"other.test"}));
+  REQUIRE_FALSE(info);
+  CHECK(info.error() == corral_errc::policy_violation);
+  CHECK_THAT(describe(info.error()), Catch::Contains("egress.allow"));
+  CHECK(containers().empty());
+}
+
+TEST_CASE_METHOD(egress_fixture,
+                 "egress: HTTPS through CONNECT: the credential is added behind "
+                 "corral's CA, other hosts are tunnelled untouched, a wrong SNI "
+                 "closes the tunnel",
+                 "[runtime][egress]") {
+  const probe_dir probe(CORRAL_EGRESS_PROBE_PATH);
+  auto spec = probe.spec(rt);
+  spec.allow_hosts = {"up.test", "*.ok.test"};
+  REQUIRE_OK(acquire("tls", spec));
+  const std::string port = std::to_string(tls_up.port());
+  // The credential's host: TLS ends at the proxy, under a certificate of corral's CA that the
+  // sandbox trusts through /corral/run/ca.pem; the upstream gets the secret, not the forgery.
+  auto r = exec("tls", sh("/workspace/probe --ca /corral/run/ca.pem --header 'X-Api-Key: "
+                          "forged' up.test " +
+                          port + " up.test /hello"));
+  REQUIRE_OK(r);
+  INFO(r->stdout_data << r->stderr_data);
+  CHECK(r->exit_code == 0);
+  CHECK(r->stdout_data == "hello from upstream\n");
+  auto heads = tls_up.heads();
+  REQUIRE(heads.size() == 1);
+  CHECK(heads[0].find(std::string("X-Api-Key: ") + secret + "\r\n") != std::string::npos);
+  CHECK(heads[0].find("forged") == std::string::npos);
+  // Another allowed host: tunnelled as it is (the upstream's own certificate; the probe does
+  // not check it, having no copy of the test's CA), the sandbox's header reaches it unchanged.
+  r = exec("tls", sh("/workspace/probe --header 'X-Api-Key: mine' a.ok.test " + port +
+                     " a.ok.test /hello"));
+  REQUIRE_OK(r);
+  INFO(r->stdout_data << r->stderr_data);
+  CHECK(r->exit_code == 0);
+  heads = tls_up.heads();
+  REQUIRE(heads.size() == 2);
+  CHECK(heads[1].find("X-Api-Key: mine\r\n") != std::string::npos);
+  CHECK(heads[1].find(secret) == std::string::npos);
+  // CONNECT to an allowed name, TLS naming another: the tunnel closes before the upstream.
+  r = exec("tls", sh("/workspace/probe a.ok.test " + port + " other.test /hello"));
+  REQUIRE_OK(r);
+  INFO(r->stderr_data);
+  CHECK(r->exit_code == 3);
+  // CONNECT to a denied name: refused with a status, nothing resolved or reached.
+  r = exec("tls", sh("/workspace/probe no.ok.test " + port + " no.ok.test /hello"));
+  REQUIRE_OK(r);
+  CHECK(r->exit_code == 2);
+  CHECK(tls_up.heads().size() == 2);
+}
