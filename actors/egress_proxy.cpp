@@ -61,7 +61,7 @@ namespace {
 constexpr std::size_t head_limit = 16 * 1024;            // a request head from the sandbox
 constexpr std::size_t upstream_head_limit = 64 * 1024;   // a response head (cookies are long)
 constexpr std::size_t hello_limit = 64 * 1024;           // bytes read to find the SNI
-constexpr std::size_t chunk_size = 16 * 1024;            // one body or tunnel chunk
+constexpr std::size_t chunk_size = 64 * 1024;            // one body or tunnel chunk
 constexpr auto head_timeout = std::chrono::seconds(30);  // until the request head is in
 constexpr auto idle_timeout = std::chrono::seconds(60);  // no byte either way
 

@@ -649,7 +649,7 @@ void accept_egress() {
 
 // Reads what `from` has into `buffer`, up to relay_buffer; `eof` once it ended.
 void pump(int from, std::string& buffer, bool& eof) {
-  char buf[16 * 1024];
+  char buf[64 * 1024];
   while (!eof && buffer.size() < relay_buffer) {
     const ssize_t n = read(from, buf, std::min(sizeof buf, relay_buffer - buffer.size()));
     if (n > 0) {

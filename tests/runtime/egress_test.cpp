@@ -157,7 +157,10 @@ struct egress_fixture : runtime_fixture {
     eg.resolve = {{"up.test", "127.0.0.1"},
                   {"other.test", "127.0.0.1"},
                   {"a.ok.test", "127.0.0.1"},
-                  {"no.ok.test", "127.0.0.1"}};
+                  {"no.ok.test", "127.0.0.1"},
+                  // An allowed name that resolves to a private address outside the allowed
+                  // range: refused after resolution, before any connection is tried.
+                  {"priv.ok.test", "10.1.2.3"}};
     eg.credentials = {{"up.test", "X-Api-Key", dir + "/secret", ""}};
     eg.max_bytes_per_sandbox = 256 << 10;
     rt.egress_options.ca_dir = dir + "/ca";
@@ -223,8 +226,8 @@ TEST_CASE_METHOD(egress_fixture,
                  "[runtime][egress]") {
   REQUIRE_OK(acquire("web", with_egress({"up.test", "*.ok.test"})));
   const std::size_t before = up.heads().size();
-  for (const auto& target :
-       {url("other.test"), url("no.ok.test"), url("127.0.0.1"), url("up.test:1") /* bad port */}) {
+  for (const auto& target : {url("other.test"), url("no.ok.test"), url("127.0.0.1"),
+                             url("priv.ok.test"), url("up.test:1") /* bad port */}) {
     INFO(target);
     auto r = exec("web", sh("wget -q -O - '" + target + "'"));
     REQUIRE_OK(r);
@@ -244,6 +247,7 @@ TEST_CASE_METHOD(egress_fixture,
   INFO(log);
   CHECK(log.find("\"host\":\"other.test\"") != std::string::npos);
   CHECK(log.find("\"decision\":\"denied\"") != std::string::npos);
+  CHECK(log.find("10.1.2.3 is a private address") != std::string::npos);
 }
 
 TEST_CASE_METHOD(egress_fixture,
