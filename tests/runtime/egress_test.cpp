@@ -14,6 +14,7 @@
 #include <mutex>
 #include <thread>
 
+#include "cli_process.hpp"
 #include "runtime_fixture.hpp"
 
 using namespace corral::runtime_tests;
@@ -369,4 +370,38 @@ TEST_CASE_METHOD(egress_fixture,
   REQUIRE_OK(r);
   CHECK(r->exit_code == 2);
   CHECK(tls_up.heads().size() == 2);
+}
+
+TEST_CASE_METHOD(egress_fixture,
+                 "egress through the CLI: corral run --allow-host reaches the "
+                 "host with the credential; corral create needs a node",
+                 "[runtime][egress][cli]") {
+  const std::string policy = dir + "/policy.json";
+  std::ofstream(policy) << R"({"egress": {"allow": ["up.test"], "ports": [)" << up.port()
+                        << R"(], "allow_private_cidrs": ["127.0.0.0/8"],
+     "resolve": {"up.test": "127.0.0.1"},
+     "credentials": [{"host": "up.test", "header": "X-Api-Key", "value_file": ")"
+                        << dir << R"(/secret"}]}})";
+  const auto ran = run_cli({"--policy", policy, "run", "--allow-host", "up.test", "--", "wget",
+                            "-q", "-O", "-", url("up.test")},
+                           rt.name);
+  INFO(ran);
+  CHECK(ran.code == 0);
+  CHECK(ran.out == "hello from upstream\n");
+  const auto heads = up.heads();
+  REQUIRE(heads.size() == 1);
+  CHECK(heads[0].find(std::string("X-Api-Key: ") + secret + "\r\n") != std::string::npos);
+
+  const auto outside =
+      run_cli({"--policy", policy, "run", "--allow-host", "other.test", "--", "true"}, rt.name);
+  INFO(outside);
+  CHECK(outside.code == 125);
+  CHECK(contains(outside.err, "(policy key egress.allow would allow it)"));
+
+  const auto created =
+      run_cli({"--policy", policy, "create", "--allow-host", "up.test", "kept"}, rt.name);
+  INFO(created);
+  CHECK(created.code == 125);
+  CHECK(contains(created.err, "--allow-host needs a node"));
+  CHECK(containers().empty());
 }
