@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "tests/node/node_process.hpp"
+#include "tests/runtime/http_upstream.hpp"
 
 using namespace corral::node_tests;
 
@@ -163,4 +164,42 @@ TEST_CASE("through a node, uid 0 writing in an rw workspace makes files of no ho
   CHECK(::getpwuid(st.st_uid) == nullptr);
   CHECK(node.stop() == 0);
   std::filesystem::remove_all(dir);
+}
+
+TEST_CASE(
+    "through a node, a sandbox made with --allow-host reaches its host with the node's "
+    "credential, for its whole life",
+    "[node][policy][egress]") {
+  node_fixture f;
+  corral::runtime_tests::upstream up;
+  const std::string secret = "node-egress-secret-" + std::to_string(::getpid());
+  temp_file secret_file(secret);
+  temp_file policy(
+      R"({"egress": {"allow": ["up.test"], "ports": [)" + std::to_string(up.port()) +
+      R"(], "allow_private_cidrs": ["127.0.0.0/8"], "resolve": {"up.test": "127.0.0.1"},
+      "credentials": [{"host": "up.test", "header": "X-Api-Key", "value_file": ")" +
+      secret_file.path + R"("}]}})");
+  auto& node = f.start(f.name("n"), {"--policy", policy.path});
+  auto cli = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"--node", node.address()});
+    return run_cli(std::move(args));
+  };
+  const auto created = cli({"create", "--allow-host", "up.test", "web"});
+  INFO(created);
+  REQUIRE(created.code == 0);
+  const std::string url = "http://up.test:" + std::to_string(up.port()) + "/hello";
+  // Two commands, each from its own CLI process: the proxy is the node's, not a client's.
+  for (int i = 0; i < 2; ++i) {
+    const auto got = cli({"exec", "web", "--", "wget", "-q", "-O", "-", url});
+    INFO(got);
+    CHECK(got.code == 0);
+    CHECK(got.out == "hello from upstream\n");
+  }
+  const auto heads = up.heads();
+  REQUIRE(heads.size() == 2);
+  for (const auto& head : heads) CHECK(contains(head, "X-Api-Key: " + secret + "\r\n"));
+  const auto env = cli({"exec", "web", "--", "sh", "-c", "env; cat /proc/[0-9]*/environ"});
+  CHECK_FALSE(contains(env.out, secret));
+  CHECK(cli({"rm", "web"}).code == 0);
+  CHECK(node.stop() == 0);
 }
