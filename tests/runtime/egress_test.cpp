@@ -313,3 +313,23 @@ TEST_CASE_METHOD(egress_fixture,
   CHECK(contains(created.err, "--allow-host needs a node"));
   CHECK(containers().empty());
 }
+
+TEST_CASE_METHOD(egress_fixture, "egress: a warm pool member gets its egress at its claim",
+                 "[runtime][egress][pool]") {
+  rt.warm = 1;
+  REQUIRE(eventually(60s, [&] {
+    auto st = stats();
+    return st && st->pool_ready >= 1;
+  }));
+  // The member was made before anyone asked for egress: no socket, nothing listening.
+  REQUIRE_OK(acquire("web", with_egress({"up.test"})));
+  auto st = stats();
+  REQUIRE_OK(st);
+  CHECK(st->pool_hits == 1);
+  auto r = exec("web", sh("wget -q -O - " + url("up.test")));
+  REQUIRE_OK(r);
+  INFO(r->stderr_data);
+  CHECK(r->stdout_data == "hello from upstream\n");
+  REQUIRE(up.heads().size() == 1);
+  CHECK(up.heads()[0].find(secret) != std::string::npos);
+}
