@@ -468,13 +468,47 @@ void send_configure(self_ptr self) {
                           .u32(gid)
                           .strs(plan.command_caps)
                           .str(plan.spec_record)
-                          .u8(plan.egress_hosts.empty() ? 0 : 1)
+                          .strs(plan.egress_hosts)
                           .finish());
+}
+
+// A sandbox bound with egress before this runtime knew it (a node's, adopted after its
+// restart): its proxy socket is opened again here, for the hosts its agent was bound with that
+// the policy allows now (a host the policy dropped stays closed). Only a runtime that holds its
+// name alone does this: in an embedded one, another live process of the name may be serving
+// that socket (`corral run`'s own proxy), and replacing it would cut that process's commands
+// off. Without a runtime serving it, a command's egress connections close at once.
+void reopen_egress(self_ptr self, std::vector<std::string> hosts) {
+  auto& st = self->state;
+  const auto& cfg = st.args.cfg;
+  if (hosts.empty() || st.egress_open || !cfg.egress || !cfg.exclusive_name ||
+      st.args.plan.sandbox_id.empty())
+    return;
+  std::vector<std::string> allowed;
+  for (auto& h : hosts) {
+    const auto& eg = cfg.policy.egress;
+    if (!check_egress_pattern(h).empty()) continue;
+    const auto covers = [&h](const std::string& p) { return egress_pattern_covers(p, h); };
+    if (std::any_of(eg.allow.begin(), eg.allow.end(), covers) &&
+        std::none_of(eg.deny.begin(), eg.deny.end(), covers))
+      allowed.push_back(std::move(h));
+  }
+  if (allowed.empty()) return;
+  const auto run_dir = cfg.agent_run_root + "/" + st.args.plan.sandbox_id;
+  const auto problem = cfg.egress->open(cfg.policy.egress, allowed, st.args.plan.sandbox_id,
+                                        run_dir, cfg.agent_root_uid, cfg.agent_root_gid);
+  if (!problem.empty()) {
+    if (cfg.warn) cfg.warn("sandbox " + st.info.key + ": egress not reopened: " + problem);
+    return;
+  }
+  st.egress_open = true;
+  st.args.plan.egress_hosts = std::move(allowed);
 }
 
 // The agent is bound already: to our key (a sandbox another process made or claimed, or our
 // own from before a restart), or to another (the name was not this key's: never ours).
-void bound_agent(self_ptr self, const std::string& key, int64_t deadline, const std::string& spec) {
+void bound_agent(self_ptr self, const std::string& key, int64_t deadline, const std::string& spec,
+                 std::vector<std::string> egress_hosts) {
   auto& st = self->state;
   if (st.pool_member || st.cold_claim) {
     // A pool member (or a new sandbox before its claim) bound to a key is not ours: whoever
@@ -530,6 +564,7 @@ void bound_agent(self_ptr self, const std::string& key, int64_t deadline, const 
   // Its lifetime runs from its claim, not from the pool member's create.
   if (deadline > 0 && st.args.plan.lifetime.count() > 0)
     st.info.created_ms = deadline - st.args.plan.lifetime.count();
+  reopen_egress(self, std::move(egress_hosts));
   agent_link_ready(self);
 }
 
@@ -582,11 +617,14 @@ void on_agent_frame(self_ptr self, uint8_t type, uint32_t id, std::string& paylo
       const int64_t bound_deadline = r.i64();
       (void)r.i64();  // idle limit
       const std::string bound_spec = r.str();
+      for (uint32_t n = r.u32(), i = 0; i < n && r.ok(); ++i) r.u32(), r.i64(), r.str();
+      auto bound_egress = r.strs();
       if (!r.ok()) {
         agents(self).close(st.link);
         return agent_link_lost(self, "the agent's welcome is malformed");
       }
-      if (!key.empty()) return bound_agent(self, key, bound_deadline, bound_spec);
+      if (!key.empty())
+        return bound_agent(self, key, bound_deadline, bound_spec, std::move(bound_egress));
       // Bound at its claim, not before.
       if (st.pool_member || st.cold_claim) return agent_link_ready(self);
       if (st.args.adopt_unkeyed) return return_to_pool(self);

@@ -511,6 +511,7 @@ class fake_agent_conn : public std::enable_shared_from_this<fake_agent_conn> {
                .i64(0)
                .str("")
                .u32(0)
+               .strs({})
                .finish());
       return;
     }

@@ -36,10 +36,10 @@ enum class frame : uint8_t {
   hello = 1,        // u32 version
   configure = 2,    // str sandbox id, str key, i64 deadline (unix ms, 0: none), i64 idle limit
                     // (ms, 0: none), strs sandbox env, strs main command, u32 uid, u32 gid,
-                    // strs capabilities kept for commands, str spec record, u8 egress
-                    // (1: listen on 127.0.0.1:3128 and bridge each connection to the run
-                    // directory's egress socket); the first configure binds the sandbox: a
-                    // later one for another key is refused
+                    // strs capabilities kept for commands, str spec record, strs egress
+                    // hosts (not empty: listen on 127.0.0.1:3128 and bridge each connection
+                    // to the run directory's egress socket); the first configure binds the
+                    // sandbox: a later one for another key is refused
   start = 3,        // strs argv, strs env, str workdir, u32 uid, u32 gid, i64 timeout ms,
                     // u64 stdout cap, u64 stderr cap, u8 has stdin, u64 output credit
   stdin_data = 4,   // str bytes
@@ -51,7 +51,8 @@ enum class frame : uint8_t {
   // agent -> corral
   welcome = 64,  // u32 version, str sandbox id, str key, i64 deadline, i64 idle limit,
                  // str spec record (all empty/0: not bound yet),
-                 // u32 count, then per running command: u32 id, i64 deadline, str argv[0]
+                 // u32 count, then per running command: u32 id, i64 deadline, str argv[0];
+                 // then strs egress hosts (what a runtime that adopts it opens again)
   started = 65,  // u32 pid (reserved: not sent by version 1)
   output = 66,   // u8 stream (1 stdout, 2 stderr), str bytes
   exited = 67,   // u8 end, i32 exit code, i32 signal, u64 stdout total, u64 stderr total,

@@ -423,7 +423,8 @@ struct agent {
   int listen_fd = -1;
   int egress_fd = -1;  // 127.0.0.1:3128 once configured with egress
   std::vector<relay> relays;
-  std::string egress_socket;  // beside our own socket
+  std::string egress_socket;              // beside our own socket
+  std::vector<std::string> egress_hosts;  // as configured: told to a runtime that adopts us
   int signal_fd = -1;
   std::map<int, connection> conns;  // by number
   int next_conn = 1;
@@ -715,6 +716,7 @@ void handle_frame(int conn_no, connection& conn, const proto::frame_view& f) {
     const int64_t now = mono_ms();
     for (const command* c : running)
       w.u32(c->id).i64(c->deadline ? wall_ms() + (c->deadline - now) : 0).str(c->argv0);
+    w.strs(A.egress_hosts);
     send_frame(conn_no, w.finish());
     return;
   }
@@ -730,7 +732,7 @@ void handle_frame(int conn_no, connection& conn, const proto::frame_view& f) {
       const uint32_t gid = r.u32();
       const uint64_t keep_caps = capability_mask(r.strs());
       std::string spec_record = r.str();
-      const bool egress = r.u8() == 1;
+      auto egress_hosts = r.strs();
       if (!r.done()) return refuse(conn_no, f.id, "configure: malformed frame");
       // The first configure binds the sandbox for good: the claim of a pooled sandbox is
       // decided here, in one place, whoever else tries to bind it at the same moment.
@@ -740,10 +742,11 @@ void handle_frame(int conn_no, connection& conn, const proto::frame_view& f) {
         send_frame(conn_no, proto::writer(proto::frame::pong, f.id).finish());
         return;
       }
-      if (egress && A.egress_fd < 0) {
+      if (!egress_hosts.empty() && A.egress_fd < 0) {
         std::string why;
         if (!listen_for_egress(why)) return refuse(conn_no, f.id, "configure: egress: " + why);
       }
+      A.egress_hosts = std::move(egress_hosts);
       A.sandbox_id = sandbox_id;
       A.key = key;
       A.deadline_wall = deadline_wall;

@@ -44,6 +44,7 @@ int impersonate(const std::string& key, const char* path) {
                                .i64(0)
                                .str("")
                                .u32(0)
+                               .strs({})
                                .finish();
       (void)!::write(c, welcome.data(), welcome.size());
     }

@@ -333,3 +333,27 @@ TEST_CASE_METHOD(egress_fixture, "egress: a warm pool member gets its egress at 
   REQUIRE(up.heads().size() == 1);
   CHECK(up.heads()[0].find(secret) != std::string::npos);
 }
+
+TEST_CASE_METHOD(egress_fixture,
+                 "egress: a runtime that adopts a kept sandbox serves its egress "
+                 "again, for hosts its policy still allows",
+                 "[runtime][egress]") {
+  rt.exclusive_name = true;  // as a node: it holds its name alone
+  rt.keep_sandboxes_on_shutdown = true;
+  REQUIRE_OK(acquire("kept", with_egress({"up.test", "a.ok.test"})));
+  REQUIRE_OK(exec("kept", sh("wget -q -O /dev/null " + url("up.test"))));
+  REQUIRE(stop_supervisor());
+  // The next runtime of the name, with a policy that has dropped a.ok.test.
+  rt.policy.egress.allow = {"up.test"};
+  auto r = exec("kept", sh("wget -q -O - " + url("up.test") + "; echo; wget -q -O - " +
+                           url("a.ok.test") + "; echo rc=$?"));
+  REQUIRE_OK(r);
+  INFO(r->stdout_data << r->stderr_data);
+  CHECK(r->stdout_data.rfind("hello from upstream\n", 0) == 0);
+  CHECK(r->stdout_data.find("rc=0") == std::string::npos);
+  const auto heads = up.heads();
+  REQUIRE(heads.size() == 2);
+  CHECK(heads[1].find(secret) != std::string::npos);
+  rt.keep_sandboxes_on_shutdown = false;
+  REQUIRE_OK(release("kept"));
+}
