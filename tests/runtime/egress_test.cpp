@@ -6,6 +6,7 @@
 #include <openssl/ssl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -213,10 +214,34 @@ TEST_CASE_METHOD(egress_fixture,
     CHECK(has == std::filesystem::exists(run_dir + "/ca.pem"));
   }
   CHECK(with_socket == 1);
-  // Inside, a sandbox sees its own run directory only: no path reaches another's socket.
-  r = exec("open", sh("ls " + rt.agent_run_root + " 2>&1; echo rc=$?"));
-  REQUIRE_OK(r);
-  CHECK(r->stdout_data.find("rc=0") == std::string::npos);
+  // Inside, a sandbox sees its own run directory only: the one egress socket it can name is
+  // its own (the same inode as on the host), and the host's run root is not there at all.
+  REQUIRE_OK(acquire("other", with_egress({"up.test"})));
+  std::map<std::string, uint64_t> host_inodes;
+  for (const auto& c : containers()) {
+    const auto id = c.labels.find(corral::actors::label_sandbox_id);
+    struct stat sb {};
+    if (id != c.labels.end() &&
+        ::stat((rt.agent_run_root + "/" + id->second + "/egress.sock").c_str(), &sb) == 0)
+      host_inodes[c.names.empty() ? std::string() : c.names[0]] = sb.st_ino;
+  }
+  REQUIRE(host_inodes.size() == 2);
+  for (const char* key : {"open", "other"}) {
+    r = exec(key, sh("stat -c %i /corral/run/egress.sock; ls " + rt.agent_run_root +
+                     " >/dev/null 2>&1; echo rc=$?"));
+    REQUIRE_OK(r);
+    INFO(key << ": " << r->stdout_data << r->stderr_data);
+    const auto inode = std::stoull(r->stdout_data);
+    int matches = 0;
+    for (const auto& [name, host_inode] : host_inodes) {
+      if (host_inode != inode) continue;
+      ++matches;
+      CHECK(name.find(key) != std::string::npos);  // its own claim name holds its key
+    }
+    CHECK(matches == 1);
+    CHECK(r->stdout_data.find("rc=0") == std::string::npos);
+  }
+  REQUIRE_OK(release("other"));
   // Released, the sandbox's socket goes with it.
   REQUIRE_OK(release("open"));
   for (const auto& [name, run_dir] : run_dirs)
