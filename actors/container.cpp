@@ -356,7 +356,8 @@ void remove_run_dir(self_ptr self) {
   const auto& plan = self->state.args.plan;
   if (self->state.egress_open) {
     self->state.egress_open = false;
-    self->state.args.cfg.egress->close(plan.sandbox_id);
+    self->state.args.cfg.egress->close(plan.sandbox_id,
+                                       self->state.args.cfg.agent_run_root + "/" + plan.sandbox_id);
   }
   if (!plan.agent || plan.run_dir.empty()) return;
   std::error_code ec;
@@ -473,17 +474,21 @@ void send_configure(self_ptr self) {
 }
 
 // A sandbox bound with egress before this runtime knew it (a node's, adopted after its
-// restart): its proxy socket is opened again here, for the hosts its agent was bound with that
-// the policy allows now (a host the policy dropped stays closed). Only a runtime that holds its
-// name alone does this: in an embedded one, another live process of the name may be serving
-// that socket (`corral run`'s own proxy), and replacing it would cut that process's commands
-// off. Without a runtime serving it, a command's egress connections close at once.
-void reopen_egress(self_ptr self, std::vector<std::string> hosts) {
+// restart): its proxy socket is opened again here, for the hosts it was granted (the record
+// beside the run directories; its agent's word, which a root sandbox user could forge, is
+// only the hint that it had any) that the policy allows now: a host the policy dropped stays
+// closed. Only a runtime that holds its name alone does this: in an embedded one, another live
+// process of the name may be serving that socket (`corral run`'s own proxy), and replacing it
+// would cut that process's commands off. Without a runtime serving it, a command's egress
+// connections close at once.
+void reopen_egress(self_ptr self, const std::vector<std::string>& said) {
   auto& st = self->state;
   const auto& cfg = st.args.cfg;
-  if (hosts.empty() || st.egress_open || !cfg.egress || !cfg.exclusive_name ||
+  if (said.empty() || st.egress_open || !cfg.egress || !cfg.exclusive_name ||
       st.args.plan.sandbox_id.empty())
     return;
+  auto hosts = egress_service::granted_hosts(cfg.agent_run_root + "/" + st.args.plan.sandbox_id,
+                                             st.args.plan.sandbox_id);
   std::vector<std::string> allowed;
   for (auto& h : hosts) {
     const auto& eg = cfg.policy.egress;
@@ -564,7 +569,7 @@ void bound_agent(self_ptr self, const std::string& key, int64_t deadline, const 
   // Its lifetime runs from its claim, not from the pool member's create.
   if (deadline > 0 && st.args.plan.lifetime.count() > 0)
     st.info.created_ms = deadline - st.args.plan.lifetime.count();
-  reopen_egress(self, std::move(egress_hosts));
+  reopen_egress(self, egress_hosts);
   agent_link_ready(self);
 }
 

@@ -310,12 +310,14 @@ class decision_log {
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                         std::chrono::system_clock::now().time_since_epoch())
                         .count();
-    std::string line =
-        "{\"ts\":" + std::to_string(ms) + ",\"sandbox\":" + json_string(e.sandbox) +
-        ",\"host\":" + json_string(e.host) + ",\"port\":" + std::to_string(e.port) +
-        ",\"method\":" + json_string(e.method) + ",\"decision\":" + json_string(e.decision) +
-        ",\"why\":" + json_string(e.why) + ",\"bytes_up\":" + std::to_string(e.bytes_up) +
-        ",\"bytes_down\":" + std::to_string(e.bytes_down) + "}\n";
+    // What a sandbox chose (its host, method, the reason quoting them) is cut to 256 bytes:
+    // a line's size is never the sandbox's to pick.
+    const auto cut = [](std::string_view v) { return json_string(v.substr(0, 256)); };
+    std::string line = "{\"ts\":" + std::to_string(ms) + ",\"sandbox\":" + json_string(e.sandbox) +
+                       ",\"host\":" + cut(e.host) + ",\"port\":" + std::to_string(e.port) +
+                       ",\"method\":" + cut(e.method) + ",\"decision\":" + json_string(e.decision) +
+                       ",\"why\":" + cut(e.why) + ",\"bytes_up\":" + std::to_string(e.bytes_up) +
+                       ",\"bytes_down\":" + std::to_string(e.bytes_down) + "}\n";
     std::lock_guard lock(mutex_);
     std::fwrite(line.data(), 1, line.size(), file_);
     std::fflush(file_);
@@ -670,6 +672,7 @@ class session : public std::enable_shared_from_this<session> {
 
   // A connection within the sandbox's limit: read its request.
   void start() {
+    if (ended_) return;  // closed with its sandbox before it started
     holds_slot_ = true;
     box_->connections.fetch_add(1);
     arm_watchdog();
@@ -697,6 +700,9 @@ class session : public std::enable_shared_from_this<session> {
     watchdog_.cancel();
     if (holds_slot_) box_->active.fetch_sub(1);
     holds_slot_ = false;
+    // A connection that sent nothing is not a decision: a sandbox looping connect and close
+    // must not write a line each time.
+    if (method_.empty() && down_.usage().up == 0 && reply_.empty()) return;
     svc_->log.write(
         {box_->id, host_, method_, decision_, why_, port_, down_.usage().up, down_.usage().down});
   }
@@ -722,7 +728,18 @@ class session : public std::enable_shared_from_this<session> {
     // The relay is half-duplex (whole request, then response): it cannot honour
     // "Expect: 100-continue", so the upstream is not told to wait for it.
     req.erase(http::field::expect);
+    // Framing the upstream could read otherwise than Beast did (a coding list, a length list)
+    // would let a later request on a kept-alive connection be smuggled past these checks.
+    const auto te = req[http::field::transfer_encoding];
+    if (!te.empty() && !beast::iequals(te, "chunked"))
+      return "Transfer-Encoding other than chunked is refused";
+    if (req.count(http::field::content_length) > 1 ||
+        req[http::field::content_length].find(',') != beast::string_view::npos)
+      return "more than one Content-Length is refused";
     if (credential_) {
+      // An echo of the request would hand the credential to the sandbox.
+      if (req.method() == http::verb::trace || req.method_string() == "TRACK")
+        return "TRACE carries no credential";
       req.erase(credential_->header);  // every copy the sandbox sent
       req.set(credential_->header, credential_->value);
     }

@@ -297,6 +297,8 @@ client_hello parse_client_hello(std::span<const unsigned char> bytes) {
     if (len == 0 || len > 16384) return {st::not_tls, {}};
     const std::size_t have = std::min(len, bytes.size() - pos - 5);
     msg.insert(msg.end(), bytes.begin() + pos + 5, bytes.begin() + pos + 5 + have);
+    // A record header alone so far (5 bytes, and a pause): nothing to look at yet.
+    if (msg.empty()) return {st::incomplete, {}};
     if (msg[0] != 0x01) return {st::not_tls, {}};
     if (have < len) {
       if (auto n = need(); n && msg.size() >= *n && *n <= max_considered) break;

@@ -44,11 +44,21 @@ std::string read_secret(const std::string& path, std::string& error) {
   return value;
 }
 
-// Written beside the file, then renamed over it: a reader never sees half a bundle.
+// Written beside the file, then renamed over it: a reader never sees half a bundle. The
+// directory may be the sandbox root's (its run directory): whatever it left at the temporary
+// name is unlinked first, and the file is made anew (O_EXCL: never a fifo that would block
+// this thread, nor a link out), checked to be a regular file before a byte is written.
 std::string write_file(const std::string& path, const std::string& text, mode_t mode) {
   const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+  ::unlink(tmp.c_str());
+  const int fd =
+      ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, mode);
   if (fd < 0) return "cannot write " + tmp + ": " + std::strerror(errno);
+  struct stat sb {};
+  if (::fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+    ::close(fd);
+    return "cannot write " + tmp + ": not a regular file";
+  }
   std::size_t done = 0;
   while (done < text.size()) {
     const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
@@ -63,6 +73,13 @@ std::string write_file(const std::string& path, const std::string& text, mode_t 
   if (::rename(tmp.c_str(), path.c_str()) != 0)
     return "cannot rename " + tmp + ": " + std::strerror(errno);
   return {};
+}
+
+// Beside the run directories, root's alone (0700), out of every sandbox's reach: each egress
+// sandbox's granted hosts (what a runtime that adopts it may open again; its agent's word is
+// not taken, a root sandbox user could forge it), and its socket while it is being set up.
+std::string record_dir_of(const std::string& run_dir) {
+  return std::filesystem::path(run_dir).parent_path().string() + ".egress";
 }
 
 }  // namespace
@@ -108,18 +125,49 @@ std::string egress_service::open(const egress_policy& policy, const std::vector<
       return std::string("cannot start the egress proxy: ") + e.what();
     }
   }
+  const std::string records = record_dir_of(run_dir);
+  ::mkdir(records.c_str(), 0700);
+  std::string granted;
+  for (const auto& h : hosts) granted += h + "\n";
+  if (auto err = write_file(records + "/" + sandbox_id, granted, 0600); !err.empty()) return err;
   const std::string bundle = run_dir + "/" + agent_protocol::trust_bundle_name;
   if (auto err = write_file(bundle, proxy_->trust_bundle(), 0644); !err.empty()) return err;
   // The run directory is its root's alone (0700): commands, which run as other users, read
   // the bundle through it, and nothing else (the sockets are 0600, root's).
   ::chmod(run_dir.c_str(), 0711);
-  return proxy_->open(sandbox_id, run_dir + "/" + agent_protocol::egress_socket_name,
-                      std::move(rules), uid, gid);
+  // The socket is made, given its mode and owner in our own directory, then renamed into the
+  // sandbox's: a path there is never chmod-ed or chown-ed (a link put in its place would
+  // aim those at a host file).
+  const std::string staged = records + "/" + sandbox_id + ".sock";
+  if (auto err = proxy_->open(sandbox_id, staged, std::move(rules), uid, gid); !err.empty())
+    return err;
+  const std::string socket = run_dir + "/" + agent_protocol::egress_socket_name;
+  if (::rename(staged.c_str(), socket.c_str()) != 0) {
+    const std::string why =
+        "cannot move the egress socket into " + run_dir + ": " + std::strerror(errno);
+    proxy_->close(sandbox_id, false);
+    return why;
+  }
+  return {};
 }
 
-void egress_service::close(const std::string& sandbox_id) {
-  std::lock_guard<std::mutex> guard(mutex_);
-  if (proxy_) proxy_->close(sandbox_id, false);
+std::vector<std::string> egress_service::granted_hosts(const std::string& run_dir,
+                                                       const std::string& sandbox_id) {
+  std::vector<std::string> out;
+  std::ifstream in(record_dir_of(run_dir) + "/" + sandbox_id);
+  for (std::string line; std::getline(in, line) && out.size() < 64;)
+    if (!line.empty()) out.push_back(line);
+  return out;
+}
+
+void egress_service::close(const std::string& sandbox_id, const std::string& run_dir) {
+  {
+    std::lock_guard<std::mutex> guard(mutex_);
+    if (proxy_) proxy_->close(sandbox_id, false);
+  }
+  const std::string records = record_dir_of(run_dir);
+  ::unlink((records + "/" + sandbox_id).c_str());
+  ::unlink((records + "/" + sandbox_id + ".sock").c_str());
 }
 
 }  // namespace corral::actors

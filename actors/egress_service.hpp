@@ -36,8 +36,14 @@ class egress_service {
   std::string open(const egress_policy& policy, const std::vector<std::string>& hosts,
                    const std::string& sandbox_id, const std::string& run_dir, uint32_t uid,
                    uint32_t gid);
-  // Closes the sandbox's socket and every connection through it. Idempotent.
-  void close(const std::string& sandbox_id);
+  // The hosts the sandbox was granted when its egress was first opened (by this runtime or
+  // an earlier one of its name), from a record beside the run directories that no sandbox can
+  // reach; empty if none.
+  static std::vector<std::string> granted_hosts(const std::string& run_dir,
+                                                const std::string& sandbox_id);
+  // Closes the sandbox's socket and every connection through it, and forgets its grant (the
+  // sandbox is being removed). Idempotent.
+  void close(const std::string& sandbox_id, const std::string& run_dir);
 
  private:
   egress_settings settings_;

@@ -665,6 +665,14 @@ void sweep_run_dirs(self_ptr self) {
           if (live.count(name) || dir.last_write_time(ec) > minute_ago) continue;
           std::filesystem::remove_all(dir.path(), ec);
         }
+        // The egress grants of sandboxes gone meanwhile (actors/egress_service.hpp).
+        for (const auto& entry :
+             std::filesystem::directory_iterator(st.cfg.agent_run_root + ".egress", ec)) {
+          auto name = entry.path().filename().string();
+          if (name.ends_with(".sock")) name.resize(name.size() - 5);
+          if (live.count(name) || entry.last_write_time(ec) > minute_ago) continue;
+          std::filesystem::remove(entry.path(), ec);
+        }
       }));
 }
 

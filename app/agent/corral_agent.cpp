@@ -1124,8 +1124,10 @@ int main(int argc, char** argv) {
       if (!r.to_inside.empty()) in_events |= POLLOUT;
       if (!r.outside_eof && r.to_inside.size() < relay_buffer) out_events |= POLLIN;
       if (!r.to_outside.empty()) out_events |= POLLOUT;
-      fds.push_back({r.inside, in_events, 0});
-      fds.push_back({r.outside, out_events, 0});
+      // A side with nothing to wait for is left out (fd -1): poll reports POLLHUP whatever the
+      // events asked, and a proxy that closed its end would otherwise spin this loop.
+      fds.push_back({in_events ? r.inside : -1, in_events, 0});
+      fds.push_back({out_events ? r.outside : -1, out_events, 0});
     }
     std::vector<std::pair<int, int>> conn_slots;  // (fds index, conn number)
     for (auto& [n, conn] : A.conns) {
