@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# CI's test run (.ci/run calls it), in up to three stages:
+# CI's test run (.ci/run calls it), in up to four stages (main and asan by default):
 #   1. main:  build (app/build.sh), run the whole suite (ctest --preset default), then check
 #             that the tests left no container behind;
 #   2. asan:  build the asan tree (GCC AddressSanitizer + UndefinedBehaviorSanitizer) and run
 #             the unit, scale (fault injection, fake engine) and node suites in it;
-#   3. fuzz:  tests/fuzz.sh: every libFuzzer target for a short budget under ASan + UBSan.
+#   3. tsan:  build the tsan tree's unit tests (GCC ThreadSanitizer) and run them;
+#   4. fuzz:  tests/fuzz.sh: every libFuzzer target for a short budget under ASan + UBSan.
 # Arguments go to the main stage's ctest, e.g. `tests/run.sh -R engine`.
-# Environment: CORRAL_CI_ASAN=0|1, CORRAL_CI_FUZZ=0|1 (default 0: on demand, see
-# tests/README.md), CORRAL_CI_FUZZ_SECONDS (budget per fuzz target, default 15),
-# CORRAL_CI_MAIN=0 (skip stage 1: `CORRAL_CI_MAIN=0 CORRAL_CI_ASAN=1 tests/run.sh`).
+# Environment: CORRAL_CI_MAIN=0|1 and CORRAL_CI_ASAN=0|1 (default 1: both run in CI),
+# CORRAL_CI_TSAN=0|1 and CORRAL_CI_FUZZ=0|1 (default 0: on demand, see tests/README.md),
+# CORRAL_CI_FUZZ_SECONDS (budget per fuzz target, default 15). `CORRAL_CI_MAIN=0 tests/run.sh`
+# is the asan stage alone.
 # Exit code: 0 when every stage that ran passed; otherwise the main stage's ctest code, or 1
 # (containers left behind, a test name CTest would split, or a sanitizer or fuzz stage failed).
 set -euo pipefail
@@ -17,7 +19,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 log() { printf '[corral-setup] %s\n' "$*" >&2; }
 
 run_main=${CORRAL_CI_MAIN:-1}
-run_asan=${CORRAL_CI_ASAN:-0}
+run_asan=${CORRAL_CI_ASAN:-1}
+run_tsan=${CORRAL_CI_TSAN:-0}
 run_fuzz=${CORRAL_CI_FUZZ:-0}
 fuzz_seconds=${CORRAL_CI_FUZZ_SECONDS:-15}
 
@@ -105,10 +108,32 @@ if [[ ${run_asan} == 1 ]]; then
   record "asan: unit, scale and node under ASan+UBSan" "${t0}" "${stage_rc}"
   ((stage_rc == 0)) || { ((rc != 0)) || rc=1; }
 else
-  results+=("asan: skipped (CORRAL_CI_ASAN=1 runs it)")
+  results+=("asan: skipped (CORRAL_CI_ASAN=0)")
 fi
 
-# -- 3. fuzzing ------------------------------------------------------------------------------
+# -- 3. ThreadSanitizer ---------------------------------------------------------------------
+# The unit suite: the HTTP client's threads, the agent link's I/O thread, the actors on the
+# fake engine. Debian's CAF is not instrumented: tests/sanitizers/tsan.supp names what of it
+# TSan cannot see.
+if [[ ${run_tsan} == 1 ]]; then
+  t0=${SECONDS}
+  stage_rc=0
+  log "tsan: building the tsan tree's unit tests"
+  if [[ ! -f build-tsan/build.ninja ]]; then
+    cmake --preset tsan >/dev/null || stage_rc=$?
+  fi
+  ((stage_rc != 0)) || cmake --build --preset tsan --target corral_unit_tests || stage_rc=$?
+  if ((stage_rc == 0)); then
+    log "tsan: ctest --preset tsan -L '^unit\$'"
+    ctest --preset tsan --output-on-failure -j1 -L '^unit$' || stage_rc=$?
+  fi
+  record "tsan: unit under TSan" "${t0}" "${stage_rc}"
+  ((stage_rc == 0)) || { ((rc != 0)) || rc=1; }
+else
+  results+=("tsan: skipped (CORRAL_CI_TSAN=1 runs it)")
+fi
+
+# -- 4. fuzzing ------------------------------------------------------------------------------
 if [[ ${run_fuzz} == 1 ]]; then
   t0=${SECONDS}
   stage_rc=0
