@@ -144,21 +144,6 @@ int64_t now_ms() {
       .count();
 }
 
-bool is_terminal(sandbox_status s) {
-  switch (s) {
-    case sandbox_status::removed:
-    case sandbox_status::exited:
-    case sandbox_status::failed:
-    case sandbox_status::timed_out:
-    case sandbox_status::oom_killed:
-    case sandbox_status::killed:
-    case sandbox_status::lost:
-      return true;
-    default:
-      return false;
-  }
-}
-
 docker::client& engine(self_ptr self) {
   return *self->state.args.docker;
 }

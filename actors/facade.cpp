@@ -196,11 +196,6 @@ bool owns(const client_identity& who, const std::string& scoped_key) {
   return who.admin || scoped_key.rfind(who.principal + "/", 0) == 0;
 }
 
-bool is_terminal(sandbox_status s) {
-  return s != sandbox_status::creating && s != sandbox_status::starting &&
-         s != sandbox_status::ready && s != sandbox_status::stopping;
-}
-
 // The caller of the current request uses a `run-*` sandbox. Its requests come from short-lived
 // helper actors (one per request, app/session.hpp), so the facade watches each request's
 // sender: one that ends normally says nothing, one whose connection is lost (the client

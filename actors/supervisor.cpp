@@ -133,13 +133,6 @@ int64_t now_ms() {
       .count();
 }
 
-bool is_terminal(sandbox_status s) {
-  return s == sandbox_status::removed || s == sandbox_status::exited ||
-         s == sandbox_status::failed || s == sandbox_status::timed_out ||
-         s == sandbox_status::oom_killed || s == sandbox_status::killed ||
-         s == sandbox_status::lost;
-}
-
 uint64_t live_count(self_ptr self) {
   return self->state.live;
 }

@@ -29,12 +29,18 @@ struct exec_request {
   std::string stdin_data;
   // Receives (output_atom, output_chunk) as output arrives, before the result.
   caf::actor subscriber;
+
+  // Every field, in declaration order (tests check that what crossed the network arrived equal).
+  bool operator==(const exec_request&) const = default;
 };
 
 struct output_chunk {
   uint64_t exec_seq = 0;  // which exec of the sandbox
   output_stream stream = output_stream::stdout_stream;
   std::string bytes;
+
+  // Every field, in declaration order (tests check that what crossed the network arrived equal).
+  bool operator==(const output_chunk&) const = default;
 };
 
 struct exec_result {
@@ -48,6 +54,9 @@ struct exec_result {
   caf::timespan duration{0};
   exec_end end = exec_end::exited;
   std::vector<std::string> warnings;  // e.g. reserved env keys stripped from this call
+
+  // Every field, in declaration order (tests check that what crossed the network arrived equal).
+  bool operator==(const exec_result&) const = default;
 };
 
 template <class Inspector>
@@ -67,9 +76,5 @@ typename Inspector::result_type inspect(Inspector& f, exec_result& x) {
            x.stdout_truncated, x.stderr_truncated, x.stdout_bytes, x.stderr_bytes, x.duration,
            x.end, x.warnings);
 }
-
-bool operator==(const exec_request& a, const exec_request& b);
-bool operator==(const output_chunk& a, const output_chunk& b);
-bool operator==(const exec_result& a, const exec_result& b);
 
 }  // namespace corral::messages

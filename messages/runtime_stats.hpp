@@ -31,6 +31,9 @@ struct runtime_stats {
   uint64_t pool_claim_us_total = 0;
   uint64_t pool_refills = 0;
   uint64_t pool_refill_us_total = 0;
+
+  // Every field, in declaration order (tests check that what crossed the network arrived equal).
+  bool operator==(const runtime_stats&) const = default;
 };
 
 template <class Inspector>
@@ -41,7 +44,5 @@ typename Inspector::result_type inspect(Inspector& f, runtime_stats& x) {
            x.pool_hits, x.pool_misses, x.pool_claim_us_total, x.pool_refills,
            x.pool_refill_us_total);
 }
-
-bool operator==(const runtime_stats& a, const runtime_stats& b);
 
 }  // namespace corral::messages

@@ -30,17 +30,27 @@ enum class sandbox_status : uint8_t {
 const char* to_string(access_mode x) noexcept;
 const char* to_string(sandbox_status x) noexcept;
 
+// A sandbox in a terminal status is gone for good (removed, ended or lost); the others
+// (creating, starting, ready, stopping) are on their way or live.
+bool is_terminal(sandbox_status x) noexcept;
+
 // A host directory mounted into the sandbox.
 struct workspace_mount {
   std::string host_path;
   std::string container_path = "/workspace";
   access_mode access = access_mode::none;  // none: no workspace
+
+  // Every field, in declaration order (tests check that what crossed the network arrived equal).
+  bool operator==(const workspace_mount&) const = default;
 };
 
 struct tmpfs_mount {
   std::string path;
   int64_t size_bytes = 0;
   std::string options;  // extra mount options; corral adds uid/gid, noexec, nosuid
+
+  // Every field, in declaration order (tests check that what crossed the network arrived equal).
+  bool operator==(const tmpfs_mount&) const = default;
 };
 
 // Zero, empty or "unset" fields take the runtime's strict defaults (see actors/policy.hpp).
@@ -73,6 +83,9 @@ struct sandbox_spec {
   // Hosts the sandbox may reach through corral's egress proxy, each within the operator's
   // policy (egress.allow); empty: no egress at all.
   std::vector<std::string> allow_hosts;
+
+  // Every field, in declaration order (tests check that what crossed the network arrived equal).
+  bool operator==(const sandbox_spec&) const = default;
 };
 
 struct sandbox_info {
@@ -89,6 +102,9 @@ struct sandbox_info {
   int64_t pids_limit = 0;
   std::string detail;                 // why it failed or was lost, when it did
   std::vector<std::string> warnings;  // what policy changed, e.g. reserved env keys stripped
+
+  // Every field, in declaration order (tests check that what crossed the network arrived equal).
+  bool operator==(const sandbox_info&) const = default;
 };
 
 template <class Inspector>
@@ -115,10 +131,5 @@ typename Inspector::result_type inspect(Inspector& f, sandbox_info& x) {
            x.created_ms, x.last_used_ms, x.execs_run, x.execs_in_flight, x.memory_bytes,
            x.nano_cpus, x.pids_limit, x.detail, x.warnings);
 }
-
-bool operator==(const workspace_mount& a, const workspace_mount& b);
-bool operator==(const tmpfs_mount& a, const tmpfs_mount& b);
-bool operator==(const sandbox_spec& a, const sandbox_spec& b);
-bool operator==(const sandbox_info& a, const sandbox_info& b);
 
 }  // namespace corral::messages

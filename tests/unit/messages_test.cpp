@@ -382,3 +382,18 @@ TEST_CASE("messages: enum names", "[messages]") {
   CHECK(std::string(msg::to_string(msg::output_stream::stderr_stream)) == "stderr");
   CHECK(std::string(msg::to_string(msg::release_mode::cancel_execs)) == "cancel_execs");
 }
+
+TEST_CASE("messages: the four live statuses are the only ones not terminal", "[messages]") {
+  using msg::sandbox_status;
+  for (auto s : {sandbox_status::creating, sandbox_status::starting, sandbox_status::ready,
+                 sandbox_status::stopping}) {
+    CAPTURE(msg::to_string(s));
+    CHECK_FALSE(msg::is_terminal(s));
+  }
+  for (auto s : {sandbox_status::removed, sandbox_status::exited, sandbox_status::failed,
+                 sandbox_status::timed_out, sandbox_status::oom_killed, sandbox_status::killed,
+                 sandbox_status::lost}) {
+    CAPTURE(msg::to_string(s));
+    CHECK(msg::is_terminal(s));
+  }
+}
