@@ -121,9 +121,9 @@ void check_serves(node_process& node, const char* after) {
 TEST_CASE("a client whose node dies mid-exec gets an error at once", "[node][faults]") {
   node_fixture f;
   auto& node = f.start(f.name("n"));
-  auto client = start_cli({"--node", node.address(), "run", "--", "sleep", "30"});
-  REQUIRE(eventually(15s, [&] { return !f.engine.containers(node.name()).empty(); }));
-  std::this_thread::sleep_for(1s);
+  auto client =
+      start_cli({"--node", node.address(), "run", "--", "sh", "-c", "echo started; exec sleep 30"});
+  REQUIRE(client->wait_for_stdout("started", 15s));
   node.signal(SIGKILL);
   const auto killed = steady::now();
   const auto code = client->finish(30s);
@@ -149,7 +149,7 @@ TEST_CASE("garbage, silent and idle connections do not stop a node", "[node][fau
     std::string bytes(64 << 10, '\0');
     for (auto& c : bytes) c = static_cast<char>(random());
     garbage.send(bytes);
-    std::this_thread::sleep_for(200ms);
+    CHECK(garbage.closed_by_peer(10s));  // no TLS hello in it: the node hangs up
   }
   check_serves(node, "64 KiB of random bytes");
 

@@ -100,7 +100,10 @@ TEST_CASE("a router spreads keys over three nodes, survives one dying and takes 
   exec_request long_exec;
   long_exec.argv = {"sleep", "30"};
   auto in_flight = self->request(router, caf::timespan{20s}, exec_atom_v, on_n2, long_exec);
-  std::this_thread::sleep_for(500ms);
+  REQUIRE(eventually(10s, [&] {
+    auto info = ask<sandbox_info>(self, router, caf::timespan{5s}, lookup_atom_v, on_n2);
+    return info && info->execs_in_flight == 1;
+  }));
   const uint16_t n2_port = nodes[1]->port();
   nodes[1]->signal(SIGKILL);
   CHECK(nodes[1]->wait(5s) == 128 + SIGKILL);

@@ -16,25 +16,26 @@ TEST_CASE("SIGTERM lets a running exec finish, then removes the node's sandboxes
   REQUIRE(created.code == 0);
   REQUIRE(node_cli(node, {"create", "idle"}).code == 0);
 
-  auto exec =
-      start_cli({"--node", node.address(), "exec", "long", "--", "sh", "-c", "sleep 3; echo done"});
-  std::this_thread::sleep_for(1s);
-  REQUIRE(exec->running());
+  auto exec = start_cli({"--node", node.address(), "exec", "long", "--", "sh", "-c",
+                         "echo started; sleep 3; echo done"});
+  REQUIRE(exec->wait_for_stdout("started", 15s));
   node.signal(SIGTERM);
   const auto signalled = steady::now();
 
   // No new clients once it stops.
-  std::this_thread::sleep_for(300ms);
-  const auto late = node_cli(node, {"ls"});
+  cli_result late;
+  CHECK(eventually(5s, [&] {
+    late = node_cli(node, {"ls"});
+    return late.code == 125;
+  }));
   INFO(late);
-  CHECK(late.code == 125);
 
   const auto code = exec->finish(20s);
   INFO("exec stdout: " << exec->out() << "\nexec stderr: " << exec->err() << "\nnode log:\n"
                        << node.log());
   REQUIRE(code);
   CHECK(*code == 0);
-  CHECK(exec->out() == "done\n");
+  CHECK(exec->out() == "started\ndone\n");
   CHECK(node.wait(20s) == 0);
   CHECK(since(signalled) < 8s);
   CHECK(contains(node.log(), "received SIGTERM"));
@@ -44,15 +45,15 @@ TEST_CASE("SIGTERM lets a running exec finish, then removes the node's sandboxes
 TEST_CASE("SIGTERM with a run in flight: the command completes", "[node][shutdown]") {
   node_fixture f;
   auto& node = f.start(f.name("n"), {"--grace", "10s"});
-  auto run = start_cli({"--node", node.address(), "run", "--", "sh", "-c", "sleep 3; echo done"});
-  REQUIRE(eventually(15s, [&] { return !f.engine.containers(node.name()).empty(); }));
-  std::this_thread::sleep_for(1s);
+  auto run = start_cli(
+      {"--node", node.address(), "run", "--", "sh", "-c", "echo started; sleep 3; echo done"});
+  REQUIRE(run->wait_for_stdout("started", 15s));
   node.signal(SIGTERM);
   const auto code = run->finish(20s);
   INFO("run stdout: " << run->out() << "\nrun stderr: " << run->err() << "\nnode log:\n"
                       << node.log());
   REQUIRE(code);
-  CHECK(run->out() == "done\n");
+  CHECK(run->out() == "started\ndone\n");
   // The run's own release may meet a node that is already releasing everything: the command
   // completed, so the run exits with its code.
   CHECK(*code == 0);
@@ -104,10 +105,11 @@ TEST_CASE("a second signal during the grace period exits at once", "[node][shutd
   node_fixture f;
   auto& node = f.start(f.name("n"), {"--grace", "60s"});
   REQUIRE(node_cli(node, {"create", "busy"}).code == 0);
-  auto exec = start_cli({"--node", node.address(), "exec", "busy", "--", "sleep", "30"});
-  std::this_thread::sleep_for(1s);
+  auto exec = start_cli(
+      {"--node", node.address(), "exec", "busy", "--", "sh", "-c", "echo started; exec sleep 30"});
+  REQUIRE(exec->wait_for_stdout("started", 15s));
   node.signal(SIGTERM);
-  std::this_thread::sleep_for(500ms);
+  REQUIRE(eventually(5s, [&] { return contains(node.log(), "received SIGTERM"); }));
   REQUIRE(node.running());  // waiting for the exec, up to 60 s
   node.signal(SIGINT);
   const auto interrupted = steady::now();

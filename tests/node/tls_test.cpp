@@ -365,15 +365,16 @@ cli="$1"; dir="$2"; name="$3"; work="$4"
 ip link set lo up && ip addr add 192.0.2.1/32 dev lo || exit 90
 # A listener that records whether anyone connected, and the first bytes it was sent.
 python3 -c '
-import socket
+import socket, sys
 s = socket.socket(); s.bind(("192.0.2.1", 4999)); s.listen(8); s.settimeout(4)
+open(sys.argv[1] + "/bound", "w").close()
 try:
     c, _ = s.accept(); c.settimeout(2); print("connected", c.recv(65536)[:8].hex())
 except Exception as e:
     print("nobody", type(e).__name__)
-' > "$work/heard" &
+' "$work" > "$work/heard" &
 listener=$!
-sleep 0.5
+for i in $(seq 200); do [ -e "$work/bound" ] && break; sleep 0.05; done
 "$cli" --tls-dir "$work/empty" --node 192.0.2.1:4999 ls; echo "plain-exit=$?"
 "$cli" --tls-dir "$work/empty" --node 127.evil.example:4999 ls; echo "evil-exit=$?"
 wait $listener

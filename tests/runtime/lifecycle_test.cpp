@@ -205,7 +205,10 @@ TEST_CASE_METHOD(runtime_fixture, "a container killed outside corral", "[runtime
   // A long command in flight when the kill comes.
   auto pending = self->request(sup(), caf::timespan{60s}, exec_atom_v, std::string("victim"),
                                make_exec({"sleep", "30"}));
-  std::this_thread::sleep_for(500ms);
+  REQUIRE(eventually(10s, [&] {
+    auto v = lookup("victim");
+    return v && v->execs_in_flight == 1;
+  }));
   const auto t0 = steady::now();
   auto killed = corral::docker::blocking<void>(
       [&](auto done) { engine().container_kill(id, "SIGKILL", std::move(done)); });
