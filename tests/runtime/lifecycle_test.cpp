@@ -100,7 +100,7 @@ TEST_CASE_METHOD(runtime_fixture, "prune on request releases what is idle longer
                  "[runtime][lifecycle]") {
   rt.prune_interval = 1h;  // no automatic pruning here
   REQUIRE_OK(acquire("old"));
-  std::this_thread::sleep_for(600ms);
+  std::this_thread::sleep_for(600ms);  // an age, not a condition: "old" idles 600 ms longer
   REQUIRE_OK(acquire("new"));
 
   auto none = prune(caf::timespan{1h});
