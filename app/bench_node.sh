@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # What mutual TLS costs a node and its clients, in one run on the real engine:
-#   1. exec p50 embedded and through a node (`corral stress`, one sandbox, one exec in flight);
+#   1. exec p50 embedded and through a node (`corral-stress`, one sandbox, one exec in flight);
 #   2. a new client's connection: TCP, TLS, BASP handshakes and corral's hello (20 fresh
-#      clients, printed by `corral stress --node`);
+#      clients, printed by `corral-stress --node`);
 #   3. what connections held in their TLS handshake cost the node (RSS and fds), for 64
 #      (the handshake budget) and 300 of them.
-# Usage: app/bench_node.sh [path/to/corral]   (OPS=N execs per run, default 200)
+# Usage: app/bench_node.sh [path/to/corral]   (OPS=N execs per run, default 200; the dev tools
+# corral-stress and corral-fake-engine are taken from the build tree beside it)
 set -euo pipefail
 
 readonly cli=${1:-build/app/corral}
+readonly stress_cli=$(dirname "$cli")/corral-stress
+readonly fake_cli=$(dirname "$cli")/corral-fake-engine
 readonly ops=${OPS:-200}
 work=$(mktemp -d)
 node=
@@ -62,12 +65,12 @@ hold 64 silent
 hold 300 hello
 
 # -- 1 and 2 ------------------------------------------------------------------------------
-stress=(stress --keys 1 --concurrency 1 --ops "$ops" --mix exec=1)
+stress=(--keys 1 --concurrency 1 --ops "$ops" --mix exec=1)
 compare() {  # compare LABEL: embedded, then through the node
   echo "== $1, embedded runtime: exec (acquire + echo), $ops ops"
-  "$cli" --runtime "bench-emb-$$" "${stress[@]}" | grep -E '^\| (operation|exec) '
+  "$stress_cli" --runtime "bench-emb-$$" "${stress[@]}" | grep -E '^\| (operation|exec) '
   echo "== $1, through the node over mutual TLS: exec (acquire + echo), $ops ops"
-  "$cli" --tls-dir "$work/tls" --node "127.0.0.1:$port" "${stress[@]}" |
+  "$stress_cli" --tls-dir "$work/tls" --node "127.0.0.1:$port" "${stress[@]}" |
     grep -E '^\| (operation|exec) |^new client'
 }
 compare "real engine"
@@ -75,7 +78,7 @@ compare "real engine"
 # The same against the fake engine answering at once: what corral itself adds, without the
 # engine's noise.
 kill -TERM "$node"; wait "$node" || true
-"$cli" fake-engine --socket "$work/fake.sock" --latency-scale 0 2>/dev/null &
+"$fake_cli" --socket "$work/fake.sock" --latency-scale 0 2>/dev/null &
 fake=$!
 for _ in $(seq 50); do [[ -S $work/fake.sock ]] && break; sleep 0.1; done
 export DOCKER_HOST="unix://$work/fake.sock"

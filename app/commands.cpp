@@ -19,7 +19,6 @@
 #include "app/cli_output.hpp"
 #include "app/engine_report.hpp"
 #include "app/exit_codes.hpp"
-#include "app/fake_engine.hpp"
 #include "docker/client.hpp"
 #include "messages/errors.hpp"
 #include "messages/type_ids.hpp"
@@ -297,21 +296,6 @@ int cmd_policy(command_line& cl) {
   }
   std::printf("%s", actors::to_json(*loaded.value).c_str());
   return exit_code::ok;
-}
-
-int cmd_stress(command_line& cl) {
-  cl.stress.node = cl.target.nodes;
-  cl.stress.tls = cl.target.tls;
-  if (cl.target.runtime != "local") cl.stress.runtime = cl.target.runtime;
-  return run_stress(cl.stress);
-}
-
-int cmd_fake_engine(command_line& cl) {
-  std::vector<std::string> args = {"corral fake-engine"};
-  args.insert(args.end(), cl.rest.begin(), cl.rest.end());
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  return fake_engine_main(static_cast<int>(argv.size()), argv.data());
 }
 
 }  // namespace corral::app

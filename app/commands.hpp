@@ -8,7 +8,6 @@
 
 #include "app/node.hpp"
 #include "app/session.hpp"
-#include "app/stress.hpp"
 #include "messages/exec.hpp"
 #include "messages/sandbox.hpp"
 
@@ -22,7 +21,6 @@ struct command_line {
   std::string policy_path;
   std::vector<std::string> keys;  // the command's KEY or KEY...
   std::vector<std::string> argv;  // the command after `--` (run, exec)
-  std::vector<std::string> rest;  // arguments a command parses itself (fake-engine)
   messages::sandbox_spec spec;
   messages::exec_request exec;
   bool json = false;
@@ -31,7 +29,6 @@ struct command_line {
   std::chrono::milliseconds idle{0};     // prune
   std::chrono::milliseconds max_age{0};  // prune
   node_options serve;
-  stress_options stress;
 };
 
 // A usage error of `command` (empty: of none) on stderr; returns exit_code::error.
@@ -47,7 +44,5 @@ int cmd_prune(command_line& cl);
 int cmd_version(command_line& cl);
 int cmd_node(command_line& cl);
 int cmd_policy(command_line& cl);
-int cmd_stress(command_line& cl);
-int cmd_fake_engine(command_line& cl);
 
 }  // namespace corral::app

@@ -11,10 +11,11 @@
 #     runtime is left (leaked);
 #   - every error a client printed is one of corral's error codes (untyped otherwise), and
 #     no client call hangs once the node is gone.
-# Load while the node dies: `corral stress --node` plus CLI loops (create/rm, run, execs
+# Load while the node dies: `corral-stress --node` plus CLI loops (create/rm, run, execs
 # of long commands in the kept sandboxes).
 #
-# Usage: tests/crash_trial.sh [--rounds N] [--keys N] [--seed S] [--corral PATH] [--keep-logs]
+# Usage: tests/crash_trial.sh [--rounds N] [--keys N] [--seed S] [--corral PATH] [--stress PATH]
+#        [--keep-logs]  (--stress: corral-stress, default beside --corral)
 # Exit: 0 when every round is clean; 1 on any leak, orphan, lost state, untyped error, hang
 # or unadopted container; 2 when the trial itself could not run.
 set -euo pipefail
@@ -28,6 +29,7 @@ ROUNDS=${CRASH_ROUNDS:-3}
 KEYS=3
 SEED=${CRASH_SEED:-$(($(date +%s) % 32768))}
 CORRAL=${CORRAL:-${ROOT}/build/app/corral}
+STRESS=${STRESS:-}  # corral-stress; default: beside --corral
 ADOPT_WAIT=75  # s: every container adopted or removed by then (one left in `created` is spared 60 s)
 ORPHAN_WAIT=10 # s: a stray process still there after this is an orphan
 HANG_LIMIT=15  # s: a client call still running this long after the node died hangs
@@ -39,6 +41,7 @@ while (($# > 0)); do
     --keys) KEYS=$2; shift 2 ;;
     --seed) SEED=$2; shift 2 ;;
     --corral) CORRAL=$2; shift 2 ;;
+    --stress) STRESS=$2; shift 2 ;;
     --keep-logs) KEEP_LOGS=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
@@ -46,6 +49,8 @@ while (($# > 0)); do
 done
 [[ ${ROUNDS} =~ ^[1-9][0-9]*$ && ${KEYS} =~ ^[1-9][0-9]*$ ]] || tdie "--rounds and --keys must be positive"
 [[ -x ${CORRAL} ]] || tdie "${CORRAL} is not executable (build the corral target)"
+STRESS=${STRESS:-$(dirname "${CORRAL}")/corral-stress}
+[[ -x ${STRESS} ]] || tdie "${STRESS} is not executable (build the corral-stress target)"
 docker info >/dev/null 2>&1 || tdie "no Docker engine answers"
 load_error_codes
 
@@ -81,7 +86,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
   # 2. Load: stress over its own keys (k0..k3) and CLI loops; then kill -9 at a random moment.
   WORK_SAVED=${WORK}
   WORK=${R}
-  "${CORRAL}" --node "${NODE_ADDR}" stress --duration 120s --keys 4 --concurrency 4 \
+  "${STRESS}" --node "${NODE_ADDR}" --duration 120s --keys 4 --concurrency 4 \
     --max-errors 1000000 </dev/null >"${R}/stress.out" 2>"${R}/stress.err" &
   stress_pid=$!
   TRIAL_PIDS+=("${stress_pid}")

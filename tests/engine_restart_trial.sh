@@ -14,7 +14,8 @@
 # The private engine and its data root are removed at the end, whatever happened.
 #
 # Usage: tests/engine_restart_trial.sh [--phases no-live,live] [--down SECONDS] [--cycles N]
-#                                      [--corral PATH] [--keep-logs]
+#                                      [--corral PATH] [--stress PATH] [--keep-logs]
+#        (--stress: corral-stress, default beside --corral)
 # Exit: 0 when clean; 1 on any leak, orphan, untyped error, hang, failed recovery or wrong
 # kept/lost state; 2 when the trial could not run (e.g. no private engine could start).
 set -euo pipefail
@@ -29,6 +30,7 @@ DOWN=4            # s the engine stays down
 CYCLES=1          # engine restarts per phase
 KEYS=3
 CORRAL=${CORRAL:-${ROOT}/build/app/corral}
+STRESS=${STRESS:-}  # corral-stress; default: beside --corral
 IMAGE=corral/sandbox:busybox
 RECOVER_LIMIT=30  # s after the engine answers again, a new sandbox must work
 HANG_LIMIT=30     # s: a client call running longer than this while the engine is down hangs
@@ -41,6 +43,7 @@ while (($# > 0)); do
     --down) DOWN=$2; shift 2 ;;
     --cycles) CYCLES=$2; shift 2 ;;
     --corral) CORRAL=$2; shift 2 ;;
+    --stress) STRESS=$2; shift 2 ;;
     --keep-logs) KEEP_LOGS=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
@@ -48,6 +51,8 @@ while (($# > 0)); do
 done
 [[ ${CYCLES} =~ ^[1-9][0-9]*$ && ${DOWN} =~ ^[0-9]+$ ]] || tdie "--cycles must be positive, --down a number of seconds"
 [[ -x ${CORRAL} ]] || tdie "${CORRAL} is not executable (build the corral target)"
+STRESS=${STRESS:-$(dirname "${CORRAL}")/corral-stress}
+[[ -x ${STRESS} ]] || tdie "${STRESS} is not executable (build the corral-stress target)"
 [[ ${EUID} -eq 0 ]] || tdie "a private dockerd needs root"
 command -v dockerd >/dev/null || tdie "dockerd not found"
 load_error_codes
@@ -188,7 +193,7 @@ for phase in "${phase_list[@]}"; do
     WORK_SAVED=${WORK}
     WORK=${C}
     HUNG=0
-    "${CORRAL}" --node "${NODE_ADDR}" stress --duration 300s --keys 4 --concurrency 4 \
+    "${STRESS}" --node "${NODE_ADDR}" --duration 300s --keys 4 --concurrency 4 \
       --max-errors 1000000 </dev/null >"${C}/stress.out" 2>"${C}/stress.err" &
     stress_pid=$!
     TRIAL_PIDS+=("${stress_pid}")

@@ -26,7 +26,7 @@
 #include "actors/runtime_config.hpp"
 #include "actors/supervisor.hpp"
 #include "actors/supervisor_seams.hpp"
-#include "app/fake_engine.hpp"
+#include "app/fake_engine/fake_engine.hpp"
 #include "docker/blocking.hpp"
 #include "docker/client.hpp"
 #include "messages/errors.hpp"

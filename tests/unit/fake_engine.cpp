@@ -20,6 +20,8 @@
 #include <set>
 #include <stdexcept>
 
+#include "app/fake_engine/http_core.hpp"
+
 namespace corral::test {
 
 namespace asio = boost::asio;
@@ -37,13 +39,6 @@ std::string lower(std::string_view s) {
   std::transform(out.begin(), out.end(), out.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return out;
-}
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
 }
 
 }  // namespace
@@ -88,13 +83,7 @@ std::string http_head(int status, const std::vector<std::pair<std::string, std::
 }
 
 std::string mux_header(uint8_t stream, uint32_t size) {
-  std::string out(8, '\0');
-  out[0] = static_cast<char>(stream);
-  out[4] = static_cast<char>(size >> 24);
-  out[5] = static_cast<char>(size >> 16);
-  out[6] = static_cast<char>(size >> 8);
-  out[7] = static_cast<char>(size);
-  return out;
+  return app::fake::frame_header(stream, size);
 }
 
 std::string mux_frame(uint8_t stream, std::string_view payload) {
@@ -104,17 +93,7 @@ std::string mux_frame(uint8_t stream, std::string_view payload) {
 }
 
 std::string url_decode(std::string_view text) {
-  std::string out;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '%' && i + 2 < text.size() && hex_value(text[i + 1]) >= 0 &&
-        hex_value(text[i + 2]) >= 0) {
-      out.push_back(static_cast<char>(hex_value(text[i + 1]) * 16 + hex_value(text[i + 2])));
-      i += 2;
-    } else {
-      out.push_back(text[i]);
-    }
-  }
-  return out;
+  return app::fake::url_decode(text, app::fake::plus_sign::space);
 }
 
 // -- reply --------------------------------------------------------------------------------
@@ -275,20 +254,10 @@ struct session {
   beast::flat_buffer buffer;
 };
 
-// SO_LINGER 0, then close. On a unix socket this is an abortive close only when unread
-// bytes remain in our receive queue (the peer then sees ECONNRESET); otherwise the peer sees
-// an ordinary EOF. TCP would send RST either way.
-void reset_connection(unix_socket& socket) {
-  error_code ignored;
-  socket.set_option(asio::socket_base::linger(true, 0), ignored);
-  socket.close(ignored);
-}
-
-void close_connection(unix_socket& socket) {
-  error_code ignored;
-  socket.shutdown(unix_socket::shutdown_both, ignored);
-  socket.close(ignored);
-}
+// SO_LINGER 0, then close (abortive on a unix socket only while unread bytes remain; TCP
+// would send RST either way); and the orderly close. The HTTP core's, shared.
+using app::fake::close_socket;
+using app::fake::reset_socket;
 
 }  // namespace
 
@@ -296,10 +265,7 @@ class fake_engine::impl : public std::enable_shared_from_this<impl> {
  public:
   impl(fake_engine& owner, const std::string& path)
       : owner_(owner), work_(asio::make_work_guard(io_)), acceptor_(io_) {
-    const asio::local::stream_protocol::endpoint endpoint(path);
-    acceptor_.open(endpoint.protocol());
-    acceptor_.bind(endpoint);
-    acceptor_.listen(256);
+    app::fake::listen_unix(acceptor_, path, 256);
   }
 
   void start() { asio::co_spawn(io_, accept_loop(shared_from_this()), asio::detached); }
@@ -342,7 +308,7 @@ class fake_engine::impl : public std::enable_shared_from_this<impl> {
     } catch (...) {
       // A broken script must not take the fake down; the test sees the connection drop.
     }
-    close_connection(s->socket);
+    close_socket(s->socket);
     self->sessions_.erase(s);
     self->owner_.on_close();
   }
@@ -398,9 +364,9 @@ class fake_engine::impl : public std::enable_shared_from_this<impl> {
     }
     if (script.cut() && budget == 0) {
       if (script.cut_resets())
-        reset_connection(s.socket);
+        reset_socket(s.socket);
       else
-        close_connection(s.socket);
+        close_socket(s.socket);
       co_return false;
     }
     co_return true;
@@ -425,10 +391,10 @@ class fake_engine::impl : public std::enable_shared_from_this<impl> {
           if (ec || self->stopping_) co_return false;
           break;
         case reply::step::kind::close:
-          close_connection(s->socket);
+          close_socket(s->socket);
           co_return false;
         case reply::step::kind::reset:
-          reset_connection(s->socket);
+          reset_socket(s->socket);
           co_return false;
         case reply::step::kind::hang: {
           // Read and drop until the client closes or the fake stops.

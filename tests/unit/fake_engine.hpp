@@ -4,6 +4,9 @@
 // connection, a hang, or a hijacked raw stream. The fake records every request (for
 // request-shape assertions) and counts connections.
 //
+// The wire's vocabulary (query decoding, frame headers, the listener, closing and resetting a
+// connection) is the fake engine's HTTP core (app/fake_engine/http_core.hpp), shared.
+//
 // Handlers run on the fake's thread: they must not use Catch2 assertions (not thread-safe).
 // Record what they see and assert on the test's thread.
 #pragma once
@@ -126,7 +129,8 @@ std::string http_head(int status, const std::vector<std::pair<std::string, std::
 std::string mux_frame(uint8_t stream, std::string_view payload);
 // A frame header alone, declaring `size` bytes.
 std::string mux_header(uint8_t stream, uint32_t size);
-// Percent-decoding of a query value.
+// Percent-decoding of a query value, as the engine reads one: '+' is a space (dockerd parses
+// queries as application/x-www-form-urlencoded). The fake engine's decoder (one for both).
 std::string url_decode(std::string_view text);
 
 class fake_engine {

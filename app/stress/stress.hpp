@@ -1,4 +1,4 @@
-// `corral stress`: drives a runtime (embedded, or a node) with a mixed workload, reports
+// `corral-stress`: drives a runtime (embedded, or a node) with a mixed workload, reports
 // throughput and latency percentiles per operation, errors by kind, and fails on leaks.
 #pragma once
 
@@ -15,7 +15,7 @@ struct stress_options {
   uint64_t concurrency = 8;
   std::chrono::milliseconds duration{std::chrono::seconds(30)};
   uint64_t ops = 0;  // 0: until the duration ends
-  // Weights of the operations; see `corral stress --help`.
+  // Weights of the operations; see `corral-stress --help`.
   std::string mix = "acquire=2,exec=10,long=1,timeout=1,release=2,kill=1";
   std::string engine = "real";  // real | fake
   double fake_latency_scale = 1.0;

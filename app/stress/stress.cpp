@@ -1,4 +1,4 @@
-#include "app/stress.hpp"
+#include "app/stress/stress.hpp"
 
 #include <dirent.h>
 #include <unistd.h>
@@ -18,10 +18,10 @@
 #include "actors/agent_link.hpp"
 #include "actors/supervisor.hpp"
 #include "app/exit_codes.hpp"
-#include "app/fake_engine.hpp"
-#include "app/histogram.hpp"
+#include "app/fake_engine/fake_engine.hpp"
 #include "app/remote.hpp"
 #include "app/session.hpp"
+#include "app/stress/histogram.hpp"
 #include "app/system_config.hpp"
 #include "app/tls_listener.hpp"
 #include "docker/blocking.hpp"
@@ -323,7 +323,7 @@ caf::behavior driver(caf::stateful_actor<driver_state>* self, supervisor_actor s
 
 void print_report(const report& r, const stress_options& o) {
   std::printf(
-      "\ncorral stress: %llu operations in %.1f s (%.1f ops/s), %llu keys, concurrency %llu, "
+      "\ncorral-stress: %llu operations in %.1f s (%.1f ops/s), %llu keys, concurrency %llu, "
       "engine %s\n\n",
       static_cast<unsigned long long>(r.total), r.seconds,
       r.seconds > 0 ? static_cast<double>(r.total) / r.seconds : 0.0,
@@ -461,7 +461,7 @@ bool report_connects(const node_address& where, const tls_options& tls) {
     caf::actor_system sys{cfg};
     auto transport = spawn_tls_middleman(sys, tls);
     if (!transport) {
-      std::fprintf(stderr, "corral stress: %s\n", sys.render(transport.error()).c_str());
+      std::fprintf(stderr, "corral-stress: %s\n", sys.render(transport.error()).c_str());
       return false;
     }
     caf::scoped_actor self{sys};
@@ -469,7 +469,7 @@ bool report_connects(const node_address& where, const tls_options& tls) {
     auto connected =
         connect_node(self, where, std::chrono::seconds(2), default_principal(tls.certificate));
     if (!connected) {
-      std::fprintf(stderr, "corral stress: %s\n", describe(connected.error()).c_str());
+      std::fprintf(stderr, "corral-stress: %s\n", describe(connected.error()).c_str());
       return false;
     }
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
@@ -498,13 +498,13 @@ int run_stress(const stress_options& options_in) {
   if (o.runtime.empty()) o.runtime = "stress-" + std::to_string(::getpid());
   if (o.capacity == 0) o.capacity = o.keys + 16;
   if (o.keys == 0 || o.concurrency == 0) {
-    std::fprintf(stderr, "corral stress: --keys and --concurrency must be positive\n");
+    std::fprintf(stderr, "corral-stress: --keys and --concurrency must be positive\n");
     return exit_code::error;
   }
   try {
     parse_mix(o.mix);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "corral stress: %s\n", e.what());
+    std::fprintf(stderr, "corral-stress: %s\n", e.what());
     return exit_code::error;
   }
 
@@ -523,12 +523,12 @@ int run_stress(const stress_options& options_in) {
     fake = std::make_unique<fake_engine>(fo);
     socket_path = fo.socket_path;
   } else if (o.engine != "real") {
-    std::fprintf(stderr, "corral stress: --engine is real or fake\n");
+    std::fprintf(stderr, "corral-stress: --engine is real or fake\n");
     return exit_code::error;
   } else {
     auto resolved = docker::resolve_engine_socket();
     if (!resolved) {
-      std::fprintf(stderr, "corral stress: %s\n", resolved.err().describe().c_str());
+      std::fprintf(stderr, "corral-stress: %s\n", resolved.err().describe().c_str());
       return exit_code::error;
     }
     socket_path = *resolved;
@@ -548,11 +548,11 @@ int run_stress(const stress_options& options_in) {
     if (!o.node.empty()) {
       auto parsed = parse_node_address(o.node);
       if (!parsed) {
-        std::fprintf(stderr, "corral stress: %s\n", describe(parsed.error()).c_str());
+        std::fprintf(stderr, "corral-stress: %s\n", describe(parsed.error()).c_str());
         return exit_code::error;
       }
       where = *parsed;
-      auto credentials = client_credentials(o.tls, {*where}, "corral stress");
+      auto credentials = client_credentials(o.tls, {*where}, "corral-stress");
       if (!credentials) return exit_code::error;
       tls = *credentials;
       if (!report_connects(*where, tls)) return exit_code::error;
@@ -563,7 +563,7 @@ int run_stress(const stress_options& options_in) {
     if (!o.node.empty()) {
       auto spawned = spawn_tls_middleman(sys, tls);
       if (!spawned) {
-        std::fprintf(stderr, "corral stress: %s\n", sys.render(spawned.error()).c_str());
+        std::fprintf(stderr, "corral-stress: %s\n", sys.render(spawned.error()).c_str());
         return exit_code::error;
       }
       transport = *spawned;
@@ -588,7 +588,7 @@ int run_stress(const stress_options& options_in) {
       auto connected =
           connect_node(self, *where, std::chrono::seconds(2), default_principal(tls.certificate));
       if (!connected) {
-        std::fprintf(stderr, "corral stress: %s\n", describe(connected.error()).c_str());
+        std::fprintf(stderr, "corral-stress: %s\n", describe(connected.error()).c_str());
         return exit_code::error;
       }
       sup = *connected;
@@ -736,7 +736,7 @@ int run_stress(const stress_options& options_in) {
   if (o.json) std::printf("%s\n", report_json(*out, o, samples, leaks).c_str());
   if (!o.csv_path.empty()) write_csv(*out, o.csv_path);
   if (!o.plot_path.empty() && !write_plot(*out, o.plot_path)) {
-    std::fprintf(stderr, "corral stress: could not draw %s (is gnuplot installed?)\n",
+    std::fprintf(stderr, "corral-stress: could not draw %s (is gnuplot installed?)\n",
                  o.plot_path.c_str());
   }
   // Errors: what the workload injects explains some (an outside kill loses its sandbox; an
@@ -760,18 +760,18 @@ int run_stress(const stress_options& options_in) {
   bool failed = false;
   if (unexpected > o.max_errors) {
     std::fprintf(stderr,
-                 "corral stress: FAIL: %llu operations failed with errors the workload did not "
+                 "corral-stress: FAIL: %llu operations failed with errors the workload did not "
                  "inject (%s); --max-errors allows %llu\n",
                  static_cast<unsigned long long>(unexpected), unexpected_kinds.c_str(),
                  static_cast<unsigned long long>(o.max_errors));
     failed = true;
   }
   if (succeeded == 0) {
-    std::fprintf(stderr, "corral stress: FAIL: no operation succeeded\n");
+    std::fprintf(stderr, "corral-stress: FAIL: no operation succeeded\n");
     failed = true;
   }
   if (!leaks.empty()) {
-    for (const auto& l : leaks) std::fprintf(stderr, "corral stress: LEAK: %s\n", l.c_str());
+    for (const auto& l : leaks) std::fprintf(stderr, "corral-stress: LEAK: %s\n", l.c_str());
     return exit_code::leaked;
   }
   std::printf("leak check: nothing outlived the run\n");

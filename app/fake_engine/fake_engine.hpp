@@ -10,7 +10,11 @@
 // Everything runs on one Asio thread, asynchronously: latencies are timers, never sleeps.
 // The public methods are safe from any other thread (not from the fake's own).
 //
-// Exec commands are not run; they are recognised (see fake_engine.cpp, "programs"):
+// The library corral_fake_engine (README.md beside this file) is a test kit: the shipped
+// `corral` does not link it; `corral-fake-engine` serves it on its own, `corral-stress` and
+// the scale tests in process.
+//
+// Exec commands are not run; they are recognised (programs.hpp):
 //   echo ARGS            stdout "ARGS\n", exit 0
 //   sh -c SCRIPT         a tiny interpreter: pieces split on ';', '&&', '||', '\n':
 //                        echo X (>&2 to stderr), sleep S, exit N, true, false, :,
@@ -183,12 +187,5 @@ class fake_engine {
  private:
   std::shared_ptr<impl> impl_;
 };
-
-// `corral fake-engine --socket PATH [--latency-scale X] [--error-rate P] [--reset-rate P]
-// [--slow-rate P] [--slow-delay D] [--truncate-rate P] [--drop-event-rate P] [--seed N]`:
-// serves until SIGTERM or SIGINT, then removes the socket file. Prints
-// "fake engine listening on PATH" once ready. argv[0] is the program, argv[1] "fake-engine"
-// or the first option.
-int fake_engine_main(int argc, char** argv);
 
 }  // namespace corral::app
