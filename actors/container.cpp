@@ -229,7 +229,7 @@ void begin_removal(self_ptr self, sandbox_status final_status, std::string detai
   auto remove = [self, final_status] {
     engine(self).container_remove(
         self->state.info.container_id, true,
-        back_to<void>(self, [self, final_status](docker::result<void> r) {
+        back_to<void>(self, [self, final_status](const docker::result<void>& r) {
           auto& st = self->state;
           // Gone already, or on its way out (409 "removal ... is already in progress"): someone
           // else removed it. Unless we were releasing it anyway, that makes it lost.
@@ -413,7 +413,7 @@ void give_credit(self_ptr self, uint32_t id, uint64_t n) {
     it->second.taken = 0;
   }
 }
-void refuse_claim(self_ptr self, caf::error err);
+void refuse_claim(self_ptr self, const caf::error& err);
 void become_ready(self_ptr self);
 void with_agent(self_ptr self, std::function<void()> then,
                 std::chrono::milliseconds patience = std::chrono::milliseconds(0));
@@ -498,7 +498,7 @@ void reopen_egress(self_ptr self, const std::vector<std::string>& said) {
 // The agent is bound already: to our key (a sandbox another process made or claimed, or our
 // own from before a restart), or to another (the name was not this key's: never ours).
 void bound_agent(self_ptr self, const std::string& key, int64_t deadline, const std::string& spec,
-                 std::vector<std::string> egress_hosts) {
+                 const std::vector<std::string>& egress_hosts) {
   auto& st = self->state;
   if (st.pool_member || st.cold_claim) {
     // A pool member (or a new sandbox before its claim) bound to a key is not ours: whoever
@@ -582,7 +582,7 @@ void return_to_pool(self_ptr self) {
     return agent_link_ready(self);
   }
   engine(self).container_rename(
-      st.info.container_id, name, back_to<void>(self, [self, name](docker::result<void> r) {
+      st.info.container_id, name, back_to<void>(self, [self, name](const docker::result<void>& r) {
         if (!r) return fail_startup(self, from_engine(r.err(), "returning a sandbox to the pool"));
         self->state.container_name = name;
         self->state.pool_member = true;
@@ -613,8 +613,7 @@ void on_agent_frame(self_ptr self, uint8_t type, uint32_t id, std::string& paylo
         agents(self).close(st.link);
         return agent_link_lost(self, "the agent's welcome is malformed");
       }
-      if (!key.empty())
-        return bound_agent(self, key, bound_deadline, bound_spec, std::move(bound_egress));
+      if (!key.empty()) return bound_agent(self, key, bound_deadline, bound_spec, bound_egress);
       // Bound at its claim, not before.
       if (st.pool_member || st.cold_claim) return agent_link_ready(self);
       if (st.args.adopt_unkeyed) return return_to_pool(self);
@@ -837,7 +836,8 @@ void run_setup(self_ptr self) {
     auto errors = std::make_shared<std::string>();
     agent_command cmd;
     cmd.on_output = [errors](output_stream stream, std::string& bytes) {
-      if (stream == output_stream::stderr_stream && errors->size() < 64 * 1024) *errors += bytes;
+      if (stream == output_stream::stderr_stream && errors->size() < std::size_t{64} * 1024)
+        *errors += bytes;
       return false;
     };
     cmd.on_exit = [self, errors](agent_exit& e) {
@@ -850,8 +850,8 @@ void run_setup(self_ptr self) {
       }
       become_ready(self);
     };
-    agent_start(self, st.args.plan.setup_command, {}, {}, st.args.plan.exec_timeout, 64 * 1024,
-                64 * 1024, nullptr, std::move(cmd));
+    agent_start(self, st.args.plan.setup_command, {}, {}, st.args.plan.exec_timeout,
+                uint64_t{64} * 1024, uint64_t{64} * 1024, nullptr, std::move(cmd));
     return;
   }
   docker::exec_create_request req;
@@ -865,8 +865,8 @@ void run_setup(self_ptr self) {
               return fail_startup(self, from_engine(created.err(), "creating the setup command"));
             docker::exec_start_options options;
             options.timeout = self->state.args.plan.exec_timeout;
-            options.max_stdout = 64 * 1024;
-            options.max_stderr = 64 * 1024;
+            options.max_stdout = std::size_t{64} * 1024;
+            options.max_stderr = std::size_t{64} * 1024;
             const std::string exec_id = created->id;
             engine(self).exec_start(
                 exec_id, options,
@@ -929,26 +929,27 @@ void start_container(self_ptr self) {
   publish(self);
   engine(self).container_start(
       st.info.container_id,
-      back_to<docker::change_outcome>(self, [self](docker::result<docker::change_outcome> r) {
-        if (!r) return fail_startup(self, from_engine(r.err(), "starting the sandbox"));
-        if (self->state.releasing) return begin_removal(self, sandbox_status::removed, {});
-        if (self->state.pool_member)
-          return with_agent(
-              self, [self] { become_ready(self); }, std::chrono::seconds(10));
-        if (self->state.cold_claim)
-          return with_agent(
-              self, [self] { verify_workspace(self, [self] { claim_by_rename(self); }); },
-              std::chrono::seconds(10));
-        if (self->state.args.plan.agent)
-          return with_agent(
-              self, [self] { verify_workspace(self, [self] { run_setup(self); }); },
-              std::chrono::seconds(10));
-        verify_workspace(self, [self] { run_setup(self); });
-      }));
+      back_to<docker::change_outcome>(
+          self, [self](const docker::result<docker::change_outcome>& r) {
+            if (!r) return fail_startup(self, from_engine(r.err(), "starting the sandbox"));
+            if (self->state.releasing) return begin_removal(self, sandbox_status::removed, {});
+            if (self->state.pool_member)
+              return with_agent(
+                  self, [self] { become_ready(self); }, std::chrono::seconds(10));
+            if (self->state.cold_claim)
+              return with_agent(
+                  self, [self] { verify_workspace(self, [self] { claim_by_rename(self); }); },
+                  std::chrono::seconds(10));
+            if (self->state.args.plan.agent)
+              return with_agent(
+                  self, [self] { verify_workspace(self, [self] { run_setup(self); }); },
+                  std::chrono::seconds(10));
+            verify_workspace(self, [self] { run_setup(self); });
+          }));
 }
 
 void create_container(self_ptr self);
-void refuse_claim(self_ptr self, caf::error err);
+void refuse_claim(self_ptr self, const caf::error& err);
 
 // The most files and directories of a workspace given an ACL entry for a remapped sandbox user.
 constexpr uint64_t max_workspace_entries = 100'000;
@@ -976,11 +977,11 @@ void claim_again_later(self_ptr self, std::function<void()> step) {
 }
 
 // Fails without touching the container that holds the name: it is someone else's.
-void refuse_claim(self_ptr self, caf::error err) {
+void refuse_claim(self_ptr self, const caf::error& err) {
   self->state.info.container_id.clear();
   // Nor its run directory (ours, if made, goes with the minute's sweep).
   if (!self->state.args.adopt_container_id.empty()) self->state.args.plan.run_dir.clear();
-  fail_startup(self, std::move(err));
+  fail_startup(self, err);
 }
 
 void claim_taken(self_ptr self);
@@ -990,7 +991,7 @@ void adopt_container(self_ptr self);
 // `created` by a creator that died): it goes, and the create is tried again.
 void clear_claim(self_ptr self, const std::string& holder) {
   engine(self).container_remove(
-      holder, true, back_to<void>(self, [self](docker::result<void> r) {
+      holder, true, back_to<void>(self, [self](const docker::result<void>& r) {
         // Removed, or its removal under way elsewhere (409), or the
         // engine failed it (a busy root filesystem, say): the next look
         // at the name decides again, within the claim's bounded attempts.
@@ -1304,7 +1305,7 @@ void adopt_container(self_ptr self) {
 // its pool, or removes it if it holds its name alone (a node), or leaves it to its agent's
 // unclaimed limit.
 
-void claim_pooled(self_ptr self, pool_claim claim) {
+void claim_pooled(self_ptr self, const pool_claim& claim) {
   auto& st = self->state;
   if (!st.pool_member || st.releasing || st.removing || st.info.status != sandbox_status::ready) {
     // Not claimable any more (it died meanwhile): the acquire that follows is told so, and
@@ -1342,7 +1343,7 @@ void claim_by_rename(self_ptr self) {
   close_agent_link(self);  // the next link's welcome finds it unbound and binds it
   const auto name = claim_name(st.args.cfg.name, st.args.key);
   engine(self).container_rename(
-      st.info.container_id, name, back_to<void>(self, [self, name](docker::result<void> r) {
+      st.info.container_id, name, back_to<void>(self, [self, name](const docker::result<void>& r) {
         auto& st = self->state;
         if (st.releasing) return begin_removal(self, sandbox_status::removed, {});
         if (!r && r.err().code == docker::errc::conflict) {
@@ -1356,7 +1357,7 @@ void claim_by_rename(self_ptr self) {
           publish(self);
           st.container_name = name;
           engine(self).container_remove(loser, true,
-                                        back_to<void>(self, [self](docker::result<void>) {
+                                        back_to<void>(self, [self](const docker::result<void>&) {
                                           // Failed or not, it is not this key's: a later runtime's
                                           // adoption removes a container left under an unclaimed
                                           // name.
@@ -1746,12 +1747,12 @@ void kill_exec_tree(self_ptr self, uint64_t seq) {
   killer.attach_stderr = false;
   // Stop them all first, then kill: a parent that outlives its child even briefly would go on
   // running the rest of its script. Rounds catch children forked while the list was made.
-  killer.cmd = {"/bin/sh", "-c",
-                "t=\"CORRAL_EXEC=$1\"; for round in 1 2 3; do p=; for d in /proc/[0-9]*; do "
-                "if tr '\\0' '\\n' < \"$d/environ\" 2>/dev/null | grep -qx \"$t\"; then "
-                "p=\"$p ${d#/proc/}\"; fi; done; [ -z \"$p\" ] && break; "
-                "kill -STOP $p 2>/dev/null; kill -KILL $p 2>/dev/null; done",
-                "corral-kill", it->second.tag};
+  static constexpr const char* kill_script =
+      "t=\"CORRAL_EXEC=$1\"; for round in 1 2 3; do p=; for d in /proc/[0-9]*; do "
+      "if tr '\\0' '\\n' < \"$d/environ\" 2>/dev/null | grep -qx \"$t\"; then "
+      "p=\"$p ${d#/proc/}\"; fi; done; [ -z \"$p\" ] && break; "
+      "kill -STOP $p 2>/dev/null; kill -KILL $p 2>/dev/null; done";
+  killer.cmd = {"/bin/sh", "-c", kill_script, "corral-kill", it->second.tag};
   self->delayed_send(self, std::chrono::seconds(5), fallback_atom_v, seq);
   engine(self).exec_create(st.info.container_id, killer,
                            back_to<docker::exec_create_response>(
@@ -1886,8 +1887,8 @@ container_impl_actor::behavior_type container_impl(self_ptr self, container_args
         }
         return rp;
       },
-      [self](resume_atom, continuation& step) { step.run(); },
-      [self](claim_atom, pool_claim& claim) { claim_pooled(self, std::move(claim)); },
+      [](resume_atom, continuation& step) { step.run(); },
+      [self](claim_atom, pool_claim& claim) { claim_pooled(self, claim); },
       [self](exec_timeout_atom, uint64_t seq) {
         auto it = self->state.running.find(seq);
         if (it == self->state.running.end()) return;

@@ -249,7 +249,7 @@ void greeter_gone(self_ptr self, const caf::actor_addr& source) {
 
 // The caller's sandboxes, from the supervisor's list (an admin's: everyone's).
 void list_owned(self_ptr self, const client_identity& who,
-                std::function<void(caf::expected<std::vector<sandbox_info>>)> done) {
+                const std::function<void(caf::expected<std::vector<sandbox_info>>)>& done) {
   self->request(self->state.inner, caf::infinite, list_atom_v)
       .then(
           [who, done](std::vector<sandbox_info>& all) {
@@ -267,8 +267,8 @@ void list_owned(self_ptr self, const client_identity& who,
 }
 
 // Releases `keys` (scoped) one by one through the supervisor; `done` gets those released.
-void release_each(self_ptr self, std::vector<std::string> keys, release_mode mode,
-                  std::function<void(std::vector<std::string>)> done) {
+void release_each(self_ptr self, const std::vector<std::string>& keys, release_mode mode,
+                  const std::function<void(std::vector<std::string>)>& done) {
   if (keys.empty()) return done({});
   auto left = std::make_shared<std::size_t>(keys.size());
   auto released = std::make_shared<std::vector<std::string>>();
@@ -287,7 +287,7 @@ void release_each(self_ptr self, std::vector<std::string> keys, release_mode mod
 
 // Re-learns every principal's live sandboxes from the supervisor (their own ends, releases by
 // lifetime or prune, are not seen otherwise), then runs `then`.
-void refresh_loads(self_ptr self, std::function<void()> then) {
+void refresh_loads(self_ptr self, const std::function<void()>& then) {
   self->request(self->state.inner, caf::infinite, list_atom_v)
       .then(
           [self, then](const std::vector<sandbox_info>& all) {
@@ -530,8 +530,8 @@ supervisor_actor::behavior_type facade_impl(self_ptr self, supervisor_actor inne
           }
           std::vector<std::string> keys;
           for (const auto& info : *listed) keys.push_back(me.principal + "/" + info.key);
-          release_each(self, std::move(keys), mode,
-                       [self, rp, rec](std::vector<std::string> released) mutable {
+          release_each(self, keys, mode,
+                       [self, rp, rec](const std::vector<std::string>& released) mutable {
                          for (const auto& k : released) {
                            untrack_run(self, k);
                            self->state.loads[k.substr(0, k.find('/'))].sandboxes.erase(k);
@@ -605,8 +605,8 @@ supervisor_actor::behavior_type facade_impl(self_ptr self, supervisor_actor inne
                 (age_ms > 0 && now - info.created_ms >= age_ms))
               keys.push_back(me.principal + "/" + info.key);
           }
-          release_each(self, std::move(keys), release_mode::cancel_execs,
-                       [self, rp, rec, me](std::vector<std::string> released) mutable {
+          release_each(self, keys, release_mode::cancel_execs,
+                       [self, rp, rec, me](const std::vector<std::string>& released) mutable {
                          std::vector<std::string> shown;
                          for (const auto& k : released) {
                            self->state.loads[me.principal].sandboxes.erase(k);

@@ -180,7 +180,7 @@ void quit_when_answered(self_ptr self);
 void remove_in_background(self_ptr self, const std::string& container_id) {
   ++self->state.cleanups;
   self->state.docker->container_remove(container_id, true,
-                                       back_to<void>(self, [self](docker::result<void>) {
+                                       back_to<void>(self, [self](const docker::result<void>&) {
                                          --self->state.cleanups;
                                          quit_when_answered(self);
                                        }));
@@ -191,7 +191,7 @@ void remove_in_background(self_ptr self, const std::string& container_id) {
 // the actor is gone (gone true), whether the request bounced off its closed mailbox or the
 // actor died holding it.
 template <class T, class OnValue, class OnError, class... Ts>
-void ask(self_ptr self, const container_actor& handle, std::string doing, OnValue on_value,
+void ask(self_ptr self, const container_actor& handle, const std::string& doing, OnValue on_value,
          OnError on_error, Ts&&... xs) {
   auto finish = [on_error, doing](const caf::error& err, bool gone) mutable {
     on_error(from_actor(err, corral_errc::sandbox_lost, doing), gone);
@@ -293,7 +293,7 @@ void subscribe_events(self_ptr self) {
         }});
   };
   st.events_stream = st.docker->events(
-      options, std::move(on_event), back_to<void>(self, [self](docker::result<void>) {
+      options, std::move(on_event), back_to<void>(self, [self](const docker::result<void>&) {
         if (self->state.shutting_down) return;
         // The stream broke (engine restart?): try again shortly.
         self->delayed_send(self, std::chrono::seconds(1), resubscribe_atom_v);
@@ -1029,7 +1029,7 @@ std::vector<std::string> prune_where(self_ptr self,
   return pruned;
 }
 
-void release_all(self_ptr self, release_mode mode, std::function<void(uint64_t)> done,
+void release_all(self_ptr self, release_mode mode, const std::function<void(uint64_t)>& done,
                  std::chrono::milliseconds patience = std::chrono::minutes(5)) {
   auto count = std::make_shared<uint64_t>(0);
   auto pending = std::make_shared<uint64_t>(0);
@@ -1072,7 +1072,7 @@ void quit_when_answered(self_ptr self) {
   self->quit(*st.quit_reason);
 }
 
-void shut_down(self_ptr self, caf::error reason) {
+void shut_down(self_ptr self, const caf::error& reason) {
   auto& st = self->state;
   if (st.shutting_down) return;
   st.shutting_down = true;
@@ -1232,7 +1232,7 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
                   --self->state.client_releases;
                   quit_when_answered(self);
                 },
-                [self, key](caf::error, bool gone) {
+                [self, key](const caf::error&, bool gone) {
                   auto& st = self->state;
                   auto it = st.sandboxes.find(key);
                   if (gone && it != st.sandboxes.end() && !it->second.handle)
@@ -1357,7 +1357,7 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
       [](hello_atom, int32_t, const std::string&) -> caf::result<int32_t, std::string> {
         return caf::make_result(protocol_version, std::string(corral_version));
       },
-      [self](resume_atom, continuation& step) { step.run(); },
+      [](resume_atom, continuation& step) { step.run(); },
       [self](update_atom, std::string& bound_spec) {
         // An adopted member's bound spec (container actor, bound_agent), before it says ready.
         auto& st = self->state;

@@ -85,7 +85,8 @@ inline CLI::Option* decimal_flag(CLI::App& cmd, const std::string& names, double
 }
 
 // --env K=V, repeatable; each pair goes to every map in `into`.
-inline CLI::Option* env_flag(CLI::App& cmd, std::vector<std::map<std::string, std::string>*> into,
+inline CLI::Option* env_flag(CLI::App& cmd,
+                             const std::vector<std::map<std::string, std::string>*>& into,
                              const std::string& help) {
   return cmd
       .add_option_function<std::vector<std::string>>(

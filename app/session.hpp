@@ -59,7 +59,8 @@ int with_session(const runtime_target& target, const std::function<int(session&)
 // watch the caller would wait out the whole timeout (a day, for an exec without --timeout).
 template <class T, class... Ts>
 caf::behavior node_request(caf::event_based_actor* self, messages::supervisor_actor node,
-                           std::string where, caf::timespan timeout, std::tuple<Ts...> args) {
+                           const std::string& where, caf::timespan timeout,
+                           std::tuple<Ts...> args) {
   return {
       [=](caf::get_atom) mutable -> caf::result<T> {
         auto rp =

@@ -13,6 +13,7 @@ readonly PACKAGES=(
   cmake ninja-build g++ ccache pkg-config git
   clang libclang-rt-14-dev # tests/fuzz.sh: libFuzzer (GCC's sanitizers come with g++)
   clang-format             # tests/format_check.sh
+  clang-tidy               # tests/tidy_check.sh
   libcaf-dev libboost-dev libsimdjson-dev libspdlog-dev catch2 libcli11-dev
   libacl1-dev # workspaces on a remapped engine: ACL entries for the sandbox's host uid
   docker.io busybox-static gnuplot-nox openssl procps

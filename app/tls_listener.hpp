@@ -42,7 +42,7 @@ struct tls_listener_options {
   // 0: a new connection always gets a place (a pile of idle connections never locks clients
   // out; a flood of new ones is the limit of what a listener can do).
   std::chrono::milliseconds evict_after{0};
-  long max_cert_list = 16 * 1024;  // bytes of a peer's certificate chain
+  long max_cert_list = long{16} * 1024;  // bytes of a peer's certificate chain
 };
 
 // What the listener did, for logs and tests (written by CAF's I/O thread).

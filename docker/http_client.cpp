@@ -79,7 +79,7 @@ class unix_http_client::impl : public std::enable_shared_from_this<impl> {
   }
 
   // All below run on the I/O thread.
-  void enqueue(std::shared_ptr<operation> op);
+  void enqueue(const std::shared_ptr<operation>& op);
   void acquire_connection(const std::shared_ptr<operation>& op);
   void release(std::unique_ptr<connection> conn, bool reusable);
   void drop_idle();
@@ -449,7 +449,7 @@ class operation : public std::enable_shared_from_this<operation> {
 
 // -- pool -------------------------------------------------------------------------------
 
-void unix_http_client::impl::enqueue(std::shared_ptr<operation> op) {
+void unix_http_client::impl::enqueue(const std::shared_ptr<operation>& op) {
   if (closed) {
     op->abort(error{errc::cancelled, "the Docker client is shut down", 0});
     return;
@@ -567,9 +567,7 @@ request_id unix_http_client::impl::submit(http_request request, body_sink sink,
     if (accepting) {
       auto op = std::make_shared<operation>(*this, id, std::move(request), std::move(sink),
                                             std::move(done), std::move(on_head), max_body);
-      asio::post(io, [owner = shared_from_this(), op = std::move(op)]() mutable {
-        owner->enqueue(std::move(op));
-      });
+      asio::post(io, [owner = shared_from_this(), op = std::move(op)] { owner->enqueue(op); });
       return id;
     }
   }

@@ -74,9 +74,11 @@ struct http_client_options {
   std::size_t max_stream_connections = 64;
   std::size_t max_idle = 16;  // kept-alive connections parked for reuse
   std::chrono::milliseconds default_timeout{std::chrono::seconds(60)};
-  std::size_t max_header_bytes = 64 * 1024;          // an endless header is a protocol error
-  std::size_t max_error_body = 64 * 1024;            // error bodies are read up to this, then cut
-  std::size_t max_buffered_body = 64 * 1024 * 1024;  // send(): bodies over this are too_large
+  std::size_t max_header_bytes = std::size_t{64} * 1024;  // an endless header is a protocol error
+  std::size_t max_error_body =
+      std::size_t{64} * 1024;  // error bodies are read up to this, then cut
+  std::size_t max_buffered_body =
+      std::size_t{64} * 1024 * 1024;  // send(): bodies over this are too_large
 };
 
 struct http_client_stats {

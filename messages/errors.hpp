@@ -6,6 +6,7 @@
 #include <string>
 
 #include <caf/error.hpp>
+#include <caf/message.hpp>  // CAF_ERROR_CODE_ENUM returns it: clang wants it complete
 
 namespace corral::messages {
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # CI's test run (.ci/run calls it), in four stages, each on by default:
-#   1. main:  build (app/build.sh), run the whole suite (ctest --preset default), then check
+#   1. main:  build (app/build.sh), clang-tidy on the sources changed since .ci/tidy-base
+#             (tests/tidy_check.sh), run the whole suite (ctest --preset default), then check
 #             that the tests left no container behind;
 #   2. asan:  build the asan tree (GCC AddressSanitizer + UndefinedBehaviorSanitizer) and run
 #             the unit, scale (fault injection, fake engine) and node suites in it;
@@ -81,6 +82,17 @@ if [[ ${run_main} == 1 ]]; then
   t0=${SECONDS}
   bash "${ROOT}/app/build.sh"
   record "main: build (app/build.sh)" "${t0}" 0
+  # clang-tidy on the sources changed since .ci/tidy-base: a finding fails the run (after the
+  # suite, which still runs).
+  t0=${SECONDS}
+  tidy_rc=0
+  bash "${ROOT}/tests/tidy_check.sh" || tidy_rc=$?
+  if ((tidy_rc == 2)); then
+    results+=("main: clang-tidy SKIPPED (the base commit is not in this clone)")
+    tidy_rc=0
+  else
+    record "main: clang-tidy on the changed sources" "${t0}" "${tidy_rc}"
+  fi
   t0=${SECONDS}
   check_test_names build || exit 1
   log "tests: ctest --preset default --output-on-failure -j1 $*"
@@ -90,6 +102,7 @@ if [[ ${run_main} == 1 ]]; then
     ((rc != 0)) || rc=1
   fi
   record "main: the whole suite (ctest)" "${t0}" "${rc}"
+  ((tidy_rc == 0)) || { ((rc != 0)) || rc=1; }
 else
   results+=("main: skipped (CORRAL_CI_MAIN=0)")
 fi

@@ -64,7 +64,7 @@ class fake_agent_conn : public std::enable_shared_from_this<fake_agent_conn> {
     sock_.async_wait(unix_socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
       if (self->closed_) return;
       if (ec) return self->close();
-      static thread_local std::array<char, 64 * 1024> chunk;
+      static thread_local std::array<char, std::size_t{64} * 1024> chunk;
       beast::error_code read_ec;
       sock_nonblocking(self->sock_);
       const std::size_t n = self->sock_.read_some(asio::buffer(chunk), read_ec);
@@ -262,7 +262,7 @@ class fake_agent_conn : public std::enable_shared_from_this<fake_agent_conn> {
           output(*c, x.stream, x.text);
           break;
         case step::zeros: {
-          const std::string zeros(32 * 1024, '\0');
+          const std::string zeros(std::size_t{32} * 1024, '\0');
           for (uint64_t left = x.count; left > 0;) {
             const auto n = static_cast<std::size_t>(std::min<uint64_t>(left, zeros.size()));
             output(*c, 1, std::string_view(zeros).substr(0, n));

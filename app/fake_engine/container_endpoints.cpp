@@ -298,7 +298,8 @@ void fake_engine::impl::list(const std::shared_ptr<session>& s, const route& r) 
   }
   const bool all = truthy(r.query, "all");
   std::vector<const container_rec*> out;
-  for (const auto& [id, c] : containers) {
+  for (const auto& entry : containers) {
+    const auto& c = entry.second;  // a named reference: lambdas below capture it
     if (!all && !c->running()) continue;
     bool ok = true;
     for (const auto& [k, values] : filters) {

@@ -83,7 +83,7 @@ class fake_engine::impl : public std::enable_shared_from_this<impl>, public fake
   container_rec* find_container(const std::string& ref);
   void container_exit(container_rec& c, int64_t code);
   void emit(const container_rec& c, const std::string& action,
-            std::map<std::string, std::string> extra = {});
+            const std::map<std::string, std::string>& extra = {});
   void run_exec(const std::shared_ptr<exec_rec>& e);
   void exec_step(const std::shared_ptr<exec_rec>& e);
   void finish_exec(const std::shared_ptr<exec_rec>& e, int64_t code, bool killed);

@@ -36,7 +36,7 @@ void fake_engine::impl::events(const std::shared_ptr<session>& s, const route& r
 }
 
 void fake_engine::impl::emit(const container_rec& c, const std::string& action,
-                             std::map<std::string, std::string> extra) {
+                             const std::map<std::string, std::string>& extra) {
   if (stopping) return;
   if (roll(opt.drop_event_rate)) {
     ++st.dropped_events;

@@ -117,7 +117,7 @@ void session::read_request() {
 }
 
 void session::reply(http::status status, std::string body, std::string_view content_type,
-                    std::vector<std::pair<std::string, std::string>> headers) {
+                    const std::vector<std::pair<std::string, std::string>>& headers) {
   if (closed_) return;
   if (reset_instead_of_reply) return reset();
   auto res = std::make_shared<http::response<http::string_body>>(status, 11);

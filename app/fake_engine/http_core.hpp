@@ -32,7 +32,8 @@ using unix_socket = asio::local::stream_protocol::socket;
 
 inline constexpr std::string_view api_version = "1.41";
 inline constexpr std::string_view engine_version = "20.10.24-fake";
-inline constexpr std::size_t frame_size = 32 * 1024;  // a multiplexed frame's payload, at most
+inline constexpr std::size_t frame_size =
+    std::size_t{32} * 1024;  // a multiplexed frame's payload, at most
 inline constexpr std::size_t max_request_body = 64u << 20;
 
 // What '+' means when percent-decoding. In a query string the engine reads it as a space:
@@ -96,7 +97,7 @@ class session : public std::enable_shared_from_this<session> {
   // A normal response; then the next request (keep-alive) or the close.
   void reply(http::status status, std::string body,
              std::string_view content_type = "application/json",
-             std::vector<std::pair<std::string, std::string>> headers = {});
+             const std::vector<std::pair<std::string, std::string>>& headers = {});
   void reply_json(http::status status, std::string json);  // adds the engine's trailing '\n'
   void reply_error(http::status status, std::string_view message);  // {"message": ...}
 

@@ -89,7 +89,7 @@ std::optional<uint64_t> parse_count(std::string_view s) {
   if (last == 'k')
     mult = 1024;
   else if (last == 'm')
-    mult = 1024 * 1024;
+    mult = uint64_t{1024} * 1024;
   else if (last == 'b')
     mult = 512;
   if (mult != 1) s.remove_suffix(1);

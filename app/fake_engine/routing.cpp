@@ -83,10 +83,8 @@ route make_route(const http::request<http::string_body>& req) {
   } else if (p.size() == 3 && p[0] == "exec") {
     if (p[2] == "start" && post)
       r.cls = "exec_start";
-    else if (p[2] == "json" && get)
-      r.cls = "exec_inspect";
-    else if (p[2] == "resize" && post)
-      r.cls = "exec_inspect";
+    else if ((p[2] == "json" && get) || (p[2] == "resize" && post))
+      r.cls = "exec_inspect";  // a resize costs the engine what an inspect does
   }
   return r;
 }

@@ -34,7 +34,6 @@
 CAF_ADD_ATOM(corral_stress, corral::app, next_atom, "next")
 CAF_ADD_ATOM(corral_stress, corral::app, killed_atom, "killed")
 CAF_ADD_ATOM(corral_stress, corral::app, go_atom, "go")
-CAF_ADD_ATOM(corral_stress, corral::app, halt_atom, "halt")
 
 namespace corral::app {
 
@@ -134,10 +133,10 @@ struct driver_state {
 };
 
 caf::behavior driver(caf::stateful_actor<driver_state>* self, supervisor_actor sup,
-                     stress_options options, std::shared_ptr<docker::client> docker,
+                     const stress_options& options, std::shared_ptr<docker::client> docker,
                      std::shared_ptr<report> out) {
   auto& st = self->state;
-  st.sup = sup;
+  st.sup = std::move(sup);
   st.options = options;
   st.docker = std::move(docker);
   st.out = std::move(out);
@@ -284,7 +283,7 @@ caf::behavior driver(caf::stateful_actor<driver_state>* self, supervisor_actor s
         st.container_of.erase(it);
         caf::actor me = caf::actor_cast<caf::actor>(self);
         // From outside, as an operator or the OOM killer would: the runtime must notice.
-        st.docker->container_kill(id, "SIGKILL", [me, began](docker::result<void> r) {
+        st.docker->container_kill(id, "SIGKILL", [me, began](const docker::result<void>& r) {
           caf::anon_send(me, killed_atom_v, static_cast<int64_t>(began.time_since_epoch().count()),
                          r ? std::string() : r.err().describe());
         });
@@ -305,7 +304,7 @@ caf::behavior driver(caf::stateful_actor<driver_state>* self, supervisor_actor s
         start_one();
         finish_if_drained();  // the lane may just have found the run over
       },
-      [self, record](killed_atom, int64_t began_ticks, const std::string& failure) {
+      [record](killed_atom, int64_t began_ticks, const std::string& failure) {
         const steady::time_point began{steady::duration{began_ticks}};
         // A container that is already gone is not the harness's failure.
         record(op_kind::kill, began,
@@ -317,7 +316,6 @@ caf::behavior driver(caf::stateful_actor<driver_state>* self, supervisor_actor s
       [self](caf::get_atom) -> std::pair<uint64_t, uint64_t> {
         return {self->state.out->total, self->state.in_flight};
       },
-      [self](halt_atom) { self->state.stopping = true; },
   };
 }
 
@@ -338,8 +336,10 @@ void print_report(const report& r, const stress_options& o) {
                 static_cast<unsigned long long>(s.latency.count()),
                 static_cast<unsigned long long>(s.errors),
                 r.seconds > 0 ? static_cast<double>(s.latency.count()) / r.seconds : 0.0,
-                s.latency.quantile(0.5) / 1e3, s.latency.quantile(0.9) / 1e3,
-                s.latency.quantile(0.99) / 1e3, s.latency.max() / 1e3);
+                static_cast<double>(s.latency.quantile(0.5)) / 1e3,
+                static_cast<double>(s.latency.quantile(0.9)) / 1e3,
+                static_cast<double>(s.latency.quantile(0.99)) / 1e3,
+                static_cast<double>(s.latency.max()) / 1e3);
   }
   if (!r.errors.empty()) {
     std::printf("\nerrors by kind:");
@@ -416,7 +416,8 @@ bool write_plot(const report& r, const std::string& png) {
       for (std::size_t j = b; j < std::min(b + 12, latency_histogram::bucket_count); ++j)
         n += r.ops[i].latency.bucket(j);
       if (n > 0)
-        h << latency_histogram::upper_bound(std::min(b + 11, latency_histogram::bucket_count - 1)) /
+        h << static_cast<double>(latency_histogram::upper_bound(
+                 std::min(b + 11, latency_histogram::bucket_count - 1))) /
                  1000.0
           << ' ' << n << '\n';
     }
@@ -489,7 +490,8 @@ bool report_connects(const node_address& where, const tls_options& tls) {
 static std::string format_ms(uint64_t total_us, uint64_t n) {
   if (n == 0) return "-";
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f ms", static_cast<double>(total_us) / 1000.0 / n);
+  std::snprintf(buf, sizeof buf, "%.1f ms",
+                static_cast<double>(total_us) / 1000.0 / static_cast<double>(n));
   return buf;
 }
 
@@ -603,7 +605,8 @@ int run_stress(const stress_options& options_in) {
     const bool tty = ::isatty(1) != 0;
     const auto started = steady::now();
     bool finished = false;
-    self->request(drv, caf::infinite, go_atom_v).receive([](caf::unit_t) {}, [](caf::error&) {});
+    self->request(drv, caf::infinite, go_atom_v)
+        .receive([](const caf::unit_t&) {}, [](caf::error&) {});
     // Progress and samples until the driver reports done (it quits then).
     self->monitor(drv);
     while (!finished) {
@@ -676,7 +679,7 @@ int run_stress(const stress_options& options_in) {
       leaks.push_back(std::to_string(left->size()) + " containers of runtime " + o.runtime +
                       " left on the engine");
       for (const auto& c : *left)
-        docker_client->container_remove(c.id, true, [](docker::result<void>) {});
+        docker_client->container_remove(c.id, true, [](const docker::result<void>&) {});
     }
     docker_client->shutdown();
     // Container and monitor actors go shortly after their supervisor.
@@ -696,7 +699,7 @@ int run_stress(const stress_options& options_in) {
                     " file descriptors more than before the run");
   }
   // Memory: the allocator keeps some (more after many sandboxes); growth past this is a leak.
-  if (rss_after - rss_before > 128 * 1024 + static_cast<long>(o.keys) * 16) {
+  if (rss_after - rss_before > long{128} * 1024 + static_cast<long>(o.keys) * 16) {
     leaks.push_back("resident memory grew by " + std::to_string((rss_after - rss_before) / 1024) +
                     " MiB");
   }
@@ -724,7 +727,7 @@ int run_stress(const stress_options& options_in) {
       leaks.push_back("open file descriptors rose from " + std::to_string(fds_early) + " to " +
                       std::to_string(fds_late));
     }
-    if (rss_late - rss_early > 64 * 1024) {
+    if (rss_late - rss_early > long{64} * 1024) {
       leaks.push_back("resident memory rose from " + std::to_string(rss_early / 1024) + " to " +
                       std::to_string(rss_late / 1024) + " MiB during the run");
     }
