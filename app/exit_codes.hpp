@@ -5,7 +5,7 @@
 namespace corral::app::exit_code {
 
 inline constexpr int ok = 0;
-// `corral stress`: the run finished but something outlived it (a container, an fd, memory),
+// `corral-stress`: the run finished but something outlived it (a container, an fd, memory),
 // or more operations failed than --max-errors allows.
 inline constexpr int leaked = 1;
 inline constexpr int stress_failed = 1;

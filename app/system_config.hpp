@@ -1,5 +1,5 @@
 // The CAF actor system's set-up, shared by corral's programs (the CLI, `corral node`,
-// `corral stress`): message types, a quiet logger, the scheduler, and for the network the
+// `corral-stress`): message types, a quiet logger, the scheduler, and for the network the
 // middleman (corral peers only). Mutual TLS runs on it through app/tls_listener.hpp.
 #pragma once
 

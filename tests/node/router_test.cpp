@@ -100,9 +100,13 @@ TEST_CASE("a router spreads keys over three nodes, survives one dying and takes 
   exec_request long_exec;
   long_exec.argv = {"sleep", "30"};
   auto in_flight = self->request(router, caf::timespan{20s}, exec_atom_v, on_n2, long_exec);
+  // The command runs on n2 before it dies (a lookup's execs_in_flight counts the request as
+  // soon as n2's supervisor takes it, before the command starts).
   REQUIRE(eventually(10s, [&] {
-    auto info = ask<sandbox_info>(self, router, caf::timespan{5s}, lookup_atom_v, on_n2);
-    return info && info->execs_in_flight == 1;
+    exec_request ps;
+    ps.argv = {"ps", "-o", "args"};
+    auto r = ask<exec_result>(self, router, caf::timespan{10s}, exec_atom_v, on_n2, ps);
+    return r && contains(r->stdout_data, "sleep 30");
   }));
   const uint16_t n2_port = nodes[1]->port();
   nodes[1]->signal(SIGKILL);

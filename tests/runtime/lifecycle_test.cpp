@@ -205,9 +205,11 @@ TEST_CASE_METHOD(runtime_fixture, "a container killed outside corral", "[runtime
   // A long command in flight when the kill comes.
   auto pending = self->request(sup(), caf::timespan{60s}, exec_atom_v, std::string("victim"),
                                make_exec({"sleep", "30"}));
+  // The command runs before the kill (the supervisor counts an exec in flight when it takes
+  // the request, before the command starts: that count would not say so).
   REQUIRE(eventually(10s, [&] {
-    auto v = lookup("victim");
-    return v && v->execs_in_flight == 1;
+    auto ps = exec("victim", {"ps", "-o", "args"});
+    return ps && contains(ps->stdout_data, "sleep 30");
   }));
   const auto t0 = steady::now();
   auto killed = corral::docker::blocking<void>(

@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "app/fake_engine/http_core.hpp"
 #include "docker/blocking.hpp"
 #include "docker/client.hpp"
 #include "tests/unit/eventually.hpp"
@@ -445,6 +446,24 @@ TEST_CASE("container_create: query, Content-Type, JSON body with HostConfig; rep
   CHECK(std::string_view(host["NetworkMode"]) == "none");
   CHECK(bool(host["Init"]) == true);
   CHECK(bool(host["AutoRemove"]) == false);
+}
+
+TEST_CASE("a '+' in a name is sent as %2B, which the engine reads back as '+'", "[client]") {
+  // dockerd reads a query with Go's url.ParseQuery, where a bare '+' is a space: a name with
+  // '+' must travel escaped. The fake decodes queries the same way (and paths literally).
+  engine_and_client f;
+  f.answer(reply::json(201, R"({"Id":"abc123","Warnings":[]})"));
+  docker::container_create_request c;
+  c.name = "a+b";
+  c.image = "corral/sandbox:busybox";
+  auto r = docker::blocking<docker::container_create_response>(
+      [&](auto done) { f.client.container_create(c, done); });
+  REQUIRE(r.ok());
+  const auto req = f.engine.last_request();
+  CHECK(req.target == "/v1.41/containers/create?name=a%2Bb");
+  CHECK(url_decode(*req.query("name")) == "a+b");
+  CHECK(url_decode("a+b%2B") == "a b+");
+  CHECK(corral::app::fake::url_decode("a+b%2B", corral::app::fake::plus_sign::literal) == "a+b+");
 }
 
 TEST_CASE("container_create: unset fields are left out", "[client]") {
