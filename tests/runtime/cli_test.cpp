@@ -184,8 +184,8 @@ TEST_CASE_METHOD(runtime_fixture, "corral help and version", "[runtime][cli]") {
 TEST_CASE_METHOD(runtime_fixture, "corral refuses a flag of another command, naming it",
                  "[runtime][cli]") {
   for (const std::vector<std::string>& args :
-       {std::vector<std::string>{"ls", "--keys", "3"},
-        {"rm", "--capacity", "5", "k"},
+       {std::vector<std::string>{"ls", "--grace", "3s"},
+        {"rm", "--listen", "127.0.0.1:0", "k"},
         {"exec", "--image", "corral/sandbox:busybox", "k", "--", "true"},
         {"prune", "--timeout", "1s"},
         {"version", "--json"}}) {
