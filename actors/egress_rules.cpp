@@ -271,11 +271,56 @@ const egress_credential* credential_for(const egress_rules& rules, std::string_v
   return nullptr;
 }
 
+namespace {
+
+// Reads big-endian lengths and length-prefixed blocks from one region of a TLS message;
+// every read fails, rather than run on, when the region has fewer bytes than it needs.
+class tls_reader {
+ public:
+  tls_reader() = default;
+  explicit tls_reader(std::span<const unsigned char> region) : region_(region) {}
+
+  bool done() const { return at_ == region_.size(); }
+
+  bool skip(std::size_t n) {
+    if (region_.size() - at_ < n) return false;
+    at_ += n;
+    return true;
+  }
+
+  bool read_len(std::size_t width, std::size_t& out) {
+    if (region_.size() - at_ < width) return false;
+    out = 0;
+    for (std::size_t i = 0; i < width; ++i) out = (out << 8) | region_[at_ + i];
+    at_ += width;
+    return true;
+  }
+
+  // A block prefixed by its length (width bytes); `out` reads only inside it.
+  bool read_block(std::size_t width, tls_reader& out) {
+    std::size_t len = 0;
+    if (!read_len(width, len) || region_.size() - at_ < len) return false;
+    out = tls_reader(region_.subspan(at_, len));
+    at_ += len;
+    return true;
+  }
+
+  std::string rest() const {
+    return {reinterpret_cast<const char*>(region_.data() + at_), region_.size() - at_};
+  }
+
+ private:
+  std::span<const unsigned char> region_;
+  std::size_t at_ = 0;
+};
+
+}  // namespace
+
 // TLS 1.x: a record is type(1) version(2) length(2) fragment; handshake records carry
 // messages of type(1) length(3) body, and a message may continue into the next record.
 client_hello parse_client_hello(std::span<const unsigned char> bytes) {
   using st = client_hello::status;
-  constexpr std::size_t max_considered = 64 * 1024;
+  constexpr std::size_t max_considered = std::size_t{64} * 1024;
   // Gather the handshake message bytes from consecutive handshake records.
   std::vector<unsigned char> msg;
   std::size_t pos = 0;
@@ -296,7 +341,8 @@ client_hello parse_client_hello(std::span<const unsigned char> bytes) {
     const std::size_t len = (std::size_t{bytes[pos + 3]} << 8) | bytes[pos + 4];
     if (len == 0 || len > 16384) return {st::not_tls, {}};
     const std::size_t have = std::min(len, bytes.size() - pos - 5);
-    msg.insert(msg.end(), bytes.begin() + pos + 5, bytes.begin() + pos + 5 + have);
+    const auto fragment = bytes.subspan(pos + 5, have);
+    msg.insert(msg.end(), fragment.begin(), fragment.end());
     // A record header alone so far (5 bytes, and a pause): nothing to look at yet.
     if (msg.empty()) return {st::incomplete, {}};
     if (msg[0] != 0x01) return {st::not_tls, {}};
@@ -307,50 +353,35 @@ client_hello parse_client_hello(std::span<const unsigned char> bytes) {
     pos += 5 + len;
   }
   // ClientHello body: version(2) random(32) session_id<1> cipher_suites<2> compression<1>
-  // extensions<2>, each extension type(2) data<2>.
-  std::span<const unsigned char> body(msg.data() + 4, *need() - 4);
-  std::size_t at = 0;
-  auto skip = [&](std::size_t n) {
-    if (body.size() - at < n) return false;
-    at += n;
-    return true;
-  };
-  auto read_len = [&](std::size_t width, std::size_t& out) {
-    if (body.size() - at < width) return false;
-    out = 0;
-    for (std::size_t i = 0; i < width; ++i) out = (out << 8) | body[at + i];
-    at += width;
-    return true;
-  };
+  // extensions<2>, each extension type(2) data<2>. Every length is read against the region
+  // that holds it (the body, the extensions block, one extension), never against the body
+  // alone: a block shorter than the header inside it must not let a read run past its end.
+  tls_reader body(std::span<const unsigned char>(msg.data() + 4, *need() - 4));
   std::size_t n = 0;
-  if (!skip(2 + 32) || !read_len(1, n) || !skip(n) || !read_len(2, n) || !skip(n) ||
-      !read_len(1, n) || !skip(n))
+  if (!body.skip(2 + 32) || !body.read_len(1, n) || !body.skip(n) || !body.read_len(2, n) ||
+      !body.skip(n) || !body.read_len(1, n) || !body.skip(n))
     return {st::not_tls, {}};
-  if (at == body.size()) return {st::complete, {}};  // no extensions at all
-  std::size_t ext_total = 0;
-  if (!read_len(2, ext_total) || body.size() - at < ext_total) return {st::not_tls, {}};
-  const std::size_t ext_end = at + ext_total;
-  while (at < ext_end) {
-    std::size_t type = 0, len = 0;
-    if (!read_len(2, type) || !read_len(2, len) || ext_end - at < len) return {st::not_tls, {}};
-    if (type != 0) {
-      at += len;
-      continue;
-    }
+  if (body.done()) return {st::complete, {}};  // no extensions at all
+  tls_reader extensions;
+  if (!body.read_block(2, extensions)) return {st::not_tls, {}};
+  while (!extensions.done()) {
+    std::size_t type = 0;
+    tls_reader extension;
+    if (!extensions.read_len(2, type) || !extensions.read_block(2, extension))
+      return {st::not_tls, {}};
+    if (type != 0) continue;
     // server_name: list<2> of name_type(1) name<2>; host_name is type 0.
-    const std::size_t ext_stop = at + len;
-    std::size_t list = 0;
-    if (!read_len(2, list) || at + list != ext_stop) return {st::not_tls, {}};
-    while (at < ext_stop) {
-      std::size_t name_type = 0, name_len = 0;
-      if (!read_len(1, name_type) || !read_len(2, name_len) || ext_stop - at < name_len)
-        return {st::not_tls, {}};
+    tls_reader names;
+    if (!extension.read_block(2, names) || !extension.done()) return {st::not_tls, {}};
+    while (!names.done()) {
+      std::size_t name_type = 0;
+      tls_reader name;
+      if (!names.read_len(1, name_type) || !names.read_block(2, name)) return {st::not_tls, {}};
       if (name_type == 0) {
-        std::string sni(reinterpret_cast<const char*>(body.data() + at), name_len);
+        std::string sni = name.rest();
         if (sni.empty() || sni.find('\0') != sni.npos) return {st::not_tls, {}};
         return {st::complete, sni};
       }
-      at += name_len;
     }
   }
   return {st::complete, {}};

@@ -29,6 +29,29 @@ std::vector<unsigned char> client_hello_bytes(const std::string& sni) {
   return bytes;
 }
 
+// A ClientHello built by hand: a fixed head (version, random, no session id, one cipher
+// suite, null compression), then `tail` as the rest of the body, in one handshake record.
+std::vector<unsigned char> hand_built_hello(const std::vector<unsigned char>& tail) {
+  // Appended byte by byte: g++ 12 at -O2 warns (-Warray-bounds) falsely on inserting a range
+  // into a vector made from a braced list.
+  std::vector<unsigned char> body;
+  const auto append = [](std::vector<unsigned char>& to, std::initializer_list<unsigned char> b) {
+    for (const unsigned char c : b) to.push_back(c);
+  };
+  append(body, {0x03, 0x03});
+  body.resize(body.size() + 32, 0x5a);
+  append(body, {0x00, 0x00, 0x02, 0x13, 0x01, 0x01, 0x00});
+  for (const unsigned char c : tail) body.push_back(c);
+  const auto high = [](std::size_t n) { return static_cast<unsigned char>(n >> 8); };
+  const auto low = [](std::size_t n) { return static_cast<unsigned char>(n & 0xff); };
+  const std::size_t message = body.size() + 4;
+  std::vector<unsigned char> bytes;
+  append(bytes, {0x16, 0x03, 0x01, high(message), low(message)});
+  append(bytes, {0x01, 0x00, high(body.size()), low(body.size())});
+  for (const unsigned char c : body) bytes.push_back(c);
+  return bytes;
+}
+
 // "aaa…a.test" with an n-character first label. Appended rather than concatenated with `+`:
 // g++ 12 at -O2 warns (-Warray-bounds) falsely on std::string(n, c) + literal.
 std::string name_with_label(std::size_t n) {
@@ -234,4 +257,38 @@ TEST_CASE("egress parse_client_hello reads the SNI of a real ClientHello", "[uni
   auto wrong = hello;
   wrong[5] = 0x02;
   CHECK(corral::parse_client_hello(wrong).state == st::not_tls);
+}
+
+TEST_CASE("egress parse_client_hello reads every length inside the block that holds it",
+          "[unit][egress]") {
+  using st = corral::client_hello::status;
+  const auto state = [](const std::vector<unsigned char>& tail) {
+    return corral::parse_client_hello(hand_built_hello(tail)).state;
+  };
+  // server_name "a.test" in well-formed blocks: the hand-built hello is read.
+  const std::vector<unsigned char> sni_ext{0x00, 0x00, 0x00, 0x0b, 0x00, 0x09, 0x00, 0x00,
+                                           0x06, 'a',  '.',  't',  'e',  's',  't'};
+  std::vector<unsigned char> good{0x00, static_cast<unsigned char>(sni_ext.size())};
+  good.insert(good.end(), sni_ext.begin(), sni_ext.end());
+  const auto parsed = corral::parse_client_hello(hand_built_hello(good));
+  CHECK(parsed.state == st::complete);
+  CHECK(parsed.sni == "a.test");
+
+  // Found by the fuzz stage in CI: an extensions block of one byte, with body bytes after it.
+  // The extension header (4 bytes) was read against the body's end, not the block's, and the
+  // length left of the block underflowed: here the SNI after the block was taken as the
+  // hello's; with other lengths the copy ran far past the buffer (ASan).
+  std::vector<unsigned char> short_block{0x00, 0x01};
+  short_block.insert(short_block.end(), sni_ext.begin(), sni_ext.end());
+  CHECK(state(short_block) == st::not_tls);
+
+  // The same inside server_name: a name list of one byte (shorter than a name's 3-byte
+  // header), with a name's length and bytes after the extensions block.
+  const std::vector<unsigned char> short_list{0x00, 0x07, 0x00, 0x00, 0x00, 0x03, 0x00, 0x01, 0x00,
+                                              0x00, 0x06, 'a',  '.',  't',  'e',  's',  't'};
+  CHECK(state(short_list) == st::not_tls);
+
+  // An extension whose data runs past the extensions block; a name past its list.
+  CHECK(state({0x00, 0x04, 0x00, 0x00, 0x00, 0x20}) == st::not_tls);
+  CHECK(state({0x00, 0x09, 0x00, 0x00, 0x00, 0x05, 0x00, 0x03, 0x00, 0x00, 0x09}) == st::not_tls);
 }
