@@ -530,7 +530,7 @@ caf::expected<std::string> check_user(const user_policy& users, std::string_view
   uint32_t uid = 0;
   uint32_t gid = 0;
   if (!number(uid_text, uid) || !number(gid_text, gid)) return invalid();
-  const std::string normal = std::to_string(uid) + ":" + std::to_string(gid);
+  std::string normal = std::to_string(uid) + ":" + std::to_string(gid);
   auto check = [&](const char* what, uint32_t id, const id_range& range,
                    const char* key) -> caf::error {
     if (id == 0) {
@@ -612,7 +612,7 @@ caf::error check_key(std::string_view key) {
 }
 
 caf::error check_image_reference(std::string_view image) {
-  auto bad = [&](std::string why) {
+  auto bad = [&](const std::string& why) {
     return make_error(corral_errc::invalid_request,
                       "image reference " + shown(image) + " is invalid: " + why);
   };
@@ -765,7 +765,9 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
   if (auto err = check_image_reference(c.image)) return err;
   if (!image_allowed(c.image, pol.images)) {
     std::string allowed;
-    for (const auto& e : pol.images) allowed += (allowed.empty() ? "" : ", ") + e;
+    // Shown escaped like the image: an embedder's policy reaches here unchecked by the policy
+    // file's loader, and an error is one line.
+    for (const auto& e : pol.images) allowed += (allowed.empty() ? "" : ", ") + shown(e);
     return violation("image " + shown(c.image) + " is not in the allowlist (" + allowed + ")",
                      "images");
   }

@@ -536,6 +536,11 @@ TEST_CASE("policy: plan_sandbox checks the key and the image", "[policy]") {
   CHECK(plan(spec, org));
   spec.image = "ghcr.io/org-evil/tool:1";
   CHECK_REFUSED(plan(spec, org), policy_violation, "ghcr.io/org-evil/tool:1");
+  // An embedder's allowlist is not checked by the policy file's loader; the refusal lists it
+  // escaped, on one line (found by the fuzz stage: a tab in an entry was echoed raw).
+  pol::runtime_config odd;
+  odd.policy.images = {"ghcr.io/a\tb\n/"};
+  CHECK_REFUSED(plan(spec, odd), policy_violation, "('ghcr.io/a\\x09b\\x0a/')");
 
   spec.image = "corral/x;rm -rf /";
   CHECK_REFUSED(plan(spec, open), invalid_request, "corral/x;rm -rf /");
