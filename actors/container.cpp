@@ -292,7 +292,8 @@ void fail_startup(self_ptr self, const caf::error& err) {
 // an exited frame. The agent enforces the command's deadline and output caps itself; the
 // monitor's timer here is only the backstop should the agent not answer.
 
-void complete_exec(self_ptr self, uint64_t seq);
+// Ends exec `seq`: its result, or `failure` (-- execs --).
+void end_exec(self_ptr self, uint64_t seq, caf::error failure);
 
 agent_hub& agents(self_ptr self) {
   return *self->state.args.agents;
@@ -1449,16 +1450,23 @@ void forget_cut_exec(self_ptr self, const std::string& tag) {
   if (st.cut_tags.size() == 1) kill_cut_execs(self);
 }
 
-void complete_exec(self_ptr self, uint64_t seq) {
+// Every exec ends here, whatever ended it: its caller gets the result, or `failure`; the
+// monitor forgets it; then a release waiting for the sandbox's commands goes on, or the next
+// queued command starts. (Once written per cause, the copies drifted: one forgot the release.)
+void end_exec(self_ptr self, uint64_t seq, caf::error failure) {
   auto& st = self->state;
   auto it = st.running.find(seq);
   if (it == st.running.end()) return;
   auto& run = it->second;
-  run.result.duration = std::chrono::duration_cast<caf::timespan>(steady::now() - run.started);
-  run.rp.deliver(run.result);
+  if (failure) {
+    run.rp.deliver(std::move(failure));
+  } else {
+    run.result.duration = std::chrono::duration_cast<caf::timespan>(steady::now() - run.started);
+    run.rp.deliver(run.result);
+    st.info.execs_run++;
+  }
   if (st.monitor && run.agent_id == 0) self->send(st.monitor, unwatch_atom_v, seq);
   st.running.erase(it);
-  st.info.execs_run++;
   st.info.last_used_ms = now_ms();
   publish(self);
   if (st.releasing && st.running.empty()) return begin_removal(self, sandbox_status::removed, {});
@@ -1473,12 +1481,12 @@ void on_exit_code(self_ptr self, uint64_t seq, docker::result<docker::exec_inspe
   if (run.timed_out) {
     run.result.end = exec_end::timed_out;
     run.result.exit_code = 124;
-    return complete_exec(self, seq);
+    return end_exec(self, seq, {});
   }
   if (run.killed) {
     run.result.end = exec_end::killed;
     run.result.exit_code = 137;
-    return complete_exec(self, seq);
+    return end_exec(self, seq, {});
   }
   if (!ins || !ins->exit_code) {
     // Without an exit code there is no result to give: say why instead of inventing one.
@@ -1490,12 +1498,7 @@ void on_exit_code(self_ptr self, uint64_t seq, docker::result<docker::exec_inspe
                        "sandbox " + st.info.key + " lost the command: " + ins.err().describe());
     }
     if (!ins) forget_cut_exec(self, run.tag);
-    run.rp.deliver(std::move(err));
-    if (st.monitor) self->send(st.monitor, unwatch_atom_v, seq);
-    st.running.erase(it);
-    publish(self);
-    if (st.releasing && st.running.empty()) return begin_removal(self, sandbox_status::removed, {});
-    return start_pending(self);
+    return end_exec(self, seq, std::move(err));
   }
   run.result.exit_code = static_cast<int32_t>(*ins->exit_code);
   run.result.end = exec_end::exited;
@@ -1527,14 +1530,14 @@ void on_exit_code(self_ptr self, uint64_t seq, docker::result<docker::exec_inspe
                 it->second.result.end = exec_end::sandbox_lost;
                 it->second.result.exit_code = 137;
               }
-              complete_exec(self, seq);
+              end_exec(self, seq, {});
             }));
   }
   if (run.result.exit_code == 137) {
     // Killed by a signal we did not send: the engine's oom event may trail the exit a little.
     return self->delayed_send(self, std::chrono::milliseconds(300), finalize_atom_v, seq);
   }
-  complete_exec(self, seq);
+  end_exec(self, seq, {});
 }
 
 void on_stream_end(self_ptr self, uint64_t seq, docker::result<docker::exec_output>& out) {
@@ -1550,16 +1553,12 @@ void on_stream_end(self_ptr self, uint64_t seq, docker::result<docker::exec_outp
     // ... not found", "container ... is not running") means the container died under the
     // command: the sandbox is lost, as an exec create on it would say.
     forget_cut_exec(self, run.tag);
-    run.rp.deliver(
+    return end_exec(
+        self, seq,
         container_stopped(out.err())
             ? make_error(corral_errc::sandbox_lost,
                          "sandbox " + st.info.key + " lost the command: " + out.err().describe())
             : from_engine(out.err(), "running the command"));
-    if (st.monitor) self->send(st.monitor, unwatch_atom_v, seq);
-    st.running.erase(it);
-    publish(self);
-    if (st.releasing && st.running.empty()) return begin_removal(self, sandbox_status::removed, {});
-    return start_pending(self);
   } else {
     run.result.warnings = run.plan.warnings;
   }
@@ -1647,7 +1646,7 @@ void start_agent_exec(self_ptr self, uint64_t seq) {
         }
         break;
     }
-    complete_exec(self, seq);
+    end_exec(self, seq, {});
   };
   run.agent_id =
       agent_start(self, run.request.argv, run.plan.create.env, run.plan.create.working_dir,
@@ -1685,16 +1684,12 @@ void start_exec(self_ptr self, pending_exec pending) {
             if (it == st.running.end()) return;
             auto& run = it->second;
             if (!created) {
-              caf::error err =
-                  container_stopped(created.err())
-                      ? make_error(corral_errc::sandbox_lost,
-                                   "sandbox " + st.info.key +
-                                       " cannot run commands: " + created.err().describe())
-                      : from_engine(created.err(), "creating the exec");
-              run.rp.deliver(err);
-              st.running.erase(it);
-              publish(self);
-              return start_pending(self);
+              return end_exec(self, seq,
+                              container_stopped(created.err())
+                                  ? make_error(corral_errc::sandbox_lost,
+                                               "sandbox " + st.info.key + " cannot run commands: " +
+                                                   created.err().describe())
+                                  : from_engine(created.err(), "creating the exec"));
             }
             run.exec_id = created->id;
             docker::exec_start_options options;
@@ -1916,7 +1911,7 @@ container_impl_actor::behavior_type container_impl(self_ptr self, container_args
         if (it == st.running.end()) return;
         if (st.oom_seen_at && *st.oom_seen_at >= it->second.started) {
           it->second.result.end = exec_end::oom_killed;
-          return complete_exec(self, seq);
+          return end_exec(self, seq, {});
         }
         // Killed by a signal corral did not send: if the container itself is gone (killed
         // from outside; its die event may come later than the exit), the sandbox is lost.
@@ -1928,7 +1923,7 @@ container_impl_actor::behavior_type container_impl(self_ptr self, container_args
                   auto it = st.running.find(seq);
                   if (it == st.running.end()) return;
                   if (!r || !r->state.running) it->second.result.end = exec_end::sandbox_lost;
-                  complete_exec(self, seq);
+                  end_exec(self, seq, {});
                 }));
       },
       [self](lifetime_atom) {

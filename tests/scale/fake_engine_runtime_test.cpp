@@ -456,6 +456,43 @@ TEST_CASE(
   CHECK(fake.containers().empty());
 }
 
+// Issue 13: "end this exec" was written three times in the container actor, and the copy for
+// a failed exec create did not look for a release waiting on the sandbox's commands: a
+// wait-for-execs release that overlapped it was never answered.
+TEST_CASE("runtime on the fake engine: a release waiting for a command whose exec create fails",
+          "[scale][runtime][faults]") {
+  auto options = fast_options();
+  options.latency_scale = 1;
+  options.jitter = 0;
+  options.latency.exec_create = 400ms;  // the release arrives while the create is in flight
+  options.error_rates["exec_create"] = 1.0;
+  app::fake_engine fake(options);
+  auto cfg = config_for(fake, "release-failed-exec");
+  cfg.agent_path = "none";  // the docker exec path: the exec create is the engine's
+  runtime_harness rt(cfg);
+  REQUIRE(rt.ask<sandbox_info>(caf::timespan{30s}, acquire_atom_v, "k", sandbox_spec{}));
+
+  exec_request req;
+  req.argv = {"echo", "never"};
+  auto exec = rt.self->request(rt.sup, caf::timespan{30s}, exec_atom_v, "k", std::move(req));
+  REQUIRE(eventually([&] { return fake.stats().requests["exec_create"] == 1; }));
+  auto release = rt.self->request(rt.sup, caf::timespan{10s}, release_atom_v, "k",
+                                  release_mode::wait_for_execs);
+
+  std::string exec_error;
+  exec.receive([&](exec_result& r) { exec_error = "a result: " + std::string(to_string(r.end)); },
+               [&](caf::error& err) { exec_error = describe(err); });
+  CHECK_THAT(exec_error, Catch::Contains("injected failure"));
+  std::optional<sandbox_info> released;
+  std::string release_error;
+  release.receive([&](sandbox_info& info) { released = info; },
+                  [&](caf::error& err) { release_error = describe(err); });
+  INFO("release: " << release_error);
+  REQUIRE(released);
+  CHECK(released->status == sandbox_status::removed);
+  CHECK(fake.containers().empty());
+}
+
 // Seconds on the fake engine: in CI with every run.
 TEST_CASE("runtime on the fake engine: 10,000 sandboxes", "[scale][runtime][scale10k]") {
   app::fake_engine fake(fast_options());
