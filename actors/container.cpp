@@ -1,3 +1,37 @@
+// The container actor: one sandbox's whole life, one step at a time. Its phases (enum phase);
+// each is entered through one function (enter, or begin_removal for removing), and every
+// step's handler ends by entering the next:
+//
+//   spawn ──────────────────────────────────┐ an adoption (a runtime's restart)
+//     │                                     ▼
+//     ▼        the key's name is held    adopting
+//   creating ── by a live sandbox ─────►  inspect; a previous run's
+//     │  workspace grant, a look at        commands stopped
+//     │  the name, create (a dead             │
+//     │  holder cleared, a busy one           │
+//     │  waited for)                          │
+//     ▼                                       │
+//   starting                                  │
+//     │  start                                │
+//     ▼                                       │
+//   setting_up ─── a pool member ──► pooled   │
+//     │  agent link, workspace check,   │     │
+//     │  claim by rename, setup ◄─claim─┘     │
+//     ▼                                       │
+//   ready ◄───────────────────────────────────┘
+//     │  exec: queued, run, end_exec
+//     │  release
+//     ▼
+//   draining ── its last exec ends, or a release with cancel ──► removing ──► quit
+//                                                                 stop, remove (retried)
+//
+// Any step that fails enters removing (fail_startup). A release during a step in flight enters
+// draining at once; that step, when it ends, is moot and enters removing instead of its next
+// phase. The lifetime, the monitor's marks and a lost agent enter removing. Back edges: a claim
+// by rename that meets the key's name held goes back to creating (the holder is looked at), as
+// does a pool member gone before its claim. `info.status` is what callers see: creating
+// (creating, adopting), starting (starting, setting_up), ready (pooled, ready, draining),
+// stopping (removing a released sandbox), then its end.
 #include "actors/container.hpp"
 
 #include <algorithm>
@@ -9,6 +43,7 @@
 #include <map>
 #include <optional>
 #include <thread>
+#include <utility>
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -36,6 +71,9 @@ using steady = std::chrono::steady_clock;
 using container_impl_actor = container_actor::extend_with<monitored_actor>::extend<
     caf::reacts_to<resume_atom, continuation>, caf::reacts_to<finalize_atom, uint64_t>,
     caf::reacts_to<fallback_atom, uint64_t>, caf::reacts_to<claim_atom, pool_claim>>;
+
+// The phases of the diagram at the top.
+enum class phase { creating, adopting, starting, setting_up, pooled, ready, draining, removing };
 
 // An exec still waiting for a slot (or for the sandbox to be ready).
 struct pending_exec {
@@ -95,8 +133,7 @@ struct container_state {
   std::deque<pending_exec> queue;
   std::map<uint64_t, running_exec> running;
   uint64_t next_seq = 1;
-  bool releasing = false;
-  bool removing = false;
+  phase now = phase::creating;
   std::optional<steady::time_point> oom_seen_at;
   bool run_dir_made = false;   // by this actor: a create it tries again may find it
   bool egress_open = false;    // its socket at the egress proxy (closed with the run dir)
@@ -207,82 +244,108 @@ void finish(self_ptr self) {
   self->quit();
 }
 
-// Removes the container (whatever state it is in) and ends in `final_status`.
-// The removal failed in a way worth another try: begin it again after `delay`.
+void remove_container(self_ptr self, sandbox_status final_status);
+
+// The removal failed in a way worth another try: the engine step again after `delay` (the
+// phase stays removing: nothing else may begin another removal meanwhile).
 void remove_again_after(self_ptr self, std::chrono::milliseconds delay,
                         sandbox_status final_status) {
-  self->state.removing = false;
   self->delayed_send(self, delay, resume_atom_v,
-                     continuation{[self, final_status] { begin_removal(self, final_status, {}); }});
+                     continuation{[self, final_status] { remove_container(self, final_status); }});
 }
 
+void on_container_removed(self_ptr self, sandbox_status final_status,
+                          const docker::result<void>& r) {
+  auto& st = self->state;
+  // Gone already, or on its way out (409 "removal ... is already in progress"): someone
+  // else removed it. Unless we were releasing it anyway, that makes it lost.
+  const bool removed_elsewhere =
+      !r && (r.err().code == docker::errc::not_found ||
+             (r.err().code == docker::errc::conflict &&
+              r.err().message.find("already in progress") != std::string::npos));
+  if (removed_elsewhere && final_status != sandbox_status::removed &&
+      st.info.container_id != st.container_name) {
+    st.info.status = sandbox_status::lost;
+    st.info.detail = "the container was removed outside corral";
+  } else if (r || removed_elsewhere) {
+    st.info.status = final_status;
+  } else if (r.err().code == docker::errc::engine_unavailable && ++st.engine_waits <= 60) {
+    // The engine is away (restarting): wait for it, up to a minute, rather than leave
+    // the container to the runtime's next start (tests/engine_restart_trial.sh).
+    // Callers are answered now: nothing of this sandbox will run any more.
+    if (st.engine_waits == 1) answer_callers(self);
+    return remove_again_after(self, std::chrono::seconds(1), final_status);
+  } else if (r.err().message.find("device or resource busy") != std::string::npos &&
+             ++st.busy_waits <= 3) {
+    // The engine could not unmount the container's root filesystem yet: a process of
+    // the container (killed by an engine restart, say) still holds it, and the engine
+    // does not try again by itself. Retried three times, 2 s apart; callers are
+    // answered now (seen by tests/engine_restart_trial.sh: a container left `removing`).
+    if (st.busy_waits == 1) answer_callers(self);
+    return remove_again_after(self, std::chrono::seconds(2), final_status);
+  } else if (++st.remove_attempts < 4) {
+    // The engine failed the remove: try again shortly rather than leak the container.
+    return remove_again_after(self, std::chrono::milliseconds(200 * st.remove_attempts),
+                              final_status);
+  } else {
+    // Said exactly: the runtime's next start lists and removes what is left.
+    st.info.status = sandbox_status::failed;
+    st.info.detail += (st.info.detail.empty() ? "" : "; ") +
+                      std::string("could not remove container ") + st.info.container_id + ": " +
+                      r.err().describe();
+  }
+  finish(self);
+}
+
+void remove_container(self_ptr self, sandbox_status final_status) {
+  engine(self).container_remove(self->state.info.container_id, true,
+                                back_to<void>(self, [self, final_status](const auto& r) {
+                                  on_container_removed(self, final_status, r);
+                                }));
+}
+
+// Enters removing (once): removes the container, whatever state it is in, and ends in
+// `final_status`.
 void begin_removal(self_ptr self, sandbox_status final_status, std::string detail) {
   auto& st = self->state;
-  if (st.removing) return;
-  st.removing = true;
+  if (st.now == phase::removing) return;
+  st.now = phase::removing;
   if (!detail.empty()) st.info.detail = std::move(detail);
   if (st.monitor) self->send(st.monitor, stopping_atom_v);
   if (st.info.container_id.empty()) {
     st.info.status = final_status;
     return finish(self);
   }
-  auto remove = [self, final_status] {
-    engine(self).container_remove(
-        self->state.info.container_id, true,
-        back_to<void>(self, [self, final_status](const docker::result<void>& r) {
-          auto& st = self->state;
-          // Gone already, or on its way out (409 "removal ... is already in progress"): someone
-          // else removed it. Unless we were releasing it anyway, that makes it lost.
-          const bool removed_elsewhere =
-              !r && (r.err().code == docker::errc::not_found ||
-                     (r.err().code == docker::errc::conflict &&
-                      r.err().message.find("already in progress") != std::string::npos));
-          if (removed_elsewhere && final_status != sandbox_status::removed &&
-              st.info.container_id != st.container_name) {
-            st.info.status = sandbox_status::lost;
-            st.info.detail = "the container was removed outside corral";
-          } else if (r || removed_elsewhere) {
-            st.info.status = final_status;
-          } else if (r.err().code == docker::errc::engine_unavailable && ++st.engine_waits <= 60) {
-            // The engine is away (restarting): wait for it, up to a minute, rather than leave
-            // the container to the runtime's next start (tests/engine_restart_trial.sh).
-            // Callers are answered now: nothing of this sandbox will run any more.
-            if (st.engine_waits == 1) answer_callers(self);
-            return remove_again_after(self, std::chrono::seconds(1), final_status);
-          } else if (r.err().message.find("device or resource busy") != std::string::npos &&
-                     ++st.busy_waits <= 3) {
-            // The engine could not unmount the container's root filesystem yet: a process of
-            // the container (killed by an engine restart, say) still holds it, and the engine
-            // does not try again by itself. Retried three times, 2 s apart; callers are
-            // answered now (seen by tests/engine_restart_trial.sh: a container left `removing`).
-            if (st.busy_waits == 1) answer_callers(self);
-            return remove_again_after(self, std::chrono::seconds(2), final_status);
-          } else if (++st.remove_attempts < 4) {
-            // The engine failed the remove: try again shortly rather than leak the container.
-            return remove_again_after(self, std::chrono::milliseconds(200 * st.remove_attempts),
-                                      final_status);
-          } else {
-            // Said exactly: the runtime's next start lists and removes what is left.
-            st.info.status = sandbox_status::failed;
-            st.info.detail += (st.info.detail.empty() ? "" : "; ") +
-                              std::string("could not remove container ") + st.info.container_id +
-                              ": " + r.err().describe();
-          }
-          finish(self);
-        }));
-  };
-  if (final_status != sandbox_status::removed) return remove();
+  if (final_status != sandbox_status::removed) return remove_container(self, final_status);
   // A release stops politely first, so the command gets its grace period.
   st.info.status = sandbox_status::stopping;
   publish(self);
   const auto grace = std::chrono::duration_cast<std::chrono::seconds>(st.args.cfg.stop_grace);
   engine(self).container_stop(st.info.container_id, grace,
-                              back_to<docker::change_outcome>(self, [remove](auto) { remove(); }));
+                              back_to<docker::change_outcome>(self, [self, final_status](auto) {
+                                remove_container(self, final_status);
+                              }));
 }
 
 void fail_startup(self_ptr self, const caf::error& err) {
   if (!self->state.startup_failure) self->state.startup_failure = err;
   begin_removal(self, sandbox_status::failed, describe(err));
+}
+
+// A step's answer is moot once the sandbox was released (its removal begins now: the step in
+// flight was what it waited for) or is being removed: the step goes no further.
+bool moot(self_ptr self) {
+  auto& st = self->state;
+  if (st.now == phase::draining) begin_removal(self, sandbox_status::removed, {});
+  return st.now == phase::removing;
+}
+
+// The one way into a phase of the start-up and into ready: false (and the caller goes no
+// further) when the step that led here became moot.
+bool enter(self_ptr self, phase next) {
+  if (moot(self)) return false;
+  self->state.now = next;
+  return true;
 }
 
 // -- the agent -----------------------------------------------------------------------------
@@ -371,7 +434,7 @@ void agent_link_lost(self_ptr self, const std::string& why) {
     lost.detail = why;
     cmd.on_exit(lost);
   }
-  if (st.removing) return;
+  if (st.now == phase::removing) return;
   if (st.info.status != sandbox_status::ready) {
     return fail_startup(self, make_error(corral_errc::sandbox_lost,
                                          "sandbox " + st.info.key + " lost its agent: " + why));
@@ -384,10 +447,10 @@ void agent_link_lost(self_ptr self, const std::string& why) {
   // comes within a moment; otherwise the sandbox is lost.
   const std::string detail = st.agent_bye ? "the sandbox's agent ended it: " + st.agent_bye_detail
                                           : "the sandbox's agent went away: " + why;
-  self->delayed_send(self, std::chrono::milliseconds(300), resume_atom_v,
-                     continuation{[self, detail] {
-                       if (!self->state.removing) begin_removal(self, sandbox_status::lost, detail);
-                     }});
+  self->delayed_send(
+      self, std::chrono::milliseconds(300), resume_atom_v, continuation{[self, detail] {
+        begin_removal(self, sandbox_status::lost, detail);  // once: a mark's, or this
+      }});
 }
 
 // The agent's idle limit is a backstop for when no corral process runs: later than the
@@ -821,7 +884,7 @@ void agent_kill(self_ptr self, uint32_t id) {
 
 void become_ready(self_ptr self) {
   auto& st = self->state;
-  if (st.releasing) return begin_removal(self, sandbox_status::removed, {});
+  if (!enter(self, st.pool_member ? phase::pooled : phase::ready)) return;
   st.info.status = sandbox_status::ready;
   st.info.last_used_ms = now_ms();
   for (auto& rp : st.ready_waiters) rp.deliver(st.info);
@@ -830,8 +893,47 @@ void become_ready(self_ptr self) {
   start_pending(self);
 }
 
+// The setup command without the agent (a docker exec), one handler per step: created,
+// ran (its output), its exit code read.
+void on_setup_exit_code(self_ptr self, const std::string& stderr_text,
+                        docker::result<docker::exec_inspect_response> ins) {
+  if (!ins)
+    return fail_startup(self, from_engine(ins.err(), "reading the setup command's exit code"));
+  const auto code = ins->exit_code.value_or(-1);
+  if (code != 0) {
+    return fail_startup(
+        self, make_error(corral_errc::invalid_request,
+                         "setup command exited " + std::to_string(code) +
+                             (stderr_text.empty() ? "" : ": " + stderr_text.substr(0, 500))));
+  }
+  become_ready(self);
+}
+
+void on_setup_ran(self_ptr self, const std::string& exec_id,
+                  docker::result<docker::exec_output> out) {
+  if (!out) return fail_startup(self, from_engine(out.err(), "running the setup command"));
+  engine(self).exec_inspect(exec_id,
+                            back_to<docker::exec_inspect_response>(
+                                self, [self, stderr_text = out->stderr_data.data](auto ins) {
+                                  on_setup_exit_code(self, stderr_text, std::move(ins));
+                                }));
+}
+
+void on_setup_created(self_ptr self, docker::result<docker::exec_create_response> created) {
+  if (!created) return fail_startup(self, from_engine(created.err(), "creating the setup command"));
+  docker::exec_start_options options;
+  options.timeout = self->state.args.plan.exec_timeout;
+  options.max_stdout = std::size_t{64} * 1024;
+  options.max_stderr = std::size_t{64} * 1024;
+  engine(self).exec_start(created->id, options,
+                          back_to<docker::exec_output>(self, [self, id = created->id](auto out) {
+                            on_setup_ran(self, id, std::move(out));
+                          }));
+}
+
 void run_setup(self_ptr self) {
   auto& st = self->state;
+  if (moot(self)) return;  // released while the agent link or the workspace check was made
   if (st.args.plan.setup_command.empty()) return become_ready(self);
   if (st.args.plan.agent) {
     auto errors = std::make_shared<std::string>();
@@ -858,45 +960,10 @@ void run_setup(self_ptr self) {
   docker::exec_create_request req;
   req.cmd = st.args.plan.setup_command;
   req.user = st.args.plan.user;
-  engine(self).exec_create(
-      st.info.container_id, req,
-      back_to<docker::exec_create_response>(
-          self, [self](docker::result<docker::exec_create_response> created) {
-            if (!created)
-              return fail_startup(self, from_engine(created.err(), "creating the setup command"));
-            docker::exec_start_options options;
-            options.timeout = self->state.args.plan.exec_timeout;
-            options.max_stdout = std::size_t{64} * 1024;
-            options.max_stderr = std::size_t{64} * 1024;
-            const std::string exec_id = created->id;
-            engine(self).exec_start(
-                exec_id, options,
-                back_to<docker::exec_output>(self, [self, exec_id](
-                                                       docker::result<docker::exec_output> out) {
-                  if (!out)
-                    return fail_startup(self, from_engine(out.err(), "running the setup command"));
-                  engine(self).exec_inspect(
-                      exec_id,
-                      back_to<docker::exec_inspect_response>(
-                          self, [self, stderr_text = out->stderr_data.data](
-                                    docker::result<docker::exec_inspect_response> ins) {
-                            if (!ins)
-                              return fail_startup(
-                                  self,
-                                  from_engine(ins.err(), "reading the setup command's exit code"));
-                            const auto code = ins->exit_code.value_or(-1);
-                            if (code != 0) {
-                              return fail_startup(
-                                  self, make_error(corral_errc::invalid_request,
-                                                   "setup command exited " + std::to_string(code) +
-                                                       (stderr_text.empty()
-                                                            ? ""
-                                                            : ": " + stderr_text.substr(0, 500))));
-                            }
-                            become_ready(self);
-                          }));
-                }));
-          }));
+  engine(self).exec_create(st.info.container_id, req,
+                           back_to<docker::exec_create_response>(self, [self](auto created) {
+                             on_setup_created(self, std::move(created));
+                           }));
 }
 
 // The engine resolved the workspace path again at start: make sure it mounted the directory
@@ -913,7 +980,7 @@ void verify_workspace(self_ptr self, std::function<void()> next) {
           [self, next = std::move(next)](docker::result<docker::container_inspect_response> r) {
             if (!r)
               return fail_startup(self, from_engine(r.err(), "inspecting the started sandbox"));
-            if (self->state.releasing) return begin_removal(self, sandbox_status::removed, {});
+            if (moot(self)) return;
             // A quick stat of /proc/<pid>/root/...: fine in a handler.
             if (auto err = verify_workspace_mount(self->state.args.plan.workspace, r->state.pid))
               return fail_startup(self, err);
@@ -925,7 +992,7 @@ void claim_by_rename(self_ptr self);
 
 void start_container(self_ptr self) {
   auto& st = self->state;
-  if (st.releasing) return begin_removal(self, sandbox_status::removed, {});
+  if (!enter(self, phase::starting)) return;
   st.info.status = sandbox_status::starting;
   publish(self);
   engine(self).container_start(
@@ -933,7 +1000,7 @@ void start_container(self_ptr self) {
       back_to<docker::change_outcome>(
           self, [self](const docker::result<docker::change_outcome>& r) {
             if (!r) return fail_startup(self, from_engine(r.err(), "starting the sandbox"));
-            if (self->state.releasing) return begin_removal(self, sandbox_status::removed, {});
+            if (!enter(self, phase::setting_up)) return;
             if (self->state.pool_member)
               return with_agent(
                   self, [self] { become_ready(self); }, std::chrono::seconds(10));
@@ -1011,7 +1078,7 @@ void clear_claim(self_ptr self, const std::string& holder) {
 // clear it if it is dead.
 void claim_taken(self_ptr self) {
   auto& st = self->state;
-  if (st.releasing) return begin_removal(self, sandbox_status::removed, {});
+  if (!enter(self, phase::creating)) return;
   if (++st.claim_attempts > max_claim_attempts) {
     return refuse_claim(
         self, make_error(corral_errc::timeout, "sandbox " + st.info.key + ": its container name " +
@@ -1128,7 +1195,7 @@ void grant_workspace(self_ptr self) {
 
 void create_container(self_ptr self) {
   auto& st = self->state;
-  if (st.releasing) return begin_removal(self, sandbox_status::removed, {});
+  if (!enter(self, phase::creating)) return;
   if (needs_workspace_grant(self)) return grant_workspace(self);
   auto request = st.args.plan.create;
   request.name = claim_name(st.args.cfg.name, st.args.key);
@@ -1229,6 +1296,7 @@ void stop_orphans(self_ptr self) {
 
 void adopt_container(self_ptr self) {
   auto& st = self->state;
+  if (!enter(self, phase::adopting)) return;
   st.info.container_id = st.args.adopt_container_id;
   engine(self).container_inspect(
       st.info.container_id,
@@ -1308,7 +1376,7 @@ void adopt_container(self_ptr self) {
 
 void claim_pooled(self_ptr self, const pool_claim& claim) {
   auto& st = self->state;
-  if (!st.pool_member || st.releasing || st.removing || st.info.status != sandbox_status::ready) {
+  if (st.now != phase::pooled) {
     // Not claimable any more (it died meanwhile): the acquire that follows is told so, and
     // the supervisor tries a fresh sandbox.
     // Not `ready` any more: the acquire that follows waits, and is answered with the end.
@@ -1318,9 +1386,10 @@ void claim_pooled(self_ptr self, const pool_claim& claim) {
         make_error(corral_errc::sandbox_lost, "sandbox " + claim.key +
                                                   ": the warm sandbox it was given "
                                                   "ended before its claim; try again");
-    if (!st.removing) begin_removal(self, sandbox_status::lost, "the pool member was not ready");
+    begin_removal(self, sandbox_status::lost, "the pool member was not ready");
     return;
   }
+  st.now = phase::setting_up;
   st.pool_member = false;
   const auto sandbox_id = st.args.plan.sandbox_id;
   st.args.key = claim.key;
@@ -1346,7 +1415,7 @@ void claim_by_rename(self_ptr self) {
   engine(self).container_rename(
       st.info.container_id, name, back_to<void>(self, [self, name](const docker::result<void>& r) {
         auto& st = self->state;
-        if (st.releasing) return begin_removal(self, sandbox_status::removed, {});
+        if (moot(self)) return;
         if (!r && r.err().code == docker::errc::conflict) {
           // The key has a container already (another process's): this one goes, then the
           // holder is looked at as any create that met it would. The removal is awaited: a
@@ -1404,7 +1473,7 @@ exec_result base_result(running_exec& run, docker::exec_output& out) {
 // the sandbox goes rather than keep commands nobody owns (tests/engine_restart_trial.sh).
 void kill_cut_execs(self_ptr self) {
   auto& st = self->state;
-  if (st.cut_tags.empty() || st.removing || st.engine_waits > 0) return;
+  if (st.cut_tags.empty() || st.now == phase::removing || st.engine_waits > 0) return;
   auto retry = [self] {
     auto& st = self->state;
     if (++st.cut_attempts > 60) {
@@ -1469,7 +1538,8 @@ void end_exec(self_ptr self, uint64_t seq, caf::error failure) {
   st.running.erase(it);
   st.info.last_used_ms = now_ms();
   publish(self);
-  if (st.releasing && st.running.empty()) return begin_removal(self, sandbox_status::removed, {});
+  if (st.now == phase::draining && st.running.empty())
+    return begin_removal(self, sandbox_status::removed, {});
   start_pending(self);
 }
 
@@ -1721,7 +1791,7 @@ void start_exec(self_ptr self, pending_exec pending) {
 
 void start_pending(self_ptr self) {
   auto& st = self->state;
-  while (st.info.status == sandbox_status::ready && !st.releasing && !st.queue.empty() &&
+  while (st.now == phase::ready && !st.queue.empty() &&
          st.running.size() < st.args.cfg.max_execs_per_sandbox) {
     auto next = std::move(st.queue.front());
     st.queue.pop_front();
@@ -1765,6 +1835,18 @@ void kill_exec_tree(self_ptr self, uint64_t seq) {
 
 namespace {
 
+// Why a sandbox that is ending takes no acquire and no command; none while it does not end.
+caf::error ending_error(self_ptr self) {
+  const auto& st = self->state;
+  const auto lost = [&](const std::string& what) {
+    return make_error(corral_errc::sandbox_lost, "sandbox " + st.info.key + " " + what);
+  };
+  if (is_terminal(st.info.status)) return lost("is " + std::string(to_string(st.info.status)));
+  if (st.now == phase::draining) return lost("is being released");
+  if (st.now == phase::removing) return lost("is being removed");
+  return {};
+}
+
 container_impl_actor::behavior_type container_impl(self_ptr self, container_args args) {
   auto& st = self->state;
   st.args = std::move(args);
@@ -1800,10 +1882,7 @@ container_impl_actor::behavior_type container_impl(self_ptr self, container_args
           return make_error(corral_errc::sandbox_lost,
                             "sandbox " + st.info.key + " is being removed");
         }
-        if (is_terminal(st.info.status) || st.releasing) {
-          return make_error(corral_errc::sandbox_lost,
-                            "sandbox " + st.info.key + " is " + to_string(st.info.status));
-        }
+        if (auto ending = ending_error(self)) return ending;
         if (st.info.status == sandbox_status::ready) return st.info;
         auto rp = self->make_response_promise<sandbox_info>();
         st.ready_waiters.push_back(rp);
@@ -1811,7 +1890,7 @@ container_impl_actor::behavior_type container_impl(self_ptr self, container_args
       },
       [self](lookup_atom) -> caf::result<sandbox_info> {
         auto& st = self->state;
-        if (st.info.status == sandbox_status::creating && !st.args.adopt_container_id.empty()) {
+        if (st.now == phase::adopting) {
           // Adoption takes one inspect: answer with the adopted state, not "creating".
           auto rp = self->make_response_promise<sandbox_info>();
           st.ready_waiters.push_back(rp);
@@ -1829,13 +1908,7 @@ container_impl_actor::behavior_type container_impl(self_ptr self, container_args
                   (st.info.detail.empty() ? std::string("the engine is away") : st.info.detail) +
                   ")");
         }
-        if (st.releasing || is_terminal(st.info.status) ||
-            st.info.status == sandbox_status::stopping) {
-          return make_error(
-              corral_errc::sandbox_lost,
-              "sandbox " + st.info.key + " is " +
-                  (st.releasing ? std::string("being released") : to_string(st.info.status)));
-        }
+        if (auto ending = ending_error(self)) return ending;
         if (st.args.plan.agent && st.agent_gone) {
           return make_error(corral_errc::sandbox_lost,
                             "sandbox " + st.info.key + " lost its agent" +
@@ -1855,24 +1928,24 @@ container_impl_actor::behavior_type container_impl(self_ptr self, container_args
         auto& st = self->state;
         auto rp = self->make_response_promise<sandbox_info>();
         st.release_waiters.push_back(rp);
-        if (st.releasing) {
+        if (st.now == phase::removing) return rp;  // answered when the container is gone
+        if (st.now == phase::draining) {
           // A second release may hurry the first: cancel what still runs.
-          if (mode == release_mode::cancel_execs && !st.removing && !st.running.empty()) {
+          if (mode == release_mode::cancel_execs && !st.running.empty()) {
             for (auto& [seq, run] : st.running) run.killed = true;
             begin_removal(self, sandbox_status::removed, {});
           }
           return rp;
         }
-        st.releasing = true;
+        const phase was = std::exchange(st.now, phase::draining);
         const auto released =
             make_error(corral_errc::sandbox_lost, "sandbox " + st.info.key + " was released");
         for (auto& p : st.queue) p.rp.deliver(released);
         st.queue.clear();
         for (auto& w : st.ready_waiters) w.deliver(released);
         st.ready_waiters.clear();
-        if (st.info.status == sandbox_status::creating ||
-            st.info.status == sandbox_status::starting) {
-          return rp;  // the lifecycle step in flight sees `releasing` and removes
+        if (was != phase::ready && was != phase::pooled) {
+          return rp;  // a step of the start-up is in flight: when it ends, it removes (moot)
         }
         if (mode == release_mode::cancel_execs) {
           for (auto& [seq, run] : st.running) run.killed = true;
@@ -1928,14 +2001,14 @@ container_impl_actor::behavior_type container_impl(self_ptr self, container_args
       },
       [self](lifetime_atom) {
         auto& st = self->state;
-        if (st.removing) return;
+        if (st.now == phase::removing) return;
         for (auto& [seq, run] : st.running) run.killed = true;
         begin_removal(self, sandbox_status::timed_out, "the sandbox reached its lifetime limit");
       },
       [self](oom_atom) { self->state.oom_seen_at = steady::now(); },
       [self](mark_atom, sandbox_status status, std::string& detail) {
         auto& st = self->state;
-        if (st.removing) return;
+        if (st.now == phase::removing) return;
         st.info.status = status;
         st.info.detail = detail;
         publish(self);
