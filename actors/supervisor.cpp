@@ -74,6 +74,20 @@ struct warm_pool {
   int64_t last_miss_ms = 0;
 };
 
+// The supervisor's phases, each entered through one function (named below it):
+//
+//   connecting ───────► adopting ───────► serving ───────► shutting_down ───► quit
+//   enter_connecting    adopt_existing    enter_serving    shut_down
+//   negotiate           list this         requests         release all (or keep them),
+//                       runtime's containers: adopt        await the last answers and
+//                       or remove them; pooled ones'       removals
+//                       agents say whose they are
+//
+// No engine at connecting: serving, and every request is told so; at the next prune tick,
+// connecting again. Requests that come before serving wait (when_serving). A shutdown may come
+// in any phase: an adoption under way still ends, and the requests that waited are refused.
+enum class phase { connecting, adopting, serving, shutting_down };
+
 struct supervisor_state {
   static inline const char* name = "corral.supervisor";
   supervisor_state() = default;  // not an aggregate: CAF must not build it from the self pointer
@@ -89,9 +103,9 @@ struct supervisor_state {
   int64_t memory_in_use = 0;     // the live sandboxes' memory limits (policy key budget.memory)
   uint64_t execs_in_flight = 0;  // asked of container actors, not answered (budget.execs)
   std::map<caf::actor_addr, std::string> key_by_actor;
-  bool ready = false;                           // adoption done (or the engine is down)
+  phase now = phase::connecting;
   caf::error engine_down;                       // set while no engine answers
-  std::vector<std::function<void()>> deferred;  // requests that came before `ready`
+  std::vector<std::function<void()>> deferred;  // requests that came before serving
   // Containers the start-up sweep found in `created` and spared (another process may still
   // be starting them): looked at again once their grace is over, and removed at a releasing
   // shutdown before then. Without this, one that a crashed run left behind was never adopted
@@ -99,8 +113,6 @@ struct supervisor_state {
   std::vector<std::string> spared;
   runtime_stats stats;
   docker::unix_http_client::request_id events_stream = 0;
-  bool negotiating = false;
-  bool shutting_down = false;
   // Releases asked for by clients and still on their way: the supervisor answers them all
   // before it quits, also during a shutdown.
   std::size_t client_releases = 0;
@@ -155,9 +167,11 @@ void drop_handle(self_ptr self, entry& e) {
 
 void refill(self_ptr self);
 
-void set_ready(self_ptr self) {
+// Adoption done, or no engine to adopt from. A shutdown that came meanwhile stays the phase:
+// the requests that waited are run, and refuse.
+void enter_serving(self_ptr self) {
   auto& st = self->state;
-  st.ready = true;
+  if (st.now != phase::shutting_down) st.now = phase::serving;
   auto deferred = std::move(st.deferred);
   st.deferred.clear();
   for (auto& f : deferred) f();
@@ -165,8 +179,8 @@ void set_ready(self_ptr self) {
 }
 
 template <class F>
-void when_ready(self_ptr self, F f) {
-  if (self->state.ready)
+void when_serving(self_ptr self, F f) {
+  if (self->state.now == phase::serving || self->state.now == phase::shutting_down)
     f();
   else
     self->state.deferred.emplace_back(std::move(f));
@@ -294,7 +308,7 @@ void subscribe_events(self_ptr self) {
   };
   st.events_stream = st.docker->events(
       options, std::move(on_event), back_to<void>(self, [self](const docker::result<void>&) {
-        if (self->state.shutting_down) return;
+        if (self->state.now == phase::shutting_down) return;
         // The stream broke (engine restart?): try again shortly.
         self->delayed_send(self, std::chrono::seconds(1), resubscribe_atom_v);
       }));
@@ -415,7 +429,7 @@ void spawn_member(self_ptr self, const std::string& hash, const sandbox_plan& pl
 // said whose it is: before that, an acquire could not know which key one holds.
 void maybe_ready(self_ptr self) {
   auto& st = self->state;
-  if (!st.ready && st.listed && st.unkeyed_adoptions == 0) set_ready(self);
+  if (st.now != phase::serving && st.listed && st.unkeyed_adoptions == 0) enter_serving(self);
 }
 
 // The member's bookkeeping goes (the budget it held is free); its actor lives on if `keep`.
@@ -462,7 +476,7 @@ void refill_later(self_ptr self, const std::string& hash, std::chrono::milliseco
 
 void refill(self_ptr self) {
   auto& st = self->state;
-  if (!st.ready || st.shutting_down || st.engine_down) return;
+  if (st.now != phase::serving || st.engine_down) return;
   const auto& budget = st.cfg.policy.budget;
   for (auto& [hash, p] : st.pools) {
     if (p.refill_waiting) continue;
@@ -540,7 +554,7 @@ void member_gone(self_ptr self, const caf::actor_addr& addr) {
   auto& st = self->state;
   const auto m = forget_member(self, addr);
   auto p = st.pools.find(m.hash);
-  if (p == st.pools.end() || st.shutting_down) return;
+  if (p == st.pools.end() || st.now == phase::shutting_down) return;
   if (!m.ready) {
     const int n = std::min(++p->second.failures, 5);
     return refill_later(self, m.hash, std::chrono::milliseconds(1000 << (n - 1)));
@@ -634,14 +648,14 @@ void recheck_spared(self_ptr self);
 // another process's create in flight. Looked at once a minute.
 void sweep_run_dirs(self_ptr self) {
   auto& st = self->state;
-  if (st.cfg.agent_path.empty() || st.shutting_down) return;
+  if (st.cfg.agent_path.empty() || st.now == phase::shutting_down) return;
   docker::container_list_options options;
   options.all = true;
   options.filters["label"] = {label_sandbox_id};
   st.docker->container_list(
       options, back_to<std::vector<docker::container_summary>>(self, [self](auto listed) {
         auto& st = self->state;
-        if (st.shutting_down) return;
+        if (st.now == phase::shutting_down) return;
         self->delayed_send(self, std::chrono::minutes(1), resume_atom_v,
                            continuation{[self] { sweep_run_dirs(self); }});
         if (!listed) return;
@@ -672,8 +686,11 @@ void sweep_run_dirs(self_ptr self) {
 void adopt_existing(self_ptr self);
 void learn_remapped_root(self_ptr self);
 
+// Enters adopting (a shutdown that came meanwhile stays the phase: the adoption still ends,
+// so that what a previous run left is not left twice).
 void adopt_existing(self_ptr self) {
   auto& st = self->state;
+  if (st.now != phase::shutting_down) st.now = phase::adopting;
   docker::container_list_options options;
   options.all = true;
   options.filters["label"] = {std::string(label_managed_by) + "=corral",
@@ -683,7 +700,7 @@ void adopt_existing(self_ptr self) {
         auto& st = self->state;
         if (!listed) {
           st.engine_down = from_engine(listed.err(), "listing this runtime's containers");
-          return set_ready(self);
+          return enter_serving(self);
         }
         int64_t spare_for_ms = 0;
         for (const auto& c : *listed) {
@@ -763,7 +780,7 @@ void adopt_existing(self_ptr self) {
 // holds, removed otherwise.
 void recheck_spared(self_ptr self) {
   auto& st = self->state;
-  if (st.spared.empty() || st.shutting_down) return;
+  if (st.spared.empty() || st.now == phase::shutting_down) return;
   docker::container_list_options options;
   options.all = true;
   options.filters["label"] = {std::string(label_managed_by) + "=corral",
@@ -771,7 +788,7 @@ void recheck_spared(self_ptr self) {
   st.docker->container_list(
       options, back_to<std::vector<docker::container_summary>>(self, [self](auto listed) {
         auto& st = self->state;
-        if (st.shutting_down) return;
+        if (st.now == phase::shutting_down) return;
         if (!listed) {
           self->delayed_send(self, std::chrono::seconds(5), resume_atom_v,
                              continuation{[self] { recheck_spared(self); }});
@@ -814,16 +831,14 @@ void recheck_spared(self_ptr self) {
       }));
 }
 
-void connect_engine(self_ptr self) {
+void enter_connecting(self_ptr self) {
   auto& st = self->state;
-  if (st.negotiating) return;
-  st.negotiating = true;
+  st.now = phase::connecting;
   st.docker->negotiate(back_to<docker::version_response>(self, [self](auto version) {
     auto& st = self->state;
-    st.negotiating = false;
     if (!version) {
       st.engine_down = from_engine(version.err(), "connecting to the Docker engine");
-      return set_ready(self);
+      return enter_serving(self);
     }
     st.engine_down = caf::error{};
     subscribe_events(self);
@@ -898,7 +913,7 @@ void acquire_from(self_ptr self, caf::typed_response_promise<sandbox_info> rp,
 void do_acquire(self_ptr self, caf::typed_response_promise<sandbox_info> rp, const std::string& key,
                 const sandbox_spec& spec, int attempt) {
   auto& st = self->state;
-  if (st.shutting_down)
+  if (st.now == phase::shutting_down)
     return void(rp.deliver(make_error(corral_errc::shutting_down, "the runtime is stopping")));
   if (st.engine_down) return void(rp.deliver(st.engine_down));
   if (auto err = check_key(key)) return void(rp.deliver(err));
@@ -1074,8 +1089,8 @@ void quit_when_answered(self_ptr self) {
 
 void shut_down(self_ptr self, const caf::error& reason) {
   auto& st = self->state;
-  if (st.shutting_down) return;
-  st.shutting_down = true;
+  if (st.now == phase::shutting_down) return;
+  st.now = phase::shutting_down;
   if (st.events_stream != 0) st.docker->cancel(st.events_stream);
   auto finish = [self, reason] {
     self->state.quit_reason = reason;
@@ -1146,9 +1161,9 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
   if (!st.cfg.agent_path.empty()) st.agents = std::make_shared<agent_hub>();
   configure_pools(self);
   if (st.engine_down)
-    set_ready(self);
+    enter_serving(self);
   else
-    connect_engine(self);
+    enter_connecting(self);
   self->delayed_send(self, st.cfg.prune_interval, prune_tick_atom_v);
 
   self->set_exit_handler([self](caf::exit_msg& msg) { shut_down(self, msg.reason); });
@@ -1158,14 +1173,14 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
   return {
       [self](acquire_atom, std::string& key, sandbox_spec& spec) -> caf::result<sandbox_info> {
         auto rp = self->make_response_promise<sandbox_info>();
-        when_ready(self, [self, rp, key = std::move(key), spec = std::move(spec)]() mutable {
+        when_serving(self, [self, rp, key = std::move(key), spec = std::move(spec)]() mutable {
           do_acquire(self, rp, key, spec);
         });
         return rp;
       },
       [self](lookup_atom, std::string& key) -> caf::result<sandbox_info> {
         auto rp = self->make_response_promise<sandbox_info>();
-        when_ready(self, [self, rp, key = std::move(key)]() mutable {
+        when_serving(self, [self, rp, key = std::move(key)]() mutable {
           auto& st = self->state;
           auto it = st.sandboxes.find(key);
           if (it == st.sandboxes.end()) return void(rp.deliver(unknown_key(key)));
@@ -1179,7 +1194,8 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
       },
       [self](exec_atom, std::string& key, exec_request& request) -> caf::result<exec_result> {
         auto rp = self->make_response_promise<exec_result>();
-        when_ready(self, [self, rp, key = std::move(key), request = std::move(request)]() mutable {
+        when_serving(self, [self, rp, key = std::move(key),
+                            request = std::move(request)]() mutable {
           auto& st = self->state;
           auto it = st.sandboxes.find(key);
           if (it == st.sandboxes.end()) return void(rp.deliver(unknown_key(key)));
@@ -1215,7 +1231,7 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
       },
       [self](release_atom, std::string& key, release_mode mode) -> caf::result<sandbox_info> {
         auto rp = self->make_response_promise<sandbox_info>();
-        when_ready(self, [self, rp, key = std::move(key), mode]() mutable {
+        when_serving(self, [self, rp, key = std::move(key), mode]() mutable {
           auto& st = self->state;
           auto it = st.sandboxes.find(key);
           if (it == st.sandboxes.end()) return void(rp.deliver(unknown_key(key)));
@@ -1277,14 +1293,14 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
       },
       [self](release_all_atom, release_mode mode) -> caf::result<uint64_t> {
         auto rp = self->make_response_promise<uint64_t>();
-        when_ready(self, [self, rp, mode]() mutable {
+        when_serving(self, [self, rp, mode]() mutable {
           release_all(self, mode, [rp](uint64_t n) mutable { rp.deliver(n); });
         });
         return rp;
       },
       [self](list_atom) -> caf::result<std::vector<sandbox_info>> {
         auto rp = self->make_response_promise<std::vector<sandbox_info>>();
-        when_ready(self, [self, rp]() mutable {
+        when_serving(self, [self, rp]() mutable {
           // Ask every live container for its own state (fresher than the last update);
           // tombstones answer from the supervisor's record.
           auto out = std::make_shared<std::vector<sandbox_info>>();
@@ -1337,7 +1353,7 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
                             "prune: idle and max-age must not be negative");
         }
         auto rp = self->make_response_promise<std::vector<std::string>>();
-        when_ready(self, [self, rp, idle, max_age]() mutable {
+        when_serving(self, [self, rp, idle, max_age]() mutable {
           const int64_t now = now_ms();
           const int64_t idle_ms =
               std::chrono::duration_cast<std::chrono::milliseconds>(idle).count();
@@ -1388,21 +1404,20 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
       },
       [self](prune_tick_atom) {
         auto& st = self->state;
-        if (st.shutting_down) return;
-        if (st.engine_down && st.ready) {
+        if (st.now == phase::shutting_down) return;
+        if (st.engine_down && st.now == phase::serving) {
           // Try the engine again: the runtime recovers when it comes back.
-          st.ready = false;
-          connect_engine(self);
+          enter_connecting(self);
         }
         const int64_t now = now_ms();
         prune_where(self, [now](const entry& e) {
           return e.idle_limit.count() > 0 && now - e.info.last_used_ms >= e.idle_limit.count();
         });
-        if (st.ready) recycle_members(self);
+        if (st.now == phase::serving) recycle_members(self);
         self->delayed_send(self, st.cfg.prune_interval, prune_tick_atom_v);
       },
       [self](resubscribe_atom) {
-        if (!self->state.shutting_down) subscribe_events(self);
+        if (self->state.now != phase::shutting_down) subscribe_events(self);
       },
   };
 }
