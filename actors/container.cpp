@@ -30,8 +30,8 @@
 // phase. The lifetime, the monitor's marks and a lost agent enter removing. Back edges: a claim
 // by rename that meets the key's name held goes back to creating (the holder is looked at), as
 // does a pool member gone before its claim. `info.status` is what callers see: creating
-// (creating, adopting), starting (starting, setting_up), ready (pooled, ready, draining),
-// stopping (removing a released sandbox), then its end.
+// (creating, adopting), starting (starting, setting_up, and creating again after a claim's back
+// edge), ready (pooled, ready, draining), stopping (removing a released sandbox), then its end.
 #include "actors/container.hpp"
 
 #include <algorithm>
@@ -1377,9 +1377,8 @@ void adopt_container(self_ptr self) {
 void claim_pooled(self_ptr self, const pool_claim& claim) {
   auto& st = self->state;
   if (st.now != phase::pooled) {
-    // Not claimable any more (it died meanwhile): the acquire that follows is told so, and
-    // the supervisor tries a fresh sandbox.
-    // Not `ready` any more: the acquire that follows waits, and is answered with the end.
+    // Not claimable any more (it died meanwhile): the acquire that follows is told so
+    // (startup_failure, "try again"), and the supervisor tries a fresh sandbox.
     st.info.key = claim.key;
     if (!is_terminal(st.info.status)) st.info.status = sandbox_status::starting;
     st.startup_failure =
@@ -1882,6 +1881,8 @@ container_impl_actor::behavior_type container_impl(self_ptr self, container_args
           return make_error(corral_errc::sandbox_lost,
                             "sandbox " + st.info.key + " is being removed");
         }
+        // A start-up that failed says why to every acquire, also while its removal runs.
+        if (st.now == phase::removing && st.startup_failure) return st.startup_failure;
         if (auto ending = ending_error(self)) return ending;
         if (st.info.status == sandbox_status::ready) return st.info;
         auto rp = self->make_response_promise<sandbox_info>();

@@ -85,7 +85,7 @@ struct warm_pool {
 //
 // No engine at connecting: serving, and every request is told so; at the next prune tick,
 // connecting again. Requests that come before serving wait (when_serving). A shutdown may come
-// in any phase: an adoption under way still ends, and the requests that waited are refused.
+// in any phase: the requests that waited are answered at once (refused), later ones run at once.
 enum class phase { connecting, adopting, serving, shutting_down };
 
 struct supervisor_state {
@@ -833,6 +833,7 @@ void recheck_spared(self_ptr self) {
 
 void enter_connecting(self_ptr self) {
   auto& st = self->state;
+  if (st.now == phase::shutting_down) return;
   st.now = phase::connecting;
   st.docker->negotiate(back_to<docker::version_response>(self, [self](auto version) {
     auto& st = self->state;
@@ -1091,6 +1092,12 @@ void shut_down(self_ptr self, const caf::error& reason) {
   auto& st = self->state;
   if (st.now == phase::shutting_down) return;
   st.now = phase::shutting_down;
+  // Requests that waited for serving are answered now (they refuse: the runtime is stopping).
+  // The start-up's own steps may never end once the last release is answered and the
+  // supervisor quits, and CAF 0.17 tells a caller nothing of a promise dropped with it.
+  auto deferred = std::move(st.deferred);
+  st.deferred.clear();
+  for (auto& f : deferred) f();
   if (st.events_stream != 0) st.docker->cancel(st.events_stream);
   auto finish = [self, reason] {
     self->state.quit_reason = reason;

@@ -461,9 +461,7 @@ TEST_CASE(
 // wait-for-execs release that overlapped it was never answered.
 TEST_CASE("runtime on the fake engine: a release waiting for a command whose exec create fails",
           "[scale][runtime][faults]") {
-  auto options = fast_options();
-  options.latency_scale = 1;
-  options.jitter = 0;
+  auto options = exact_latency_options();
   options.latency.exec_create = 400ms;  // the release arrives while the create is in flight
   options.error_rates["exec_create"] = 1.0;
   app::fake_engine fake(options);

@@ -54,6 +54,15 @@ inline app::fake_engine_options fast_options() {
   return o;
 }
 
+// The fake's latencies as set, without jitter: a test that needs one request to stay in flight
+// for a while sets that latency.
+inline app::fake_engine_options exact_latency_options() {
+  auto o = fast_options();
+  o.latency_scale = 1;
+  o.jitter = 0;
+  return o;
+}
+
 inline double seconds_since(steady::time_point t) {
   return std::chrono::duration<double>(steady::now() - t).count();
 }

@@ -154,3 +154,28 @@ TEST_CASE("supervisor: a container actor that dies holding a request: every call
   REQUIRE(stats);
   CHECK(stats->live_sandboxes == 0);
 }
+
+// Requests that come while the supervisor is still connecting to the engine wait for it to
+// serve; a shutdown then must answer them, even though the supervisor quits before the
+// engine's answer arrives (CAF 0.17 tells a caller nothing of a promise dropped with its actor).
+TEST_CASE("supervisor: requests waiting for the engine's first answer are refused by a shutdown",
+          "[scale][supervisor]") {
+  auto options = exact_latency_options();
+  options.latency.ping = 3s;  // the negotiation is in flight for the whole test
+  app::fake_engine fake(options);
+  runtime_harness rt(window_config(fake, "shutdown-while-connecting"));
+  auto acquire =
+      rt.self->request(rt.sup, caf::timespan{20s}, acquire_atom_v, "early", sandbox_spec{});
+  auto list = rt.self->request(rt.sup, caf::timespan{20s}, list_atom_v);
+  REQUIRE(rt.stop());
+
+  std::string acquired;
+  acquire.receive([&](sandbox_info&) { acquired = "a sandbox"; },
+                  [&](caf::error& err) { acquired = what_came(err); });
+  CHECK_THAT(acquired, Catch::Contains("shutting_down"));
+  std::string listed;
+  list.receive([&](std::vector<sandbox_info>& all) { listed = std::to_string(all.size()); },
+               [&](caf::error& err) { listed = what_came(err); });
+  CHECK_FALSE(listed.find("UNTYPED") != std::string::npos);
+  CHECK(fake.containers().empty());
+}

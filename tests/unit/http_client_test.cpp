@@ -380,7 +380,9 @@ TEST_CASE("streams holding their whole budget leave control requests their conne
   client.cancel(ids.front());
   REQUIRE(engine.wait_for_requests(budget + control_count + 1));
   CHECK(engine.last_request().target == "/stream/" + std::to_string(budget));
-  CHECK(client.stats().queued_requests == 0);
+  // Waited for: the client publishes its stats after it hands the connection on, and Asio's
+  // first write may reach the engine before that (a loaded run saw 1 here).
+  CHECK(eventually([&] { return client.stats().queued_requests == 0; }));
 
   client.shutdown();
   REQUIRE(streams.calls() == static_cast<std::size_t>(budget + 1));
