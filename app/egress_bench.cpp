@@ -34,6 +34,7 @@
 #include "actors/runtime_config.hpp"
 #include "actors/supervisor.hpp"
 #include "docker/client.hpp"
+#include "messages/ask.hpp"
 #include "messages/errors.hpp"
 #include "messages/registration.hpp"
 #include "messages/type_ids.hpp"
@@ -250,12 +251,8 @@ int main(int argc, char** argv) {
       caf::scoped_actor self{sys};
       auto ask = [&](auto expected, auto... xs) {
         using result = typename decltype(expected)::type;
-        std::optional<result> out;
-        std::string failure;
-        self->request(sup, std::chrono::minutes(2), xs...)
-            .receive([&](result& r) { out = std::move(r); },
-                     [&](caf::error& e) { failure = msg::describe(e); });
-        if (!out) throw std::runtime_error("corral: " + failure);
+        auto out = msg::ask<result>(self, sup, std::chrono::minutes(2), xs...);
+        if (!out) throw std::runtime_error("corral: " + msg::describe(out.error()));
         return std::move(*out);
       };
       const auto info = std::type_identity<msg::sandbox_info>{};

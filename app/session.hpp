@@ -17,6 +17,7 @@
 #include "actors/policy_file.hpp"
 #include "app/remote.hpp"
 #include "app/system_config.hpp"
+#include "messages/ask.hpp"
 #include "messages/errors.hpp"
 #include "messages/interfaces.hpp"
 
@@ -95,18 +96,11 @@ caf::behavior node_request(caf::event_based_actor* self, messages::supervisor_ac
 // Asks the session's runtime and blocks for the answer (or an error) of type T.
 template <class T, class... Ts>
 caf::expected<T> ask(session& s, caf::timespan timeout, Ts&&... xs) {
-  caf::expected<T> out{caf::error{}};
-  auto on_value = [&](T& value) { out = std::move(value); };
-  auto on_error = [&](caf::error& err) { out = std::move(err); };
-  if (s.node.empty()) {
-    s.self->request(s.sup, timeout, std::forward<Ts>(xs)...).receive(on_value, on_error);
-    return out;
-  }
+  if (s.node.empty()) return messages::ask<T>(s.self, s.sup, timeout, std::forward<Ts>(xs)...);
   auto helper = s.self->spawn(node_request<T, std::decay_t<Ts>...>, s.sup, s.node, timeout,
                               std::make_tuple(std::forward<Ts>(xs)...));
-  s.self->request(helper, timeout + caf::timespan{std::chrono::seconds(10)}, caf::get_atom_v)
-      .receive(on_value, on_error);
-  return out;
+  return messages::ask<T>(s.self, helper, timeout + caf::timespan{std::chrono::seconds(10)},
+                          caf::get_atom_v);
 }
 
 }  // namespace corral::app

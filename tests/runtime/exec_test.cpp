@@ -88,11 +88,8 @@ TEST_CASE_METHOD(runtime_fixture,
   req.subscriber = reader;
   auto flood = std::async(std::launch::async, [&]() -> caf::expected<exec_result> {
     caf::scoped_actor other{sys()};
-    caf::expected<exec_result> out{caf::error{}};
-    other->request(sup(), caf::timespan{120s}, exec_atom_v, std::string("slow"), req)
-        .receive([&](exec_result& r) { out = std::move(r); },
-                 [&](caf::error& err) { out = std::move(err); });
-    return out;
+    return corral::messages::ask<exec_result>(other, sup(), caf::timespan{120s}, exec_atom_v,
+                                              std::string("slow"), req);
   });
   // Waits for the writes to stop (the same count four looks in a row, 300 ms apart): held,
   // they stop near 16; unchecked, all 200 are done (and the command ends) well within that.

@@ -29,6 +29,7 @@
 #include "app/fake_engine/fake_engine.hpp"
 #include "docker/blocking.hpp"
 #include "docker/client.hpp"
+#include "messages/ask.hpp"
 #include "messages/errors.hpp"
 #include "messages/interfaces.hpp"
 #include "messages/registration.hpp"
@@ -185,11 +186,7 @@ class runtime_harness {
 
   template <class T, class... Ts>
   caf::expected<T> ask(caf::timespan timeout, Ts&&... xs) {
-    caf::expected<T> out{caf::error{}};
-    self->request(sup, timeout, std::forward<Ts>(xs)...)
-        .receive([&](T& value) { out = std::move(value); },
-                 [&](caf::error& err) { out = std::move(err); });
-    return out;
+    return messages::ask<T>(self, sup, timeout, std::forward<Ts>(xs)...);
   }
 
   // Runs n requests with at most `window` in flight: make(i) sends request i and returns
