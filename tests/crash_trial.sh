@@ -34,19 +34,7 @@ ADOPT_WAIT=75  # s: every container adopted or removed by then (one left in `cre
 ORPHAN_WAIT=10 # s: a stray process still there after this is an orphan
 HANG_LIMIT=15  # s: a client call still running this long after the node died hangs
 
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
-while (($# > 0)); do
-  case $1 in
-    --rounds) ROUNDS=$2; shift 2 ;;
-    --keys) KEYS=$2; shift 2 ;;
-    --seed) SEED=$2; shift 2 ;;
-    --corral) CORRAL=$2; shift 2 ;;
-    --stress) STRESS=$2; shift 2 ;;
-    --keep-logs) KEEP_LOGS=1; shift ;;
-    -h | --help) usage; exit 0 ;;
-    *) usage >&2; exit 2 ;;
-  esac
-done
+trial_options "--rounds=ROUNDS --keys=KEYS --seed=SEED --corral=CORRAL --stress=STRESS" "$@"
 [[ ${ROUNDS} =~ ^[1-9][0-9]*$ && ${KEYS} =~ ^[1-9][0-9]*$ ]] || tdie "--rounds and --keys must be positive"
 [[ -x ${CORRAL} ]] || tdie "${CORRAL} is not executable (build the corral target)"
 STRESS=${STRESS:-$(dirname "${CORRAL}")/corral-stress}

@@ -36,19 +36,7 @@ RECOVER_LIMIT=30  # s after the engine answers again, a new sandbox must work
 HANG_LIMIT=30     # s: a client call running longer than this while the engine is down hangs
 ORPHAN_WAIT=10
 
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
-while (($# > 0)); do
-  case $1 in
-    --phases) PHASES=$2; shift 2 ;;
-    --down) DOWN=$2; shift 2 ;;
-    --cycles) CYCLES=$2; shift 2 ;;
-    --corral) CORRAL=$2; shift 2 ;;
-    --stress) STRESS=$2; shift 2 ;;
-    --keep-logs) KEEP_LOGS=1; shift ;;
-    -h | --help) usage; exit 0 ;;
-    *) usage >&2; exit 2 ;;
-  esac
-done
+trial_options "--phases=PHASES --down=DOWN --cycles=CYCLES --corral=CORRAL --stress=STRESS" "$@"
 [[ ${CYCLES} =~ ^[1-9][0-9]*$ && ${DOWN} =~ ^[0-9]+$ ]] || tdie "--cycles must be positive, --down a number of seconds"
 [[ -x ${CORRAL} ]] || tdie "${CORRAL} is not executable (build the corral target)"
 STRESS=${STRESS:-$(dirname "${CORRAL}")/corral-stress}

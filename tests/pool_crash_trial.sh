@@ -29,18 +29,7 @@ CORRAL=${CORRAL:-${ROOT}/build/app/corral}
 SETTLE=30 # s: after a restart, every container is accounted for by then (a node removes a dead
           # process's container left in `created` at once: it holds its name exclusively)
 
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
-while (($# > 0)); do
-  case $1 in
-    --rounds) ROUNDS=$2; shift 2 ;;
-    --warm) WARM=$2; shift 2 ;;
-    --seed) SEED=$2; shift 2 ;;
-    --corral) CORRAL=$2; shift 2 ;;
-    --keep-logs) KEEP_LOGS=1; shift ;;
-    -h | --help) usage; exit 0 ;;
-    *) usage >&2; exit 2 ;;
-  esac
-done
+trial_options "--rounds=ROUNDS --warm=WARM --seed=SEED --corral=CORRAL" "$@"
 [[ ${ROUNDS} =~ ^[0-9]+$ && ${WARM} =~ ^[1-9][0-9]*$ ]] || tdie "--rounds must be a number, --warm positive"
 [[ -x ${CORRAL} ]] || tdie "${CORRAL} is not executable (build the corral target)"
 docker info >/dev/null 2>&1 || tdie "no Docker engine answers"

@@ -1,4 +1,5 @@
-# Helpers shared by tests/crash_trial.sh and tests/engine_restart_trial.sh (sourced, not run).
+# Helpers shared by tests/crash_trial.sh, tests/engine_restart_trial.sh and
+# tests/pool_crash_trial.sh (sourced, not run).
 # They start only processes whose pids they record (TRIAL_PIDS), and the cleanup kills those
 # by pid and removes only containers of the runtime names the trial made (TRIAL_RUNTIMES).
 # shellcheck shell=bash
@@ -14,6 +15,33 @@ tdie() {
   exit 2
 }
 now_ms() { date +%s%3N; }
+
+# The trial's usage: its leading comment, up to `set -euo`.
+trial_usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+
+# trial_options "--rounds=ROUNDS --seed=SEED ..." "$@": each --NAME VALUE of the list sets the
+# variable after its '='; --keep-logs and -h/--help are every trial's; anything else, or a
+# value missing, prints the usage and exits 2.
+trial_options() {
+  local -A vars=()
+  local pair
+  for pair in $1; do vars[${pair%%=*}]=${pair#*=}; done
+  shift
+  while (($# > 0)); do
+    case $1 in
+      --keep-logs) KEEP_LOGS=1; shift ;;
+      -h | --help) trial_usage; exit 0 ;;
+      *)
+        if [[ -z ${vars[$1]:-} || $# -lt 2 ]]; then
+          trial_usage >&2
+          exit 2
+        fi
+        printf -v "${vars[$1]}" '%s' "$2"
+        shift 2
+        ;;
+    esac
+  done
+}
 
 # kill_tree PID: SIGKILL a process we started and its direct children (by parent pid only).
 kill_tree() {

@@ -42,54 +42,36 @@
 #include "docker/blocking.hpp"
 #include "docker/client.hpp"
 #include "docker/system.hpp"
+#include "messages/ask.hpp"
 #include "messages/errors.hpp"
 #include "messages/interfaces.hpp"
 #include "messages/registration.hpp"
+#include "tests/test_kit.hpp"
 
 extern char** environ;
 
 namespace corral::node_tests {
+
+using test::contains;
+using test::eventually;
+using test::test_slug;
+using test::what;
 
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
 
 inline constexpr const char* cli_path = CORRAL_CLI_PATH;
 
-inline bool contains(std::string_view haystack, std::string_view needle) {
-  return haystack.find(needle) != std::string_view::npos;
-}
-
 inline std::chrono::milliseconds since(steady::time_point start) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - start);
-}
-
-// Polls `f` every `step` until it returns true or `limit` passes; returns the last answer.
-template <class F>
-bool eventually(std::chrono::milliseconds limit, F&& f, std::chrono::milliseconds step = 100ms) {
-  const auto deadline = steady::now() + limit;
-  for (;;) {
-    if (f()) return true;
-    if (steady::now() >= deadline) return false;
-    std::this_thread::sleep_for(step);
-  }
 }
 
 // "tn-<test name>-<pid>-<counter>": unique per call, so tests never see each other's
 // containers, and a leftover names the test that left it.
 inline std::string unique_name(std::string_view hint = {}) {
   static std::atomic<int> counter{0};
-  std::string slug;
-  for (unsigned char c : Catch::getResultCapture().getCurrentTestName()) {
-    if (slug.size() >= 16) break;
-    if (std::isalnum(c))
-      slug += static_cast<char>(std::tolower(c));
-    else if (!slug.empty() && slug.back() != '-')
-      slug += '-';
-  }
-  while (!slug.empty() && slug.back() == '-') slug.pop_back();
-  if (slug.empty()) slug = "test";
   std::string out =
-      "tn-" + slug + "-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
+      "tn-" + test_slug(16) + "-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
   if (!hint.empty()) out += "-" + std::string(hint);
   return out;
 }
@@ -553,20 +535,7 @@ inline std::shared_ptr<app::tls_middleman> tls_client(caf::actor_system& sys) {
   return *mm;
 }
 
-template <class T, class Handle, class... Ts>
-caf::expected<T> ask(caf::scoped_actor& self, const Handle& dest, caf::timespan timeout,
-                     Ts&&... xs) {
-  caf::expected<T> out{caf::error{}};
-  self->request(dest, timeout, std::forward<Ts>(xs)...)
-      .receive([&](T& value) { out = std::move(value); },
-               [&](caf::error& err) { out = std::move(err); });
-  return out;
-}
-
-template <class T>
-std::string what(const caf::expected<T>& x) {
-  return x ? std::string("ok") : messages::describe(x.error());
-}
+using messages::ask;
 
 // A policy (or any) file, removed at the end of the test.
 struct temp_file {

@@ -9,11 +9,13 @@
 #include "actors/supervisor.hpp"
 #include "app/remote.hpp"
 #include "messages/type_ids.hpp"
+#include "tests/full_messages.hpp"
 #include "tests/node/node_process.hpp"
 
 using namespace corral;
 using namespace corral::messages;
 using namespace corral::node_tests;
+using namespace corral::test;
 
 namespace {
 
@@ -85,66 +87,6 @@ struct two_systems {
   }
 };
 
-sandbox_spec full_spec() {
-  sandbox_spec s;
-  s.image = "corral/sandbox:busybox";
-  s.command = {"sleep", "1000", "ünïcødé", std::string("nul\0byte", 8)};
-  s.env = {{"A", "1"}, {"EMPTY", ""}, {"LONG", std::string(70000, 'x')}};
-  s.workdir = "/work";
-  s.user = "1000:1001";
-  s.workspace = {"/host/ws", "/workspace", access_mode::rw};
-  s.tmpfs = {{"/tmp", 64LL << 20, "mode=1777"}, {"/run", 1 << 20, ""}};
-  s.memory_bytes = 256LL << 20;
-  s.memory_swap_bytes = 512LL << 20;
-  s.nano_cpus = 1'500'000'000;
-  s.pids_limit = 77;
-  s.network_mode = "bridge";
-  s.writable_root = true;
-  s.cap_add = {"NET_BIND_SERVICE", "CHOWN"};
-  s.labels = {{"team", "x"}, {"purpose", "round trip"}};
-  s.setup_command = {"sh", "-c", "true"};
-  s.exec_timeout = std::chrono::milliseconds(12345);
-  s.max_stdout = 111;
-  s.max_stderr = 222;
-  s.lifetime = std::chrono::minutes(30);
-  s.idle_limit = std::chrono::seconds(90);
-  s.one_shot = true;
-  return s;
-}
-
-sandbox_info full_info(const std::string& key) {
-  sandbox_info i;
-  i.key = key;
-  i.container_id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-  i.image = "corral/sandbox:busybox";
-  i.status = sandbox_status::oom_killed;
-  i.created_ms = 1'700'000'000'123;
-  i.last_used_ms = 1'700'000'111'456;
-  i.execs_run = 42;
-  i.execs_in_flight = 3;
-  i.memory_bytes = 1LL << 33;
-  i.nano_cpus = 250'000'000;
-  i.pids_limit = 4096;
-  i.detail = "killed: out of memory";
-  i.warnings = {"env key LD_PRELOAD is reserved and was dropped", "second warning"};
-  return i;
-}
-
-exec_result full_result() {
-  exec_result r;
-  r.exit_code = -7;
-  r.stdout_data = std::string("out\0put", 7);
-  r.stderr_data = std::string(100000, 'e');
-  r.stdout_truncated = true;
-  r.stderr_truncated = false;
-  r.stdout_bytes = 1ULL << 40;
-  r.stderr_bytes = 100000;
-  r.duration = std::chrono::nanoseconds(987654321);
-  r.end = exec_end::timed_out;
-  r.warnings = {"w1", "w2"};
-  return r;
-}
-
 template <class T>
 void check_round_trip(caf::scoped_actor& self, const caf::actor& echo, const T& value,
                       const char* name) {
@@ -183,20 +125,7 @@ TEST_CASE("every message type crosses a loopback connection unchanged", "[node][
   check_round_trip(self, *remote, output_stream::stderr_stream, "output_stream");
   check_round_trip(self, *remote, workspace_mount{"/a", "/b", access_mode::rw}, "workspace_mount");
   check_round_trip(self, *remote, tmpfs_mount{"/t", 12345, "mode=700"}, "tmpfs_mount");
-  {
-    runtime_stats s;
-    s.runtime_name = "node-7";
-    s.live_sandboxes = 1;
-    s.capacity = 2;
-    s.created_total = 3;
-    s.released_total = 4;
-    s.pruned_total = 5;
-    s.lost_total = 6;
-    s.adopted_total = 7;
-    s.execs_total = 8;
-    s.execs_in_flight = 9;
-    check_round_trip(self, *remote, s, "runtime_stats");
-  }
+  check_round_trip(self, *remote, full_stats("node-7"), "runtime_stats");
   {
     // The subscriber is an actor of the client system: it travels out as a handle and
     // comes back as the same local actor.

@@ -27,11 +27,18 @@
 #include "actors/supervisor.hpp"
 #include "docker/blocking.hpp"
 #include "docker/client.hpp"
+#include "messages/ask.hpp"
 #include "messages/errors.hpp"
 #include "messages/interfaces.hpp"
 #include "messages/registration.hpp"
+#include "tests/test_kit.hpp"
 
 namespace corral::runtime_tests {
+
+using test::contains;
+using test::eventually;
+using test::test_slug;
+using test::what;
 
 using namespace std::chrono_literals;
 using namespace corral::messages;
@@ -45,25 +52,10 @@ inline constexpr const char* test_image = "corral/sandbox:busybox";
 // containers, and a leftover names the test that left it.
 inline std::string unique_runtime_name() {
   static std::atomic<int> counter{0};
-  std::string slug;
-  for (unsigned char c : Catch::getResultCapture().getCurrentTestName()) {
-    if (slug.size() >= 24) break;
-    if (std::isalnum(c))
-      slug += static_cast<char>(std::tolower(c));
-    else if (!slug.empty() && slug.back() != '-')
-      slug += '-';
-  }
-  while (!slug.empty() && slug.back() == '-') slug.pop_back();
-  if (slug.empty()) slug = "test";
-  return "t-" + slug + "-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
+  return "t-" + test_slug(24) + "-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
 }
 
 // -- small helpers -------------------------------------------------------------------------
-
-template <class T>
-std::string what(const caf::expected<T>& x) {
-  return x ? std::string("ok") : describe(x.error());
-}
 
 template <class T>
 std::string what(const docker::result<T>& x) {
@@ -85,10 +77,6 @@ std::string what(const docker::result<T>& x) {
     CHECK(static_cast<bool>(check_ok_value_));                                    \
   } while (false)
 
-inline bool contains(std::string_view haystack, std::string_view needle) {
-  return haystack.find(needle) != std::string_view::npos;
-}
-
 inline exec_request make_exec(std::vector<std::string> argv,
                               caf::timespan timeout = caf::timespan{0}) {
   exec_request req;
@@ -99,17 +87,6 @@ inline exec_request make_exec(std::vector<std::string> argv,
 
 inline std::vector<std::string> sh(std::string script) {
   return {"sh", "-c", std::move(script)};
-}
-
-// Polls `f` every `step` until it returns true or `limit` passes; returns the last answer.
-template <class F>
-bool eventually(std::chrono::milliseconds limit, F&& f, std::chrono::milliseconds step = 100ms) {
-  const auto deadline = steady::now() + limit;
-  for (;;) {
-    if (f()) return true;
-    if (steady::now() >= deadline) return false;
-    std::this_thread::sleep_for(step);
-  }
 }
 
 // A field of /proc/self/status in KiB ("VmRSS", "VmHWM"); -1 if absent.
@@ -189,11 +166,7 @@ class runtime_fixture {
 
   template <class T, class... Ts>
   caf::expected<T> ask_of(const supervisor_actor& dest, caf::timespan timeout, Ts&&... xs) {
-    caf::expected<T> out{caf::error{}};
-    self->request(dest, timeout, std::forward<Ts>(xs)...)
-        .receive([&](T& value) { out = std::move(value); },
-                 [&](caf::error& err) { out = std::move(err); });
-    return out;
+    return messages::ask<T>(self, dest, timeout, std::forward<Ts>(xs)...);
   }
 
   template <class T, class... Ts>

@@ -253,19 +253,24 @@ fault_run run_under_faults(app::fake_engine& fake, std::size_t sandboxes, std::s
   return out;
 }
 
+// The fault runs' engine: 5 % errors and 2 % resets on every endpoint but the handshake,
+// which is exempt: a failed negotiation takes the runtime down for a prune interval, a
+// different test.
+app::fake_engine_options faulty_options(uint64_t seed) {
+  auto options = fast_options();
+  options.seed = seed;
+  options.error_rate = 0.05;
+  options.reset_rate = 0.02;
+  options.error_rates["version"] = 0;
+  options.reset_rates["version"] = 0;
+  return options;
+}
+
 }  // namespace
 
 TEST_CASE("runtime on the fake engine under 5% errors and 2% resets: typed errors, no hangs",
           "[scale][runtime][faults]") {
-  auto options = fast_options();
-  options.seed = 42;
-  options.error_rate = 0.05;
-  options.reset_rate = 0.02;
-  // The handshake is exempt: a failed negotiation takes the runtime down for a prune interval,
-  // a different test.
-  options.error_rates["version"] = 0;
-  options.reset_rates["version"] = 0;
-  app::fake_engine fake(options);
+  app::fake_engine fake(faulty_options(42));
 
   auto run = run_under_faults(fake, 500, 2000, "faults");
   const auto& fs = run.fake_stats;
@@ -307,12 +312,7 @@ TEST_CASE("runtime on the fake engine under faults, seed after seed: every error
   std::map<std::string, std::size_t> untyped, odd, codes;
   std::size_t leftover = 0, not_stopped = 0, acquired = 0, ran = 0;
   for (int round = 1; round <= repeats; ++round) {
-    auto options = fast_options();
-    options.seed = 1000 + static_cast<uint64_t>(round);
-    options.error_rate = 0.05;
-    options.reset_rate = 0.02;
-    options.error_rates["version"] = 0;
-    options.reset_rates["version"] = 0;
+    const auto options = faulty_options(1000 + static_cast<uint64_t>(round));
     app::fake_engine fake(options);
     auto run = run_under_faults(fake, 100, 400, "seed" + std::to_string(round));
     for (const auto* tally : {&run.acquire, &run.exec}) {
@@ -346,13 +346,7 @@ TEST_CASE("runtime on the fake engine under faults, seed after seed: every error
 // Faults that once leaked containers or invented exit codes; each check names the path.
 TEST_CASE("runtime on the fake engine under faults: exec results and leftovers",
           "[scale][runtime][faults]") {
-  auto options = fast_options();
-  options.seed = 42;
-  options.error_rate = 0.05;
-  options.reset_rate = 0.02;
-  options.error_rates["version"] = 0;
-  options.reset_rates["version"] = 0;
-  app::fake_engine fake(options);
+  app::fake_engine fake(faulty_options(42));
   auto run = run_under_faults(fake, 500, 2000, "leaks");
 
   // An exec either answers right or fails with an error; never a made-up exit code.

@@ -18,9 +18,11 @@
 #include "messages/errors.hpp"
 #include "messages/registration.hpp"
 #include "messages/type_ids.hpp"
+#include "tests/full_messages.hpp"
 
 namespace msg = corral::messages;
 using namespace std::chrono_literals;
+using namespace corral::test;
 
 namespace {
 
@@ -70,105 +72,6 @@ T message_round_trip(caf::actor_system& sys, const T& in) {
   REQUIRE(out.size() == 1);
   REQUIRE(out.match_element<T>(0));
   return out.get_as<T>(0);
-}
-
-msg::workspace_mount some_workspace() {
-  return {"/home/u/project", "/src", msg::access_mode::rw};
-}
-
-msg::tmpfs_mount some_tmpfs() {
-  return {"/cache", 128LL << 20, "mode=1777"};
-}
-
-msg::sandbox_spec full_spec() {
-  msg::sandbox_spec s;
-  s.image = "ghcr.io/org/tool:1";
-  s.command = {"sh", "-c", "echo 'hi' \"there\"; exit 3"};
-  s.env = {{"A", "1"}, {"EMPTY", ""}, {"UNICODE", "gr\xc3\xbc\xc3\x9f"}};
-  s.workdir = "/src/sub";
-  s.user = "1234:5678";
-  s.workspace = some_workspace();
-  s.tmpfs = {some_tmpfs(), {"/tmp", 1 << 20, ""}};
-  s.memory_bytes = 1LL << 30;
-  s.memory_swap_bytes = 2LL << 30;
-  s.nano_cpus = 1'500'000'000;
-  s.pids_limit = 77;
-  s.network_mode = "bridge";
-  s.writable_root = true;
-  s.cap_add = {"NET_BIND_SERVICE", "CHOWN"};
-  s.labels = {{"team", "a"}, {"purpose", "test"}};
-  s.setup_command = {"mkdir", "-p", "/src/out"};
-  s.exec_timeout = 90s;
-  s.max_stdout = 4096;
-  s.max_stderr = 8192;
-  s.lifetime = 2h;
-  s.idle_limit = 5min;
-  return s;
-}
-
-msg::sandbox_info full_info() {
-  msg::sandbox_info i;
-  i.key = "agent-7.session_2";
-  i.container_id = std::string(64, 'f');
-  i.image = "corral/sandbox:busybox";
-  i.status = msg::sandbox_status::oom_killed;
-  i.created_ms = 1'700'000'000'123;
-  i.last_used_ms = 1'700'000'100'456;
-  i.execs_run = 42;
-  i.execs_in_flight = 3;
-  i.memory_bytes = 512LL << 20;
-  i.nano_cpus = 1'000'000'000;
-  i.pids_limit = 256;
-  i.detail = "killed by the kernel's OOM killer";
-  i.warnings = {"env HTTP_PROXY is reserved and was stripped", "network bridge (loosened)"};
-  return i;
-}
-
-msg::exec_request full_exec_request() {
-  msg::exec_request r;
-  r.argv = {"python3", "-c", "print(1)"};
-  r.env = {{"TOKEN", "secret"}, {"LANG", "C.UTF-8"}};
-  r.workdir = "/workspace/x";
-  r.timeout = 1500ms;
-  r.max_stdout = 100;
-  r.max_stderr = 200;
-  r.has_stdin = true;
-  r.stdin_data = std::string("binary\0data\xff", 12);
-  return r;  // subscriber stays empty: a handle only makes sense with a live actor
-}
-
-msg::output_chunk full_chunk() {
-  return {9, msg::output_stream::stderr_stream, std::string("\x01\x02\0\xfe", 4)};
-}
-
-msg::exec_result full_result() {
-  msg::exec_result r;
-  r.exit_code = -9;
-  r.stdout_data = "partial out";
-  r.stderr_data = "partial err";
-  r.stdout_truncated = true;
-  r.stderr_truncated = true;
-  r.stdout_bytes = 1'000'000;
-  r.stderr_bytes = 2'000'000;
-  r.duration = 12345ms;
-  r.end = msg::exec_end::timed_out;
-  r.warnings = {"env LD_PRELOAD is reserved and was stripped"};
-  return r;
-}
-
-msg::runtime_stats full_stats() {
-  msg::runtime_stats s;
-  s.runtime_name = "ci-runner";
-  s.live_sandboxes = 1;
-  s.capacity = 2;
-  s.created_total = 3;
-  s.released_total = 4;
-  s.pruned_total = 5;
-  s.lost_total = 6;
-  s.adopted_total = 7;
-  s.execs_total = 8;
-  s.execs_in_flight = 9;
-  return s;
 }
 
 }  // namespace
