@@ -24,6 +24,7 @@ CAF_ADD_ATOM(corral_internal, corral::actors, finalize_atom, "finalize")
 CAF_ADD_ATOM(corral_internal, corral::actors, fallback_atom, "fallback")
 CAF_ADD_ATOM(corral_internal, corral::actors, prune_tick_atom, "prunetick")
 CAF_ADD_ATOM(corral_internal, corral::actors, resubscribe_atom, "resub")
+CAF_ADD_ATOM(corral_internal, corral::actors, reconnect_atom, "reconnect")
 CAF_ADD_ATOM(corral_internal, corral::actors, claim_atom, "claim")
 
 namespace corral::actors {

@@ -11,6 +11,7 @@
 #include "actors/actor_errors.hpp"
 #include "actors/internal_messages.hpp"
 #include "actors/pending_calls.hpp"
+#include "actors/plumbing.hpp"
 #include "actors/supervisor.hpp"
 #include "messages/errors.hpp"
 
@@ -20,7 +21,7 @@ namespace {
 
 using namespace messages;
 
-using router_impl_actor = supervisor_actor::extend<caf::reacts_to<resubscribe_atom>>;
+using router_impl_actor = supervisor_actor::extend<caf::reacts_to<reconnect_atom>>;
 
 struct node_link {
   node_endpoint where;
@@ -39,7 +40,7 @@ struct router_state {
   std::map<std::string, std::size_t> key_node;  // which node holds a key
   std::size_t pending_connects = 0;
   bool ready = false;
-  std::vector<std::function<void()>> deferred;
+  deferred_work deferred;  // requests that came before the first connections ended
   // Requests sent to nodes and not answered yet. A node that goes down fails them at once
   // (its proxy would never answer: CAF 0.17 only times out).
   pending_calls calls;
@@ -50,8 +51,7 @@ using self_ptr = router_impl_actor::stateful_pointer<router_state>;
 void set_ready(self_ptr self) {
   if (self->state.ready) return;
   self->state.ready = true;
-  auto deferred = std::move(self->state.deferred);
-  for (auto& f : deferred) f();
+  self->state.deferred.run_all();
 }
 
 template <class F>
@@ -59,12 +59,21 @@ void when_ready(self_ptr self, F f) {
   if (self->state.ready)
     f();
   else
-    self->state.deferred.emplace_back(std::move(f));
+    self->state.deferred.add(std::move(f));
 }
 
 caf::error node_down(const node_link& n, const std::string& key) {
   return make_error(corral_errc::sandbox_lost,
                     "sandbox " + key + " is lost: node " + n.name + " is down");
+}
+
+// What the router says of a sandbox whose node is down (lookup, release, list).
+sandbox_info lost_with(const node_link& n, const std::string& key) {
+  sandbox_info info;
+  info.key = key;
+  info.status = sandbox_status::lost;
+  info.detail = "node " + n.name + " is down";
+  return info;
 }
 
 // Sends a request to node `index`; exactly one of `on_value` and `on_error` runs: with the
@@ -92,11 +101,10 @@ void call(self_ptr self, std::size_t index, caf::timespan timeout, OnValue on_va
 
 // Learns what a (re)connected node holds (its adopted sandboxes route to it again) and how
 // loaded it is; `done` runs when both answers are in.
-void learn(self_ptr self, std::size_t index, std::function<void()> done) {
-  auto remaining = std::make_shared<int>(2);
-  auto one = [remaining, done] {
-    if (--*remaining == 0) done();
-  };
+void learn(self_ptr self, std::size_t index, const std::function<void()>& done) {
+  auto both = gather<bool>([done](bool&) { done(); });
+  both->expect();  // the second answer; the first is the sender's own part
+  auto one = [both] { both->done(); };
   call<std::vector<sandbox_info>>(
       self, index, self->state.options.request_timeout,
       [self, index, one](const std::vector<sandbox_info>& infos) {
@@ -193,7 +201,7 @@ router_impl_actor::behavior_type router_impl(self_ptr self, router_options optio
   st.pending_connects = st.nodes.size();
   if (st.nodes.empty()) set_ready(self);
   for (std::size_t i = 0; i < st.nodes.size(); ++i) connect(self, i);
-  self->delayed_send(self, st.options.reconnect_interval, resubscribe_atom_v);
+  self->delayed_send(self, st.options.reconnect_interval, reconnect_atom_v);
 
   self->set_down_handler([self](caf::down_msg& msg) {
     for (auto& n : self->state.nodes) {
@@ -259,13 +267,7 @@ router_impl_actor::behavior_type router_impl(self_ptr self, router_options optio
                     [rp](caf::error err) mutable { rp.deliver(std::move(err)); }, lookup_atom_v,
                     key);
               },
-              [&](node_link& n) {
-                sandbox_info info;
-                info.key = key;
-                info.status = sandbox_status::lost;
-                info.detail = "node " + n.name + " is down";
-                rp.deliver(std::move(info));
-              });
+              [&](node_link& n) { rp.deliver(lost_with(n, key)); });
         });
         return rp;
       },
@@ -309,11 +311,7 @@ router_impl_actor::behavior_type router_impl(self_ptr self, router_options optio
               [&](node_link& n) {
                 // The node is gone; what it held is its own to adopt or remove when it returns.
                 self->state.key_node.erase(key);
-                sandbox_info info;
-                info.key = key;
-                info.status = sandbox_status::lost;
-                info.detail = "node " + n.name + " is down";
-                rp.deliver(std::move(info));
+                rp.deliver(lost_with(n, key));
               });
         });
         return rp;
@@ -321,82 +319,70 @@ router_impl_actor::behavior_type router_impl(self_ptr self, router_options optio
       [self](release_all_atom, release_mode mode) -> caf::result<uint64_t> {
         auto rp = self->make_response_promise<uint64_t>();
         when_ready(self, [self, rp, mode]() mutable {
-          auto total = std::make_shared<uint64_t>(0);
-          auto pending = std::make_shared<std::size_t>(1);
-          auto done = [rp, total, pending]() mutable {
-            if (--*pending == 0) rp.deliver(*total);
-          };
+          auto total = gather<uint64_t>([rp](uint64_t& n) mutable { rp.deliver(n); });
           for (std::size_t i = 0; i < self->state.nodes.size(); ++i) {
             auto& n = self->state.nodes[i];
             if (!n.handle) continue;
-            ++*pending;
+            total->expect();
             call<uint64_t>(
                 self, i, self->state.options.request_timeout,
-                [total, done, self, i](uint64_t count) mutable {
-                  *total += count;
+                [total, self, i](uint64_t count) {
+                  total->value() += count;
                   for (auto it = self->state.key_node.begin(); it != self->state.key_node.end();) {
                     it = it->second == i ? self->state.key_node.erase(it) : std::next(it);
                   }
                   self->state.nodes[i].live = 0;
-                  done();
+                  total->done();
                 },
-                [done](const caf::error&) mutable { done(); }, release_all_atom_v, mode);
+                [total](const caf::error&) { total->done(); }, release_all_atom_v, mode);
           }
-          done();
+          total->done();
         });
         return rp;
       },
       [self](list_atom) -> caf::result<std::vector<sandbox_info>> {
         auto rp = self->make_response_promise<std::vector<sandbox_info>>();
         when_ready(self, [self, rp]() mutable {
-          auto out = std::make_shared<std::vector<sandbox_info>>();
-          auto pending = std::make_shared<std::size_t>(1);
-          auto done = [rp, out, pending]() mutable {
-            if (--*pending == 0) {
-              std::sort(out->begin(), out->end(),
-                        [](const auto& a, const auto& b) { return a.key < b.key; });
-              rp.deliver(std::move(*out));
-            }
-          };
+          auto all =
+              gather<std::vector<sandbox_info>>([rp](std::vector<sandbox_info>& out) mutable {
+                std::sort(out.begin(), out.end(),
+                          [](const auto& a, const auto& b) { return a.key < b.key; });
+                rp.deliver(std::move(out));
+              });
           for (const auto& [key, index] : self->state.key_node) {
             const auto& n = self->state.nodes[index];
             if (n.handle) continue;
-            sandbox_info info;
-            info.key = key;
-            info.status = sandbox_status::lost;
-            info.detail = "node " + n.name + " is down";
-            out->push_back(std::move(info));
+            all->value().push_back(lost_with(n, key));
           }
           for (std::size_t i = 0; i < self->state.nodes.size(); ++i) {
             if (!self->state.nodes[i].handle) continue;
-            ++*pending;
+            all->expect();
             call<std::vector<sandbox_info>>(
                 self, i, self->state.options.request_timeout,
-                [out, done](std::vector<sandbox_info>& infos) mutable {
-                  for (auto& info : infos) out->push_back(std::move(info));
-                  done();
+                [all](std::vector<sandbox_info>& infos) {
+                  for (auto& info : infos) all->value().push_back(std::move(info));
+                  all->done();
                 },
-                [done](const caf::error&) mutable { done(); }, list_atom_v);
+                [all](const caf::error&) { all->done(); }, list_atom_v);
           }
-          done();
+          all->done();
         });
         return rp;
       },
       [self](stats_atom) -> caf::result<runtime_stats> {
         auto rp = self->make_response_promise<runtime_stats>();
         when_ready(self, [self, rp]() mutable {
-          auto total = std::make_shared<runtime_stats>();
-          total->runtime_name = "router";
-          auto pending = std::make_shared<std::size_t>(1);
-          auto done = [rp, total, pending]() mutable {
-            if (--*pending == 0) rp.deliver(*total);
-          };
+          runtime_stats named;
+          named.runtime_name = "router";
+          auto all = gather<runtime_stats>(
+              [rp](runtime_stats& total) mutable { rp.deliver(std::move(total)); }, named);
           for (std::size_t i = 0; i < self->state.nodes.size(); ++i) {
             if (!self->state.nodes[i].handle) continue;
-            ++*pending;
+            all->expect();
             call<runtime_stats>(
                 self, i, self->state.options.request_timeout,
-                [total, done](const runtime_stats& s) mutable {
+                [all](const runtime_stats& s) {
+                  auto* total = &all->value();
                   total->live_sandboxes += s.live_sandboxes;
                   total->capacity += s.capacity;
                   total->created_total += s.created_total;
@@ -414,11 +400,11 @@ router_impl_actor::behavior_type router_impl(self_ptr self, router_options optio
                   total->pool_claim_us_total += s.pool_claim_us_total;
                   total->pool_refills += s.pool_refills;
                   total->pool_refill_us_total += s.pool_refill_us_total;
-                  done();
+                  all->done();
                 },
-                [done](const caf::error&) mutable { done(); }, stats_atom_v);
+                [all](const caf::error&) { all->done(); }, stats_atom_v);
           }
-          done();
+          all->done();
         });
         return rp;
       },
@@ -426,23 +412,20 @@ router_impl_actor::behavior_type router_impl(self_ptr self, router_options optio
              caf::timespan max_age) -> caf::result<std::vector<std::string>> {
         auto rp = self->make_response_promise<std::vector<std::string>>();
         when_ready(self, [self, rp, idle, max_age]() mutable {
-          auto out = std::make_shared<std::vector<std::string>>();
-          auto pending = std::make_shared<std::size_t>(1);
-          auto done = [rp, out, pending]() mutable {
-            if (--*pending == 0) rp.deliver(std::move(*out));
-          };
+          auto all = gather<std::vector<std::string>>(
+              [rp](std::vector<std::string>& keys) mutable { rp.deliver(std::move(keys)); });
           for (std::size_t i = 0; i < self->state.nodes.size(); ++i) {
             if (!self->state.nodes[i].handle) continue;
-            ++*pending;
+            all->expect();
             call<std::vector<std::string>>(
                 self, i, self->state.options.request_timeout,
-                [out, done](std::vector<std::string>& keys) mutable {
-                  out->insert(out->end(), keys.begin(), keys.end());
-                  done();
+                [all](std::vector<std::string>& keys) {
+                  all->value().insert(all->value().end(), keys.begin(), keys.end());
+                  all->done();
                 },
-                [done](const caf::error&) mutable { done(); }, prune_atom_v, idle, max_age);
+                [all](const caf::error&) { all->done(); }, prune_atom_v, idle, max_age);
           }
-          done();
+          all->done();
         });
         return rp;
       },
@@ -453,12 +436,12 @@ router_impl_actor::behavior_type router_impl(self_ptr self, router_options optio
       [](hello_atom, int32_t, const std::string&) -> caf::result<int32_t, std::string> {
         return caf::make_result(protocol_version, std::string(corral_version));
       },
-      [self](resubscribe_atom) {
+      [self](reconnect_atom) {
         // Reconnect whatever is down; its adopted sandboxes route to it again.
         for (std::size_t i = 0; i < self->state.nodes.size(); ++i) {
           if (!self->state.nodes[i].handle) connect(self, i);
         }
-        self->delayed_send(self, self->state.options.reconnect_interval, resubscribe_atom_v);
+        self->delayed_send(self, self->state.options.reconnect_interval, reconnect_atom_v);
       },
   };
 }
