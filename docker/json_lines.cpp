@@ -60,14 +60,23 @@ std::optional<error> json_lines_splitter::finish() {
   return err;
 }
 
-std::optional<pull_progress> parse_pull_progress(std::string_view line) {
+namespace {
+
+// read(obj) on the line's top-level object; nothing when the line is not a JSON object. The
+// buffer and the parser live here, as long as the object read from them.
+template <class Read>
+auto read_object(std::string_view line, Read read)
+    -> std::optional<decltype(read(std::declval<simdjson::ondemand::object&>()))> {
   simdjson::padded_string padded = pad(line);
   simdjson::ondemand::parser parser;
   simdjson::ondemand::document doc;
   simdjson::ondemand::object obj;
   if (parser.iterate(padded).get(doc) != simdjson::SUCCESS) return std::nullopt;
   if (doc.get_object().get(obj) != simdjson::SUCCESS) return std::nullopt;
+  return read(obj);
+}
 
+pull_progress read_pull_progress(simdjson::ondemand::object& obj) {
   pull_progress out;
   out.id = get_string(obj, "id");
   out.status = get_string(obj, "status");
@@ -86,14 +95,7 @@ std::optional<pull_progress> parse_pull_progress(std::string_view line) {
   return out;
 }
 
-std::optional<event_message> parse_event(std::string_view line) {
-  simdjson::padded_string padded = pad(line);
-  simdjson::ondemand::parser parser;
-  simdjson::ondemand::document doc;
-  simdjson::ondemand::object obj;
-  if (parser.iterate(padded).get(doc) != simdjson::SUCCESS) return std::nullopt;
-  if (doc.get_object().get(obj) != simdjson::SUCCESS) return std::nullopt;
-
+event_message read_event(simdjson::ondemand::object& obj) {
   event_message out;
   out.type = get_string(obj, "Type");
   out.action = get_string(obj, "Action");
@@ -110,6 +112,16 @@ std::optional<event_message> parse_event(std::string_view line) {
       out.time_nano = seconds * 1'000'000'000;
   }
   return out;
+}
+
+}  // namespace
+
+std::optional<pull_progress> parse_pull_progress(std::string_view line) {
+  return read_object(line, read_pull_progress);
+}
+
+std::optional<event_message> parse_event(std::string_view line) {
+  return read_object(line, read_event);
 }
 
 }  // namespace corral::docker
