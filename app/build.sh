@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Set the machine up (app/setup.sh), configure once, build. Arguments go to
-# `cmake --build`, e.g. `app/build.sh --target corral_demo` or `app/build.sh -- -v`.
+# Set the machine up (app/setup.sh), configure once, build. Without arguments it builds the
+# product the main job needs (`corral` and the in-sandbox `corral-agent`), not the test kit;
+# arguments go to `cmake --build`: `app/build.sh --target all` builds everything (tests/run.sh
+# does), `app/build.sh --target corral_demo` one program, `app/build.sh -- -v` shows commands.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,6 +22,8 @@ if [[ ! -f build/build.ninja ]]; then
   log "build: configuring (cmake --preset default)"
   cmake --preset default
 fi
-log "build: cmake --build --preset default $* (CCACHE_DIR=${CCACHE_DIR})"
-cmake --build --preset default "$@"
+args=("$@")
+((${#args[@]} > 0)) || args=(--target corral corral-agent)
+log "build: cmake --build --preset default ${args[*]} (CCACHE_DIR=${CCACHE_DIR})"
+cmake --build --preset default "${args[@]}"
 log "build: done"

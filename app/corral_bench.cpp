@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -34,6 +35,7 @@
 #include "app/exit_codes.hpp"
 #include "docker/blocking.hpp"
 #include "docker/client.hpp"
+#include "messages/ask.hpp"
 #include "messages/errors.hpp"
 #include "messages/registration.hpp"
 #include "messages/runtime_stats.hpp"
@@ -51,7 +53,8 @@ struct samples {
     if (ms.empty()) return 0;
     auto sorted = ms;
     std::sort(sorted.begin(), sorted.end());
-    const auto rank = static_cast<std::size_t>(p * static_cast<double>(sorted.size() - 1) + 0.5);
+    const auto rank =
+        static_cast<std::size_t>(std::lround(p * static_cast<double>(sorted.size() - 1)));
     return sorted[std::min(rank, sorted.size() - 1)];
   }
 };
@@ -59,7 +62,9 @@ struct samples {
 double cpu_ms() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
-  auto ms = [](const timeval& t) { return t.tv_sec * 1e3 + t.tv_usec / 1e3; };
+  auto ms = [](const timeval& t) {
+    return static_cast<double>(t.tv_sec) * 1e3 + static_cast<double>(t.tv_usec) / 1e3;
+  };
   return ms(usage.ru_utime) + ms(usage.ru_stime);
 }
 
@@ -80,7 +85,7 @@ T must(result<T> r, const char* what) {
   return std::move(r).value();
 }
 
-void must(result<void> r, const char* what) {
+void must(const result<void>& r, const char* what) {
   if (!r) throw std::runtime_error(std::string(what) + ": " + r.err().describe());
 }
 
@@ -247,12 +252,8 @@ struct corral_runtime {
 
   template <class T, class... Ts>
   T ask(caf::scoped_actor& self, Ts&&... xs) {
-    std::optional<T> out;
-    std::string failure;
-    self->request(sup, std::chrono::minutes(2), std::forward<Ts>(xs)...)
-        .receive([&](T& v) { out = std::move(v); },
-                 [&](caf::error& e) { failure = msg::describe(e); });
-    if (!out) throw std::runtime_error("corral: " + failure);
+    auto out = msg::ask<T>(self, sup, std::chrono::minutes(2), std::forward<Ts>(xs)...);
+    if (!out) throw std::runtime_error("corral: " + msg::describe(out.error()));
     return std::move(*out);
   }
 
@@ -294,6 +295,7 @@ double throughput(int lanes, int total, const std::function<void(int lane)>& per
   std::mutex failure_mutex;
   const auto start = clock_type::now();
   std::vector<std::thread> threads;
+  threads.reserve(static_cast<std::size_t>(lanes));
   for (int lane = 0; lane < lanes; ++lane) {
     threads.emplace_back([&, lane] {
       while (!failed && next.fetch_add(1) < total) {
@@ -375,18 +377,35 @@ int main(int argc, char** argv) {
           iterations, image.c_str(), docker.api_version().c_str(),
           std::thread::hardware_concurrency());
 
+      // A hardened container created and started through the adapter, or the raw client;
+      // `made` holds it until it is removed.
+      auto adapter_start = [&]() -> std::string {
+        auto id = must(blocking<container_create_response>(
+                           [&](auto done) { docker.container_create(hardened(image), done); }),
+                       "create")
+                      .id;
+        made.push_back(id);
+        must(blocking<change_outcome>([&](auto done) { docker.container_start(id, done); }),
+             "start");
+        return id;
+      };
+      auto raw_start = [&]() -> std::string {
+        auto created =
+            raw_http(*socket, "POST", api + "/containers/create", hardened_raw_body(image));
+        check(created.status == 201, "raw create: " + created.body);
+        auto id = json_id(created.body);
+        made.push_back(id);
+        check(raw_http(*socket, "POST", api + "/containers/" + id + "/start").status == 204,
+              "raw start");
+        return id;
+      };
+
       // Long-lived sandboxes for the exec measurements: 8, as agents hold several at once.
       std::vector<std::string> keys, peer_ids;
       for (int i = 0; i < 8; ++i) {
         keys.push_back("bench-" + std::to_string(i));
         corral.ask<msg::sandbox_info>(self, msg::acquire_atom_v, keys.back(), msg::sandbox_spec{});
-        auto c = must(blocking<container_create_response>(
-                          [&](auto done) { docker.container_create(hardened(image), done); }),
-                      "create");
-        made.push_back(c.id);
-        peer_ids.push_back(c.id);
-        must(blocking<change_outcome>([&](auto done) { docker.container_start(c.id, done); }),
-             "start");
+        peer_ids.push_back(adapter_start());
       }
       const std::string& target = peer_ids.front();
 
@@ -454,30 +473,14 @@ int main(int argc, char** argv) {
         }));
 
         std::string id;
-        create_row.adapter.ms.push_back(time_ms([&] {
-          id = must(blocking<container_create_response>(
-                        [&](auto done) { docker.container_create(hardened(image), done); }),
-                    "create")
-                   .id;
-          made.push_back(id);
-          must(blocking<change_outcome>([&](auto done) { docker.container_start(id, done); }),
-               "start");
-        }));
+        create_row.adapter.ms.push_back(time_ms([&] { id = adapter_start(); }));
         remove_row.adapter.ms.push_back(time_ms([&] {
           must(blocking<void>([&](auto done) { docker.container_remove(id, true, done); }),
                "remove");
         }));
         made.pop_back();
 
-        create_row.raw.ms.push_back(time_ms([&] {
-          auto created =
-              raw_http(*socket, "POST", api + "/containers/create", hardened_raw_body(image));
-          check(created.status == 201, "raw create: " + created.body);
-          id = json_id(created.body);
-          made.push_back(id);
-          check(raw_http(*socket, "POST", api + "/containers/" + id + "/start").status == 204,
-                "raw start");
-        }));
+        create_row.raw.ms.push_back(time_ms([&] { id = raw_start(); }));
         remove_row.raw.ms.push_back(time_ms([&] {
           check(raw_http(*socket, "DELETE", api + "/containers/" + id + "?force=1").status == 204,
                 "raw remove");
@@ -505,25 +508,14 @@ int main(int argc, char** argv) {
                                         msg::release_mode::cancel_execs);
         }));
         oneshot_row.adapter.ms.push_back(time_ms([&] {
-          id = must(blocking<container_create_response>(
-                        [&](auto done) { docker.container_create(hardened(image), done); }),
-                    "create")
-                   .id;
-          made.push_back(id);
-          must(blocking<change_outcome>([&](auto done) { docker.container_start(id, done); }),
-               "start");
+          id = adapter_start();
           adapter_exec(id);
           must(blocking<void>([&](auto done) { docker.container_remove(id, true, done); }),
                "remove");
           made.pop_back();
         }));
         oneshot_row.raw.ms.push_back(time_ms([&] {
-          auto created =
-              raw_http(*socket, "POST", api + "/containers/create", hardened_raw_body(image));
-          id = json_id(created.body);
-          made.push_back(id);
-          check(raw_http(*socket, "POST", api + "/containers/" + id + "/start").status == 204,
-                "raw start");
+          id = raw_start();
           raw_exec(id);
           check(raw_http(*socket, "DELETE", api + "/containers/" + id + "?force=1").status == 204,
                 "raw remove");
@@ -551,6 +543,7 @@ int main(int argc, char** argv) {
           "corral / raw |\n|---|---|---|---|---|---|\n");
       for (int lanes : {8, 32}) {
         std::vector<std::unique_ptr<caf::scoped_actor>> selves;
+        selves.reserve(static_cast<std::size_t>(lanes));
         for (int l = 0; l < lanes; ++l) selves.push_back(std::make_unique<caf::scoped_actor>(sys));
         const double c = throughput(lanes, throughput_execs, [&](int lane) {
           corral.exec_echo(*selves[lane], keys[lane % 8]);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI's test run (.ci/run calls it), in four stages, each on by default:
-#   1. main:  build (app/build.sh), clang-tidy on the sources changed since .ci/tidy-base
+#   1. main:  build everything (app/build.sh --target all), clang-tidy on the sources changed since .ci/tidy-base
 #             (tests/tidy_check.sh), run the whole suite (ctest --preset default), then check
 #             that the tests left no container behind;
 #   2. asan:  build the asan tree (GCC AddressSanitizer + UndefinedBehaviorSanitizer) and run
@@ -80,8 +80,8 @@ check_test_names() {
 # -- 1. the main suite ----------------------------------------------------------------------
 if [[ ${run_main} == 1 ]]; then
   t0=${SECONDS}
-  bash "${ROOT}/app/build.sh"
-  record "main: build (app/build.sh)" "${t0}" 0
+  bash "${ROOT}/app/build.sh" --target all
+  record "main: build (app/build.sh --target all)" "${t0}" 0
   # clang-tidy on the sources changed since .ci/tidy-base: a finding fails the run (after the
   # suite, which still runs).
   t0=${SECONDS}
