@@ -102,6 +102,16 @@ void adopt_one(self_ptr self, const docker::container_summary& c, const std::str
 // How long a container found in `created` is spared after its creation.
 constexpr int64_t spare_created_ms = 60'000;
 
+// Every container of this runtime, in any state: what the start-up adoption lists, and the
+// re-check of the spared ones.
+docker::container_list_options this_runtimes_containers(self_ptr self) {
+  docker::container_list_options options;
+  options.all = true;
+  options.filters["label"] = {std::string(label_managed_by) + "=corral",
+                              std::string(label_runtime) + "=" + self->state.cfg.name};
+  return options;
+}
+
 int64_t created_at_of(const docker::container_summary& c) {
   auto created = c.labels.find(label_created_at);
   return created == c.labels.end() ? 0 : std::strtoll(created->second.c_str(), nullptr, 10);
@@ -157,12 +167,9 @@ void sweep_run_dirs(self_ptr self) {
 void adopt_existing(self_ptr self) {
   auto& st = self->state;
   if (st.now != phase::shutting_down) st.now = phase::adopting;
-  docker::container_list_options options;
-  options.all = true;
-  options.filters["label"] = {std::string(label_managed_by) + "=corral",
-                              std::string(label_runtime) + "=" + st.cfg.name};
   st.docker->container_list(
-      options, back_to<std::vector<docker::container_summary>>(self, [self](auto listed) {
+      this_runtimes_containers(self),
+      back_to<std::vector<docker::container_summary>>(self, [self](auto listed) {
         auto& st = self->state;
         if (!listed) {
           st.engine_down = from_engine(listed.err(), "listing this runtime's containers");
@@ -249,12 +256,9 @@ namespace {
 void recheck_spared(self_ptr self) {
   auto& st = self->state;
   if (st.spared.empty() || st.now == phase::shutting_down) return;
-  docker::container_list_options options;
-  options.all = true;
-  options.filters["label"] = {std::string(label_managed_by) + "=corral",
-                              std::string(label_runtime) + "=" + st.cfg.name};
   st.docker->container_list(
-      options, back_to<std::vector<docker::container_summary>>(self, [self](auto listed) {
+      this_runtimes_containers(self),
+      back_to<std::vector<docker::container_summary>>(self, [self](auto listed) {
         auto& st = self->state;
         if (st.now == phase::shutting_down) return;
         if (!listed) {
