@@ -25,9 +25,7 @@ namespace corral::actors::supervisor_detail {
 void enter_serving(self_ptr self) {
   auto& st = self->state;
   if (st.now != phase::shutting_down) st.now = phase::serving;
-  auto deferred = std::move(st.deferred);
-  st.deferred.clear();
-  for (auto& f : deferred) f();
+  st.deferred.run_all();
   refill(self);
 }
 
@@ -45,7 +43,7 @@ void when_serving(self_ptr self, F f) {
   if (self->state.now == phase::serving || self->state.now == phase::shutting_down)
     f();
   else
-    self->state.deferred.emplace_back(std::move(f));
+    self->state.deferred.add(std::move(f));
 }
 
 void learn_remapped_root(self_ptr self);
@@ -96,9 +94,7 @@ void shut_down(self_ptr self, const caf::error& reason) {
   // Requests that waited for serving are answered now (they refuse: the runtime is stopping).
   // The start-up's own steps may never end once the last release is answered and the
   // supervisor quits, and CAF 0.17 tells a caller nothing of a promise dropped with it.
-  auto deferred = std::move(st.deferred);
-  st.deferred.clear();
-  for (auto& f : deferred) f();
+  st.deferred.run_all();
   if (st.events_stream != 0) st.docker->cancel(st.events_stream);
   auto finish = [self, reason] {
     self->state.quit_reason = reason;
@@ -219,7 +215,7 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
                 corral_errc::capacity, "the runtime runs its maximum of " + std::to_string(budget) +
                                            " commands (policy key budget.execs); try again")));
           }
-          it->second.info.last_used_ms = now_ms();
+          it->second.info.last_used_ms = unix_now_ms();
           it->second.info.execs_in_flight++;  // until the container's next update says otherwise
           st.stats.execs_total++;
           ++st.execs_in_flight;
@@ -311,33 +307,30 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
         when_serving(self, [self, rp]() mutable {
           // Ask every live container for its own state (fresher than the last update);
           // tombstones answer from the supervisor's record.
-          auto out = std::make_shared<std::vector<sandbox_info>>();
-          auto pending = std::make_shared<std::size_t>(1);
-          auto done = [rp, out, pending]() mutable {
-            if (--*pending == 0) {
-              std::sort(out->begin(), out->end(),
-                        [](const auto& a, const auto& b) { return a.key < b.key; });
-              rp.deliver(std::move(*out));
-            }
-          };
+          auto all =
+              gather<std::vector<sandbox_info>>([rp](std::vector<sandbox_info>& out) mutable {
+                std::sort(out.begin(), out.end(),
+                          [](const auto& a, const auto& b) { return a.key < b.key; });
+                rp.deliver(std::move(out));
+              });
           for (const auto& [key, e] : self->state.sandboxes) {
             if (!e.handle) {
-              out->push_back(e.info);
+              all->value().push_back(e.info);
               continue;
             }
-            ++*pending;
+            all->expect();
             self->request(e.handle, std::chrono::seconds(10), lookup_atom_v)
                 .then(
-                    [out, done](sandbox_info& info) mutable {
-                      out->push_back(std::move(info));
-                      done();
+                    [all](sandbox_info& info) {
+                      all->value().push_back(std::move(info));
+                      all->done();
                     },
-                    [out, done, info = e.info](caf::error&) mutable {
-                      out->push_back(info);
-                      done();
+                    [all, info = e.info](caf::error&) {
+                      all->value().push_back(info);
+                      all->done();
                     });
           }
-          done();
+          all->done();
         });
         return rp;
       },
@@ -362,7 +355,7 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
         }
         auto rp = self->make_response_promise<std::vector<std::string>>();
         when_serving(self, [self, rp, idle, max_age]() mutable {
-          const int64_t now = now_ms();
+          const int64_t now = unix_now_ms();
           const int64_t idle_ms =
               std::chrono::duration_cast<std::chrono::milliseconds>(idle).count();
           const int64_t age_ms =
@@ -395,7 +388,7 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
         if (auto sender = self->current_sender(); sender && st.members.count(sender->address()))
           return member_update(self, sender->address(), info, monitor);
         auto it = st.sandboxes.find(info.key);
-        if (it == st.sandboxes.end() || !it->second.handle ||
+        if (it == st.sandboxes.end() || !it->second.handle || !self->current_sender() ||
             it->second.handle.address() != self->current_sender()->address()) {
           return;  // from a container actor this key no longer maps to
         }
@@ -417,7 +410,7 @@ supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self, runtime_conf
           // Try the engine again: the runtime recovers when it comes back.
           enter_connecting(self);
         }
-        const int64_t now = now_ms();
+        const int64_t now = unix_now_ms();
         prune_where(self, [now](const entry& e) {
           return e.idle_limit.count() > 0 && now - e.info.last_used_ms >= e.idle_limit.count();
         });

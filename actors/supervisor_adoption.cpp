@@ -180,7 +180,7 @@ void adopt_existing(self_ptr self) {
           // Past its lifetime (its agent should have ended it): reaped, never adopted.
           if (auto deadline = c.labels.find(label_deadline);
               deadline != c.labels.end() &&
-              now_ms() > std::strtoll(deadline->second.c_str(), nullptr, 10)) {
+              unix_now_ms() > std::strtoll(deadline->second.c_str(), nullptr, 10)) {
             remove_in_background(self, c.id);
             continue;
           }
@@ -190,7 +190,7 @@ void adopt_existing(self_ptr self) {
             // A cold create not claimed yet: its maker died before the rename (removed), or
             // another process of this name is making it (spared for a minute, unless this
             // process holds the name alone).
-            const int64_t age = now_ms() - created_at_of(c);
+            const int64_t age = unix_now_ms() - created_at_of(c);
             if (age < spare_created_ms && !st.cfg.exclusive_name) {
               st.spared.push_back(c.id);
               spare_for_ms = std::max(spare_for_ms, spare_created_ms - age);
@@ -228,7 +228,7 @@ void adopt_existing(self_ptr self) {
             // Stuck in created, exited, or a duplicate key after a crash: it cannot be owned.
             // One created in the last minute may be another process's, still starting: spared,
             // and looked at again when the minute is over.
-            const int64_t age = now_ms() - created_at_of(c);
+            const int64_t age = unix_now_ms() - created_at_of(c);
             if (c.state == "created" && age < spare_created_ms && !st.cfg.exclusive_name) {
               st.spared.push_back(c.id);
               spare_for_ms = std::max(spare_for_ms, spare_created_ms - age);

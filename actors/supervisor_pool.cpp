@@ -21,7 +21,7 @@ namespace corral::actors::supervisor_detail {
 // Members are made in the background, `warm_parallel` at a time, until ready + warming reach
 // the pool's target; an acquire whose plan has the pool's hash takes the oldest ready one
 // (claim_member) and the container actor binds it (actors/container.cpp). A member that dies
-// before it is ready backs the refill off (1 s, doubling to 30 s), so a broken image does
+// before it is ready backs the refill off (1 s, doubling to 16 s), so a broken image does
 // not spin the engine.
 
 void warn(self_ptr self, const std::string& text) {
@@ -66,7 +66,8 @@ void maybe_ready(self_ptr self) {
 
 namespace {
 
-// The member's bookkeeping goes (the budget it held is free); its actor lives on if `keep`.
+// The member's bookkeeping goes (the budget it held is free); its actor is the caller's to
+// end or to let end.
 pool_member forget_member(self_ptr self, const caf::actor_addr& addr) {
   auto& st = self->state;
   auto it = st.members.find(addr);
@@ -232,7 +233,7 @@ void recycle_members(self_ptr self) {
     if (m.ready && now - m.since >= old) due.push_back(addr);
   for (const auto& addr : due) release_member(self, addr);
   // Misses stopped a minute ago: the pool shrinks back toward its minimum.
-  const int64_t now_wall = now_ms();
+  const int64_t now_wall = unix_now_ms();
   for (auto& [hash, p] : st.pools)
     if (p.target > p.min && now_wall - p.last_miss_ms > 60'000) --p.target;
   if (!due.empty()) refill(self);
@@ -244,7 +245,7 @@ void configure_pools(self_ptr self) {
   auto& st = self->state;
   if (st.cfg.agent_path.empty()) return;
   auto add = [&](const sandbox_spec& spec, std::size_t min, std::size_t max) {
-    auto plan = plan_sandbox(st.cfg, "pool", spec, st.cfg.socket_path, now_ms());
+    auto plan = plan_sandbox(st.cfg, "pool", spec, st.cfg.socket_path, unix_now_ms());
     if (!plan) {
       warn(self, "warm pool: its spec is refused by the policy: " + describe(plan.error()));
       return;

@@ -118,7 +118,7 @@ void spawn_entry(self_ptr self, const std::string& key, sandbox_plan plan, std::
   st.memory_in_use += e.memory;
   e.info.key = key;
   e.info.status = sandbox_status::creating;
-  e.info.created_ms = now_ms();
+  e.info.created_ms = unix_now_ms();
   e.info.last_used_ms = e.info.created_ms;
   e.handle = st.make_container(self->system(), std::move(args));
   self->monitor(e.handle);
@@ -192,7 +192,7 @@ void do_acquire(self_ptr self, caf::typed_response_promise<sandbox_info> rp, con
                   " (release it first, or ask for the same)")));
         }
       }
-      it->second.info.last_used_ms = now_ms();
+      it->second.info.last_used_ms = unix_now_ms();
       return acquire_from(self, rp, key, spec, attempt);
     }
     if (!it->second.handle)
@@ -201,7 +201,7 @@ void do_acquire(self_ptr self, caf::typed_response_promise<sandbox_info> rp, con
       return void(rp.deliver(make_error(corral_errc::sandbox_lost,
                                         "sandbox " + key + " is being released; try again")));
   }
-  auto plan = plan_sandbox(st.cfg, key, spec, st.cfg.socket_path, now_ms());
+  auto plan = plan_sandbox(st.cfg, key, spec, st.cfg.socket_path, unix_now_ms());
   if (!plan) return void(rp.deliver(plan.error()));
   if (auto hash = st.pools.empty() ? std::string() : pool_hash(*plan); !hash.empty()) {
     if (auto member = take_member(self, hash)) {
@@ -214,7 +214,7 @@ void do_acquire(self_ptr self, caf::typed_response_promise<sandbox_info> rp, con
       e.handle = member;
       e.info.key = key;
       e.info.status = sandbox_status::starting;
-      e.info.created_ms = now_ms();
+      e.info.created_ms = unix_now_ms();
       e.info.last_used_ms = e.info.created_ms;
       st.key_by_actor[member.address()] = key;
       st.sandboxes[key] = std::move(e);
@@ -229,7 +229,7 @@ void do_acquire(self_ptr self, caf::typed_response_promise<sandbox_info> rp, con
       // Empty: a cold create, and the pool grows toward its maximum while misses go on.
       auto& p = pool->second;
       st.stats.pool_misses++;
-      p.last_miss_ms = now_ms();
+      p.last_miss_ms = unix_now_ms();
       if (p.target < p.max) ++p.target;
       if (++st.misses_in_a_row == 2 * p.max)
         warn(self, "warm pool: " + std::to_string(st.misses_in_a_row) +
@@ -305,19 +305,14 @@ std::vector<std::string> prune_where(self_ptr self,
 
 void release_all(self_ptr self, release_mode mode, const std::function<void(uint64_t)>& done,
                  std::chrono::milliseconds patience) {
-  auto count = std::make_shared<uint64_t>(0);
-  auto pending = std::make_shared<uint64_t>(0);
-  for (auto& [key, e] : self->state.sandboxes) {
-    if (!e.handle) continue;
-    ++*pending;
-  }
-  if (*pending == 0) return done(0);
-  auto one_done = [count, pending, done](bool released) {
-    if (released) ++*count;
-    if (--*pending == 0) done(*count);
+  auto count = gather<uint64_t>([done](uint64_t& n) { done(n); });
+  auto one_done = [count](bool released) {
+    if (released) ++count->value();
+    count->done();
   };
   for (auto& [key, e] : self->state.sandboxes) {
     if (!e.handle) continue;
+    count->expect();
     self->request(e.handle, patience, release_atom_v, mode)
         .then(
             [self, one_done, key = key, source = e.handle.address()](const sandbox_info& info) {
@@ -337,6 +332,7 @@ void release_all(self_ptr self, release_mode mode, const std::function<void(uint
                       [one_done](const caf::error&) { one_done(false); });
             });
   }
+  count->done();
 }
 
 }  // namespace corral::actors::supervisor_detail

@@ -25,6 +25,7 @@
 #include "actors/container.hpp"
 #include "actors/internal_messages.hpp"
 #include "actors/pending_calls.hpp"
+#include "actors/plumbing.hpp"
 #include "actors/policy.hpp"
 #include "actors/spec_record.hpp"
 #include "actors/supervisor.hpp"
@@ -110,8 +111,8 @@ struct supervisor_state {
   uint64_t execs_in_flight = 0;  // asked of container actors, not answered (budget.execs)
   std::map<caf::actor_addr, std::string> key_by_actor;
   phase now = phase::connecting;
-  caf::error engine_down;                       // set while no engine answers
-  std::vector<std::function<void()>> deferred;  // requests that came before serving
+  caf::error engine_down;  // set while no engine answers
+  deferred_work deferred;  // requests that came before serving
   // Containers the start-up sweep found in `created` and spared (another process may still
   // be starting them): looked at again once their grace is over, and removed at a releasing
   // shutdown before then. Without this, one that a crashed run left behind was never adopted
@@ -144,12 +145,6 @@ struct supervisor_state {
 };
 
 using self_ptr = supervisor_impl_actor::stateful_pointer<supervisor_state>;
-
-inline int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 inline uint64_t live_count(self_ptr self) {
   return self->state.live;
