@@ -438,6 +438,8 @@ void close_link_when_idle(self_ptr self) {
 
 }  // namespace
 
+// -- what the other files call: the link, commands through it ------------------------------
+
 // Runs `then` once the link to the sandbox's agent is up (welcomed, and configured if the
 // sandbox is new), making it if there is none. `patience`: how long the agent's socket may
 // take to appear (a container just started); later, a refused connection means it is dead.
@@ -515,6 +517,8 @@ void close_agent_link(self_ptr self) {
 void agent_kill(self_ptr self, uint32_t id) {
   send_to_agent(self, agent_protocol::writer(agent_protocol::frame::signal, id).u32(9).finish());
 }
+
+// -- the sandbox's user and run directory --------------------------------------------------
 
 // The sandbox's user as the agent takes it: numbers (check_user made it "uid:gid").
 std::pair<uint32_t, uint32_t> numeric_user(const std::string& user) {

@@ -38,7 +38,7 @@ using container_impl_actor = container_actor::extend_with<monitored_actor>::exte
     caf::reacts_to<resume_atom, continuation>, caf::reacts_to<finalize_atom, uint64_t>,
     caf::reacts_to<fallback_atom, uint64_t>, caf::reacts_to<claim_atom, pool_claim>>;
 
-// The phases of the diagram at the top.
+// The phases of the diagram at the top of container.cpp.
 enum class phase { creating, adopting, starting, setting_up, pooled, ready, draining, removing };
 
 // An exec still waiting for a slot (or for the sandbox to be ready).
