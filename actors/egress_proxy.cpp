@@ -45,17 +45,20 @@ int select_http11(SSL*, const unsigned char** out, unsigned char* out_len, const
 
 // -- what sessions share -------------------------------------------------------------------
 
-services::services(const egress_proxy_options& o)
-    : options(o), ca(o.ca_dir), log(o.log_path), upstream_tls(ssl::context::tls_client) {
+services::services(egress_proxy_options o)
+    : options(std::move(o)),
+      ca(options.ca_dir),
+      log(options.log_path),
+      upstream_tls(ssl::context::tls_client) {
   upstream_tls.set_verify_mode(ssl::verify_peer);
   SSL_CTX_set_min_proto_version(upstream_tls.native_handle(), TLS1_2_VERSION);
   boost::system::error_code ec;
-  if (o.upstream_ca_file.empty()) {
+  if (options.upstream_ca_file.empty()) {
     const char* bundle = "/etc/ssl/certs/ca-certificates.crt";
     if (::access(bundle, R_OK) == 0) upstream_tls.load_verify_file(bundle, ec);
     if (!ec) upstream_tls.add_verify_path("/etc/ssl/certs", ec);
   } else {
-    upstream_tls.load_verify_file(o.upstream_ca_file, ec);
+    upstream_tls.load_verify_file(options.upstream_ca_file, ec);
   }
   if (ec) throw std::runtime_error("cannot load the upstream trust store: " + ec.message());
   // Only HTTP/1.1 is relayed upstream too (SSL_CTX_set_alpn_protos returns 0 on success).
@@ -162,8 +165,8 @@ using namespace egress_detail;
 class egress_proxy::impl {
  public:
   explicit impl(egress_proxy_options options)
-      : svc(std::make_shared<services>(options)), work(asio::make_work_guard(io)) {
-    const std::size_t n = std::max<std::size_t>(1, options.threads);
+      : svc(std::make_shared<services>(std::move(options))), work(asio::make_work_guard(io)) {
+    const std::size_t n = std::max<std::size_t>(1, svc->options.threads);
     for (std::size_t i = 0; i < n; ++i) threads.emplace_back([this] { io.run(); });
   }
 

@@ -259,14 +259,14 @@ void session::resolve() {
   boost::system::error_code literal_error;
   auto literal = asio::ip::make_address(host_, literal_error);
   if (!literal_error) return on_addresses({literal});
-  resolver_.async_resolve(
-      host_, std::to_string(port_), tcp::resolver::numeric_service,
-      [self = shared_from_this()](beast::error_code ec, tcp::resolver::results_type results) {
-        self->on_resolve(ec, std::move(results));
-      });
+  resolver_.async_resolve(host_, std::to_string(port_), tcp::resolver::numeric_service,
+                          [self = shared_from_this()](beast::error_code ec,
+                                                      const tcp::resolver::results_type& results) {
+                            self->on_resolve(ec, results);
+                          });
 }
 
-void session::on_resolve(beast::error_code ec, tcp::resolver::results_type results) {
+void session::on_resolve(beast::error_code ec, const tcp::resolver::results_type& results) {
   if (ec) return refuse(http::status::bad_gateway, "cannot resolve: " + ec.message());
   std::vector<asio::ip::address> addresses;
   for (const auto& r : results) addresses.push_back(r.endpoint().address());

@@ -39,12 +39,12 @@ using tcp = asio::ip::tcp;
 using unix_socket = asio::local::stream_protocol::socket;
 using clock_type = std::chrono::steady_clock;
 
-inline constexpr std::size_t head_limit = 16 * 1024;           // a request head from the sandbox
-inline constexpr std::size_t upstream_head_limit = 64 * 1024;  // a response head (cookies are long)
-inline constexpr std::size_t hello_limit = 64 * 1024;          // bytes read to find the SNI
-inline constexpr std::size_t chunk_size = 64 * 1024;           // one body or tunnel chunk
-inline constexpr auto head_timeout = std::chrono::seconds(30);  // until the request head is in
-inline constexpr auto idle_timeout = std::chrono::seconds(60);  // no byte either way
+constexpr std::size_t head_limit = 16UL * 1024;           // a request head from the sandbox
+constexpr std::size_t upstream_head_limit = 64UL * 1024;  // a response head (cookies are long)
+constexpr std::size_t hello_limit = 64UL * 1024;          // bytes read to find the SNI
+constexpr std::size_t chunk_size = 64UL * 1024;           // one body or tunnel chunk
+constexpr auto head_timeout = std::chrono::seconds(30);   // until the request head is in
+constexpr auto idle_timeout = std::chrono::seconds(60);   // no byte either way
 
 // -- what sessions share -------------------------------------------------------------------
 
@@ -52,7 +52,7 @@ inline constexpr auto idle_timeout = std::chrono::seconds(60);  // no byte eithe
 struct services {
   // Loads or makes the CA, opens the log, and loads the upstream trust store; throws
   // std::runtime_error saying why it cannot.
-  explicit services(const egress_proxy_options& o);
+  explicit services(egress_proxy_options o);
 
   // The server context presenting a leaf for `host`, made on first use, remade after a week
   // (the leaf lives 30 days). Throws std::runtime_error if OpenSSL fails.
@@ -221,7 +221,7 @@ class session : public std::enable_shared_from_this<session> {
   void read_head();
   void on_head(beast::error_code ec);
   void resolve();
-  void on_resolve(beast::error_code ec, tcp::resolver::results_type results);
+  void on_resolve(beast::error_code ec, const tcp::resolver::results_type& results);
   void on_addresses(const std::vector<asio::ip::address>& addresses);
   void on_connect(beast::error_code ec);
 
