@@ -76,6 +76,12 @@ bool spawn(command& c, const spawn_spec& s, bool has_stdin, std::string& error) 
     close(A.listen_fd);
     close(A.signal_fd);
     for (auto& [n, conn] : A.conns) close(conn.fd);
+    // The egress port and its relays too: a relay the agent drops must close for the
+    // command's peer at once, not when the last keeper forked during it exits.
+    if (A.egress_fd >= 0) close(A.egress_fd);
+    for (const auto& r : A.relays)
+      for (int fd : {r.inside, r.outside})
+        if (fd >= 0) close(fd);
     for (auto& [k, other] : A.commands)
       for (int fd : {other.in_fd, other.out_fd, other.err_fd, other.report_fd})
         if (fd >= 0) close(fd);
