@@ -213,7 +213,7 @@ void become_ready(self_ptr self) {
   auto& st = self->state;
   if (!enter(self, st.pool_member ? phase::pooled : phase::ready)) return;
   st.info.status = sandbox_status::ready;
-  st.info.last_used_ms = now_ms();
+  st.info.last_used_ms = unix_now_ms();
   for (auto& rp : st.ready_waiters) rp.deliver(st.info);
   st.ready_waiters.clear();
   publish(self);
@@ -241,7 +241,7 @@ container_impl_actor::behavior_type container_impl(self_ptr self, container_args
   st.args = std::move(args);
   st.info.key = st.args.key;
   st.info.image = st.args.plan.create.image;
-  st.info.created_ms = now_ms();
+  st.info.created_ms = unix_now_ms();
   st.info.last_used_ms = st.info.created_ms;
   st.info.memory_bytes = st.args.plan.create.host.memory;
   st.info.nano_cpus = st.args.plan.create.host.nano_cpus;
@@ -308,7 +308,7 @@ container_impl_actor::behavior_type container_impl(self_ptr self, container_args
         auto plan = plan_exec(st.args.cfg, st.args.plan, request);
         if (!plan) return std::move(plan.error());
         auto rp = self->make_response_promise<exec_result>();
-        st.info.last_used_ms = now_ms();
+        st.info.last_used_ms = unix_now_ms();
         st.queue.push_back(pending_exec{std::move(request), std::move(*plan), rp});
         start_pending(self);
         // Started at once, it is reported when it ends (the supervisor counts it meanwhile).

@@ -370,7 +370,7 @@ void create_container(self_ptr self) {
   }
   request.labels[label_claim] = st.claim_nonce;
   // Its age counts from its create (another process spares a young one), not from its plan.
-  request.labels[label_created_at] = std::to_string(now_ms());
+  request.labels[label_created_at] = std::to_string(unix_now_ms());
   st.container_name = request.name;
   if (st.args.plan.agent) {
     if (auto err = make_run_dir(self)) return fail_startup(self, err);
@@ -538,7 +538,7 @@ void claim_pooled(self_ptr self, const pool_claim& claim) {
   st.args.plan = *claim.plan;
   use_agent(st.args.plan, st.args.cfg, sandbox_id);
   st.info.key = claim.key;
-  st.info.created_ms = now_ms();
+  st.info.created_ms = unix_now_ms();
   st.info.last_used_ms = st.info.created_ms;
   st.info.warnings = st.args.plan.warnings;
   st.info.status = sandbox_status::starting;

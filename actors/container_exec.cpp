@@ -110,7 +110,7 @@ void end_exec(self_ptr self, uint64_t seq, caf::error failure) {
   }
   if (st.monitor && run.agent_id == 0) self->send(st.monitor, unwatch_atom_v, seq);
   st.running.erase(it);
-  st.info.last_used_ms = now_ms();
+  st.info.last_used_ms = unix_now_ms();
   publish(self);
   if (st.now == phase::draining && st.running.empty())
     return begin_removal(self, sandbox_status::removed, {});

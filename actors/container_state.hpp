@@ -26,6 +26,7 @@
 #include "actors/container.hpp"
 #include "actors/internal_messages.hpp"
 #include "actors/monitor.hpp"
+#include "actors/plumbing.hpp"
 #include "docker/client.hpp"
 #include "messages/agent_protocol.hpp"
 
@@ -135,12 +136,6 @@ struct container_state {
 };
 
 using self_ptr = container_impl_actor::stateful_pointer<container_state>;
-
-inline int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 inline docker::client& engine(self_ptr self) {
   return *self->state.args.docker;

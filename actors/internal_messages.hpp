@@ -37,8 +37,8 @@ struct continuation {
 
 struct sandbox_plan;
 
-// The supervisor gives a warm pool member to a key: the member binds it (actors/container.cpp,
-// "the warm pool").
+// The supervisor gives a warm pool member to a key: the member binds it
+// (actors/container_claim.cpp, "the warm pool").
 struct pool_claim {
   std::string key;
   std::shared_ptr<const sandbox_plan> plan;

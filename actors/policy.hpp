@@ -36,7 +36,7 @@ inline constexpr const char* label_spec = "corral.spec";
 // The principal whose key this is ("alice" of key "alice/session-42"); none for the embedder's.
 inline constexpr const char* label_principal = "corral.principal";
 // A random tag of the container actor that created it: a create that meets its own name
-// (its answer lost, or sent again) knows the holder is its own (actors/container.cpp).
+// (its answer lost, or sent again) knows the holder is its own (actors/container_claim.cpp).
 inline constexpr const char* label_claim = "corral.claim";
 // The sandbox's id: names its run directory, where its agent listens.
 inline constexpr const char* label_sandbox_id = "corral.sandbox-id";

@@ -119,7 +119,7 @@ int64_t created_at_of(const docker::container_summary& c) {
 
 void recheck_spared(self_ptr self);
 
-// Run directories (actors/container.cpp) whose sandbox is gone: a container removed by
+// Run directories (actors/container_agent.cpp) whose sandbox is gone: a container removed by
 // another process, by hand, or left by a process that was killed. Every corral container on
 // the engine counts (all runtimes share the directory); one made in the last minute may be
 // another process's create in flight. Looked at once a minute.

@@ -20,7 +20,7 @@ namespace corral::actors::supervisor_detail {
 //
 // Members are made in the background, `warm_parallel` at a time, until ready + warming reach
 // the pool's target; an acquire whose plan has the pool's hash takes the oldest ready one
-// (claim_member) and the container actor binds it (actors/container.cpp). A member that dies
+// (claim_member) and the container actor binds it (actors/container_claim.cpp). A member that dies
 // before it is ready backs the refill off (1 s, doubling to 16 s), so a broken image does
 // not spin the engine.
 

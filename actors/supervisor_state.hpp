@@ -54,7 +54,7 @@ struct entry {
   spec_record asked;   // what its creator asked for, per field (empty: not known)
 };
 
-// A warm pool member (actors/container.cpp, "the warm pool"): a container actor with no key
+// A warm pool member (actors/container_claim.cpp, "the warm pool"): a container actor with no key
 // yet, counted against the budget like any sandbox.
 struct pool_member {
   container_actor handle;
