@@ -379,16 +379,7 @@ container_impl_actor::behavior_type container_impl(self_ptr self, container_args
         }
         // Killed by a signal corral did not send: if the container itself is gone (killed
         // from outside; its die event may come later than the exit), the sandbox is lost.
-        engine(self).container_inspect(
-            st.info.container_id,
-            back_to<docker::container_inspect_response>(
-                self, [self, seq](docker::result<docker::container_inspect_response> r) {
-                  auto& st = self->state;
-                  auto it = st.running.find(seq);
-                  if (it == st.running.end()) return;
-                  if (!r || !r->state.running) it->second.result.end = exec_end::sandbox_lost;
-                  end_exec(self, seq, {});
-                }));
+        end_exec_unless_lost(self, seq, std::nullopt);
       },
       [self](lifetime_atom) {
         auto& st = self->state;

@@ -117,6 +117,22 @@ void end_exec(self_ptr self, uint64_t seq, caf::error failure) {
   start_pending(self);
 }
 
+void end_exec_unless_lost(self_ptr self, uint64_t seq, std::optional<int32_t> lost_exit_code) {
+  engine(self).container_inspect(
+      self->state.info.container_id,
+      back_to<docker::container_inspect_response>(
+          self, [self, seq, lost_exit_code](docker::result<docker::container_inspect_response> r) {
+            auto& st = self->state;
+            auto it = st.running.find(seq);
+            if (it == st.running.end()) return;
+            if (!r || !r->state.running) {
+              it->second.result.end = exec_end::sandbox_lost;
+              if (lost_exit_code) it->second.result.exit_code = *lost_exit_code;
+            }
+            end_exec(self, seq, {});
+          }));
+}
+
 namespace {
 
 void on_exit_code(self_ptr self, uint64_t seq, docker::result<docker::exec_inspect_response> ins) {
@@ -165,19 +181,7 @@ void on_exit_code(self_ptr self, uint64_t seq, docker::result<docker::exec_inspe
     // say so in many ways ("task ... not found", runc's "write init-p: broken pipe", "is not
     // running"): ask the engine whether the container still runs; if not, the command never
     // ran and the sandbox is lost.
-    return engine(self).container_inspect(
-        st.info.container_id,
-        back_to<docker::container_inspect_response>(
-            self, [self, seq](docker::result<docker::container_inspect_response> r) {
-              auto& st = self->state;
-              auto it = st.running.find(seq);
-              if (it == st.running.end()) return;
-              if (!r || !r->state.running) {
-                it->second.result.end = exec_end::sandbox_lost;
-                it->second.result.exit_code = 137;
-              }
-              end_exec(self, seq, {});
-            }));
+    return end_exec_unless_lost(self, seq, 137);
   }
   if (run.result.exit_code == 137) {
     // Killed by a signal we did not send: the engine's oom event may trail the exit a little.

@@ -176,6 +176,10 @@ void refuse_claim(self_ptr self, const caf::error& err);
 
 // Ends exec `seq`: its result, or `failure`.
 void end_exec(self_ptr self, uint64_t seq, caf::error failure);
+// Ends exec `seq` once the engine says whether its container still runs: if not (killed from
+// outside; its die event may come later than the exit), the sandbox is lost, and the exec's
+// exit code becomes `lost_exit_code` when one is given.
+void end_exec_unless_lost(self_ptr self, uint64_t seq, std::optional<int32_t> lost_exit_code);
 void start_pending(self_ptr self);
 void kill_exec_tree(self_ptr self, uint64_t seq);
 

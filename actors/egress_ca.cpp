@@ -16,12 +16,12 @@
 #include <unistd.h>
 
 #include <openssl/bn.h>
-#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 #include <boost/asio/ip/address.hpp>
+#include "actors/openssl_errors.hpp"
 
 namespace corral::egress_detail {
 
@@ -39,17 +39,8 @@ void openssl_free::operator()(BIO* p) const {
   BIO_free(p);
 }
 
-std::string openssl_error() {
-  const unsigned long e = ERR_get_error();
-  if (e == 0) return "unknown OpenSSL error";
-  std::array<char, 256> text{};
-  ERR_error_string_n(e, text.data(), text.size());
-  ERR_clear_error();
-  return text.data();
-}
-
 [[noreturn]] void fail_tls(const std::string& what) {
-  throw std::runtime_error(what + ": " + openssl_error());
+  throw std::runtime_error(what + ": " + actors::openssl_errors());
 }
 
 std::optional<std::string> read_file(const std::string& path) {

@@ -27,9 +27,6 @@ using key_ptr = std::unique_ptr<evp_pkey_st, openssl_free>;
 using cert_ptr = std::unique_ptr<x509_st, openssl_free>;
 using bio_ptr = std::unique_ptr<bio_st, openssl_free>;
 
-// The oldest error on OpenSSL's queue as text; the queue is cleared.
-std::string openssl_error();
-
 // Throws std::runtime_error: what, then OpenSSL's error.
 [[noreturn]] void fail_tls(const std::string& what);
 

@@ -156,20 +156,32 @@ void read_roots(reader& r, const element& e, std::vector<workspace_root>& out) {
   }
 }
 
+namespace {
+
+// A field `limits` and `defaults` share (memory, cpus, pids, timeout, lifetime, max_output),
+// read into either.
+template <class Fields>
+void read_limit_field(reader& r, std::string_view key, const std::string& at, const element& v,
+                      Fields& out) {
+  if (key == "memory") return void(r.size(v, at, min_memory, out.memory));
+  if (key == "cpus") return void(r.cpus(v, at, out.nano_cpus));
+  if (key == "timeout") return void(r.duration(v, at, false, out.timeout));
+  if (key == "lifetime") return void(r.duration(v, at, false, out.lifetime));
+  if (key == "max_output") {
+    int64_t n = 0;
+    if (r.size(v, at, 1, n)) out.max_output = static_cast<uint64_t>(n);
+    return;
+  }
+  uint64_t n = 0;
+  if (r.count(v, at, 8, max_pids_ceiling, n)) out.pids = static_cast<int64_t>(n);
+}
+
+}  // namespace
+
 void read_limits(reader& r, const element& e, policy_limits& out) {
   r.members(e, "limits", {"memory", "cpus", "pids", "timeout", "lifetime", "max_output"},
             [&](std::string_view key, const std::string& at, const element& v) {
-              if (key == "memory") return void(r.size(v, at, min_memory, out.memory));
-              if (key == "cpus") return void(r.cpus(v, at, out.nano_cpus));
-              if (key == "timeout") return void(r.duration(v, at, false, out.timeout));
-              if (key == "lifetime") return void(r.duration(v, at, false, out.lifetime));
-              if (key == "max_output") {
-                int64_t n = 0;
-                if (r.size(v, at, 1, n)) out.max_output = static_cast<uint64_t>(n);
-                return;
-              }
-              uint64_t n = 0;
-              if (r.count(v, at, 8, max_pids_ceiling, n)) out.pids = static_cast<int64_t>(n);
+              read_limit_field(r, key, at, v, out);
             });
 }
 
@@ -181,18 +193,8 @@ void read_defaults(reader& r, const element& e, policy_defaults& out) {
                 if (auto s = r.string(v, at)) out.image = *s;
                 return;
               }
-              if (key == "memory") return void(r.size(v, at, min_memory, out.memory));
-              if (key == "cpus") return void(r.cpus(v, at, out.nano_cpus));
-              if (key == "timeout") return void(r.duration(v, at, false, out.timeout));
-              if (key == "lifetime") return void(r.duration(v, at, false, out.lifetime));
               if (key == "idle") return void(r.duration(v, at, true, out.idle));
-              if (key == "max_output") {
-                int64_t n = 0;
-                if (r.size(v, at, 1, n)) out.max_output = static_cast<uint64_t>(n);
-                return;
-              }
-              uint64_t n = 0;
-              if (r.count(v, at, 8, max_pids_ceiling, n)) out.pids = static_cast<int64_t>(n);
+              read_limit_field(r, key, at, v, out);
             });
 }
 

@@ -20,6 +20,7 @@
 #include <caf/io/network/doorman_impl.hpp>
 #include <caf/io/network/interfaces.hpp>
 #include <caf/io/network/stream_impl.hpp>
+#include "actors/openssl_errors.hpp"
 
 namespace corral::app {
 
@@ -30,15 +31,7 @@ using caf::io::network::rw_state;
 using default_mpx = caf::io::network::default_multiplexer;
 using clock_type = std::chrono::steady_clock;
 
-std::string openssl_errors() {
-  std::string out;
-  while (auto code = ERR_get_error()) {
-    char buf[256];
-    ERR_error_string_n(code, buf, sizeof buf);
-    out += (out.empty() ? "" : "; ") + std::string(buf);
-  }
-  return out;
-}
+using actors::openssl_errors;
 
 // OpenSSL writes with write(2): a peer gone mid-write raises SIGPIPE, which would kill the
 // process. Blocked around each call on this thread, and a pending one consumed (CAF's

@@ -24,6 +24,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "actors/openssl_errors.hpp"
 #include "actors/policy.hpp"
 #include "messages/errors.hpp"
 
@@ -40,16 +41,7 @@ using cert_ptr = std::unique_ptr<X509, openssl_deleter<X509, X509_free>>;
 using ctx_ptr = std::unique_ptr<SSL_CTX, openssl_deleter<SSL_CTX, SSL_CTX_free>>;
 using ssl_ptr = std::unique_ptr<SSL, openssl_deleter<SSL, SSL_free>>;
 
-// OpenSSL's queued errors as one line (and the queue emptied).
-std::string openssl_errors() {
-  std::string out;
-  while (auto code = ERR_get_error()) {
-    char buf[256];
-    ERR_error_string_n(code, buf, sizeof buf);
-    out += (out.empty() ? "" : "; ") + std::string(buf);
-  }
-  return out.empty() ? "unknown OpenSSL error" : out;
-}
+using actors::openssl_errors;
 
 std::string errno_text(const std::string& what) {
   return what + ": " + std::strerror(errno);
@@ -330,7 +322,10 @@ std::string issue_client_certificate(const std::string& ca_dir, const std::strin
                                      const std::string& out_dir, int days) {
   // The CN is the holder's principal by default (app/session.cpp): a valid principal's name.
   if (auto err = actors::check_principal_name(name)) return "NAME: " + messages::describe(err);
-  auto [ca, e] = read_ca(ca_dir);
+  // Not a structured binding: the lambda below captures `ca` (clang refuses a captured binding).
+  auto ca_read = read_ca(ca_dir);
+  auto& ca = ca_read.first;
+  const auto& e = ca_read.second;
   if (!e.empty())
     return e + " (the CA lives in the node's --tls-dir, default " + std::string(default_tls_dir) +
            ")";

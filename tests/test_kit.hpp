@@ -1,5 +1,5 @@
-// Small helpers every real-engine suite uses (tests/runtime/runtime_fixture.hpp,
-// tests/node/node_process.hpp): one copy of each.
+// Small helpers the suites share (the real-engine fixtures tests/runtime/runtime_fixture.hpp
+// and tests/node/node_process.hpp, the unit and scale tests' waits): one copy of each.
 #pragma once
 
 #include <atomic>
@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 
 #include <caf/expected.hpp>
 #include <catch2/catch.hpp>
@@ -31,6 +32,13 @@ bool eventually(std::chrono::milliseconds limit, F&& f,
     if (std::chrono::steady_clock::now() >= deadline) return false;
     std::this_thread::sleep_for(step);
   }
+}
+
+// The same for a condition this process makes true on another thread (a client's stats, a
+// log line, the fake engine's state): polled every 5 ms, for up to 5 s.
+template <class F>
+bool eventually(F&& f) {
+  return eventually(std::chrono::seconds(5), std::forward<F>(f), std::chrono::milliseconds(5));
 }
 
 // The running test's name as a name part: lower-case letters and digits, other runs as one

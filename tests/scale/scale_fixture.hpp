@@ -33,6 +33,7 @@
 #include "messages/errors.hpp"
 #include "messages/interfaces.hpp"
 #include "messages/registration.hpp"
+#include "tests/test_kit.hpp"
 
 namespace corral::scale_tests {
 
@@ -79,16 +80,7 @@ inline int64_t proc_status_kib(const std::string& field) {
   return -1;
 }
 
-// Polls `f` every 5 ms until it returns true or `limit` passes.
-template <class F>
-bool eventually(F&& f, std::chrono::milliseconds limit = 5s) {
-  const auto deadline = steady::now() + limit;
-  for (;;) {
-    if (f()) return true;
-    if (steady::now() >= deadline) return false;
-    std::this_thread::sleep_for(5ms);
-  }
-}
+using test::eventually;
 
 inline std::unique_ptr<docker::client> client_for(const app::fake_engine& fake,
                                                   std::chrono::milliseconds timeout = 20s) {

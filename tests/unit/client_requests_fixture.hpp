@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "docker/client.hpp"
-#include "tests/unit/eventually.hpp"
+#include "tests/test_kit.hpp"
 #include "tests/unit/fake_engine.hpp"
 
 namespace corral::client_request_tests {
@@ -62,7 +62,7 @@ struct json_body {
   simdjson::dom::element doc;
 };
 
-using corral::unit_tests::eventually;
+using corral::test::eventually;
 
 inline std::vector<std::string> strings(simdjson::dom::element array) {
   std::vector<std::string> out;

@@ -25,7 +25,7 @@
 #include <boost/beast/http.hpp>
 
 #include "actors/egress_proxy.hpp"
-#include "tests/unit/eventually.hpp"
+#include "tests/test_kit.hpp"
 
 namespace {
 
@@ -35,7 +35,7 @@ namespace beast = boost::beast;
 namespace http = boost::beast::http;
 using tcp = asio::ip::tcp;
 using unix_socket = asio::local::stream_protocol::socket;
-using corral::unit_tests::eventually;
+using corral::test::eventually;
 
 constexpr const char* secret = "Bearer s3cret-token";
 

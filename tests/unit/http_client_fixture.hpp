@@ -16,7 +16,7 @@
 
 #include "docker/blocking.hpp"
 #include "docker/http_client.hpp"
-#include "tests/unit/eventually.hpp"
+#include "tests/test_kit.hpp"
 #include "tests/unit/fake_engine.hpp"
 
 namespace corral::http_client_tests {
@@ -105,7 +105,7 @@ class collector {
   std::size_t calls_ = 0;
 };
 
-using corral::unit_tests::eventually;
+using corral::test::eventually;
 
 inline std::string chunk(std::string_view data) {
   char size[32];
