@@ -107,13 +107,31 @@ session::~session() {
 void session::read_request() {
   if (closed_ || host_.shutting_down()) return;
   parser_.emplace();
-  parser_->body_limit(max_request_body);
+  const request_limits limits = host_.limits();
+  if (limits.header) parser_->header_limit(*limits.header);
+  parser_->body_limit(limits.body);
+  http::async_read_header(sock_, buf_, *parser_,
+                          [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                            if (ec) return self->close();
+                            if (self->host_.on_request_head(self)) return;
+                            self->read_body();
+                          });
+}
+
+// The rest of a request whose head the host did not take.
+void session::read_body() {
+  if (parser_->is_done()) return deliver_request();
   http::async_read(sock_, buf_, *parser_,
                    [self = shared_from_this()](beast::error_code ec, std::size_t) {
                      if (ec) return self->close();
-                     self->req_ = self->parser_->release();
-                     self->host_.on_request(self);
+                     self->deliver_request();
                    });
+}
+
+// The whole request is read: it becomes req() and goes to the host.
+void session::deliver_request() {
+  req_ = parser_->release();
+  host_.on_request(shared_from_this());
 }
 
 void session::reply(http::status status, std::string body, std::string_view content_type,

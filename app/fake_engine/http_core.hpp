@@ -2,8 +2,10 @@
 // means: the wire's vocabulary (query decoding, the multiplexed stream's frame header, the
 // unix-socket listener) and one connection (`session`) that reads requests, answers them and
 // streams raw bytes. The fake engine (engine.hpp) puts its model behind it; the unit tests'
-// scripted fake (tests/unit/fake_engine.cpp) shares the vocabulary and the listener, so the
-// two cannot drift on how a target decodes or a frame is laid out.
+// scripted fake (tests/unit/fake_engine.cpp) plays its scripts on the same sessions (it answers
+// at the head stage, sets its own parser limits and resumes the keep-alive loop after a raw
+// script), so the two share one connection loop and cannot drift on how a request is read,
+// a target decodes or a frame is laid out.
 //
 // Everything here runs on the one thread of the io_context it was made with.
 #pragma once
@@ -65,10 +67,22 @@ void close_socket(unix_socket& socket);
 
 class session;
 
+// How large a request the parser accepts.
+struct request_limits {
+  std::optional<std::uint32_t> header;  // unset: Beast's default (8 KiB)
+  std::uint64_t body = max_request_body;
+};
+
 // What a connection needs from the server that accepted it.
 class session_host {
  public:
   virtual ~session_host() = default;
+  // Asked before every request is read.
+  virtual request_limits limits() const { return {}; }
+  // The head of a request has been read (session::head()), the body perhaps not yet. True
+  // when the host takes the request here: it answers before the body is read (or never reads
+  // it), and on_request does not follow. By default the whole request is read first.
+  virtual bool on_request_head(const std::shared_ptr<session>& /*s*/) { return false; }
   // A whole request has been read (session::req()); answer it, now or later.
   virtual void on_request(const std::shared_ptr<session>& s) = 0;
   virtual void on_session_open(uint64_t id) = 0;
@@ -77,7 +91,7 @@ class session_host {
   virtual bool shutting_down() const = 0;
 };
 
-// One connection: requests in (Beast's parser, bodies up to max_request_body), responses out;
+// One connection: requests in (Beast's parser, within the host's limits), responses out;
 // or, once a handler takes it over, a raw stream out (exec output, events, logs) with what
 // the client sends in (stdin) handed to a callback. Lives as long as an operation holds it.
 class session : public std::enable_shared_from_this<session> {
@@ -88,10 +102,15 @@ class session : public std::enable_shared_from_this<session> {
   uint64_t id() const { return id_; }
   bool closed() const { return closed_; }
   http::request<http::string_body>& req() { return req_; }
+  // The head of the request being read, for on_request_head (the body perhaps still unread;
+  // once on_request is called, the whole request is req()).
+  const http::request_header<>& head() const { return parser_->get(); }
   asio::steady_timer& timer() { return timer_; }
   // Set by fault injection: the next reply() resets the connection instead.
   bool reset_instead_of_reply = false;
 
+  // Reads the next request. The session calls it after a reply that keeps the connection
+  // alive; a host whose raw answer leaves the connection open calls it to resume that loop.
   void read_request();
 
   // A normal response; then the next request (keep-alive) or the close.
@@ -122,6 +141,8 @@ class session : public std::enable_shared_from_this<session> {
     uint64_t zeros = 0;  // > 0: that many zero bytes of stdout, framed
   };
 
+  void read_body();
+  void deliver_request();
   void read_more();
   void pump();
   void run_drained();

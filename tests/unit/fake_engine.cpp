@@ -1,15 +1,6 @@
+// The scripted fake engine (fake_engine.hpp): requests as the tests see them, the reply
+// scripts, and the server that plays them on the fake engine's HTTP core sessions.
 #include "tests/unit/fake_engine.hpp"
-
-// Boost 1.74's asio/awaitable.hpp needs <utility> first under C++20 (see docker/asio.hpp).
-#include <utility>
-
-#include <boost/asio.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/redirect_error.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 
 #include <algorithm>
 #include <cctype>
@@ -17,7 +8,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <limits>
-#include <set>
 #include <stdexcept>
 
 #include "app/fake_engine/http_core.hpp"
@@ -29,8 +19,6 @@ namespace beast = boost::beast;
 namespace http = boost::beast::http;
 using boost::system::error_code;
 using unix_socket = asio::local::stream_protocol::socket;
-using asio::awaitable;
-using asio::use_awaitable;
 
 namespace {
 
@@ -244,31 +232,147 @@ reply& reply::cut_after(std::size_t n, bool reset) {
 }
 
 // -- the server ---------------------------------------------------------------------------
+// Connections are the fake engine's HTTP core sessions (app/fake_engine/http_core.hpp): the
+// core reads each request (the head first, so a header handler can answer before the body)
+// and this file plays the reply's script on the session's raw stream.
 
 namespace {
 
-struct session {
-  explicit session(unix_socket s) : socket(std::move(s)), timer(socket.get_executor()) {}
-  unix_socket socket;
-  asio::steady_timer timer;
-  beast::flat_buffer buffer;
-};
+using app::fake::session;
 
-// SO_LINGER 0, then close (abortive on a unix socket only while unread bytes remain; TCP
-// would send RST either way); and the orderly close. The HTTP core's, shared.
-using app::fake::close_socket;
-using app::fake::reset_socket;
+received_request to_received(const http::request_header<>& head) {
+  received_request request;
+  request.method = std::string(head.method_string());
+  request.target = std::string(head.target());
+  for (const auto& field : head) {
+    request.headers[lower(field.name_string())] = std::string(field.value());
+  }
+  return request;
+}
+
+// Plays one reply's script on a session, a step at a time: a step that waits (its bytes
+// draining, a pause, an upload, a hang) goes on from where it completes. The session ends the
+// script when it closes (an error, a cut, a close or reset step, or the fake stopping, which
+// closes every session); a script that ends with the connection open resumes its keep-alive
+// loop.
+class script_player : public std::enable_shared_from_this<script_player> {
+ public:
+  script_player(std::shared_ptr<session> s, reply script)
+      : session_(std::move(s)),
+        script_(std::move(script)),
+        budget_(script_.cut().value_or(unlimited)) {}
+
+  void next() {
+    if (session_->closed()) return;
+    if (step_ == script_.steps().size()) return session_->read_request();
+    const reply::step& step = script_.steps()[step_++];
+    switch (step.what) {
+      case reply::step::kind::write:
+        return write(step.bytes, [self = shared_from_this()] { self->next(); });
+      case reply::step::kind::pause:
+        session_->timer().expires_after(step.duration);
+        session_->timer().async_wait([self = shared_from_this()](error_code ec) {
+          if (ec) return self->session_->close();
+          self->next();
+        });
+        return;
+      case reply::step::kind::close:
+        return session_->close();
+      case reply::step::kind::reset:
+        return session_->reset();
+      case reply::step::kind::hang:
+        // Read and drop until the client closes or the fake stops.
+        session_->read_stream([](std::string_view) {},
+                              [self = shared_from_this()](bool) { self->session_->close(); });
+        return;
+      case reply::step::kind::read_upload:
+        return read_upload();
+      case reply::step::kind::write_from_upload:
+        return write_from_upload(step);
+      case reply::step::kind::write_forever:
+        return write_forever(step, 0);
+    }
+  }
+
+ private:
+  static constexpr std::size_t unlimited = std::numeric_limits<std::size_t>::max();
+  static constexpr std::size_t max_upload = std::size_t{64} << 20;
+
+  // Writes within the cut budget; `then` runs once the bytes are written, unless the
+  // connection is done (an error, or the cut's budget spent: then it closes or resets).
+  void write(std::string_view bytes, std::function<void()> then) {
+    const std::size_t n = std::min(budget_, bytes.size());
+    if (n > 0) {
+      session_->send_raw(std::string(bytes.substr(0, n)));
+      if (budget_ != unlimited) budget_ -= n;
+    }
+    session_->after_drain([self = shared_from_this(), then = std::move(then)] {
+      if (self->session_->closed()) return;
+      if (self->script_.cut() && self->budget_ == 0) {
+        if (self->script_.cut_resets())
+          self->session_->reset();
+        else
+          self->session_->close();
+        return;
+      }
+      then();
+    });
+  }
+
+  // Reads the client's upload until it half-closes; bytes that came with the request head
+  // belong to it (read_stream hands them over first).
+  void read_upload() {
+    std::weak_ptr<script_player> weak = shared_from_this();
+    session_->read_stream(
+        [weak](std::string_view data) {
+          auto self = weak.lock();
+          if (!self) return;
+          self->upload_.append(data);
+          if (self->upload_.size() > max_upload) self->session_->close();
+        },
+        [self = shared_from_this()](bool eof) {
+          if (!eof) return self->session_->close();
+          self->next();
+        });
+  }
+
+  void write_from_upload(const reply::step& step) {
+    std::string output;
+    try {
+      output = step.make ? step.make(upload_) : std::string();
+    } catch (...) {
+      // A broken script must not take the fake down; the test sees the connection drop.
+      return session_->close();
+    }
+    write(output, [self = shared_from_this()] { self->next(); });
+  }
+
+  // Writes `step.bytes` over and over until the peer stops reading (or `step.limit` bytes).
+  void write_forever(const reply::step& step, std::size_t written) {
+    if (written >= step.limit) return next();
+    write(step.bytes, [self = shared_from_this(), &step, written] {
+      self->write_forever(step, written + step.bytes.size());
+    });
+  }
+
+  std::shared_ptr<session> session_;
+  reply script_;
+  std::size_t step_ = 0;
+  std::size_t budget_;
+  std::string upload_;
+};
 
 }  // namespace
 
-class fake_engine::impl : public std::enable_shared_from_this<impl> {
+class fake_engine::impl : public std::enable_shared_from_this<impl>,
+                          public app::fake::session_host {
  public:
   impl(fake_engine& owner, const std::string& path)
       : owner_(owner), work_(asio::make_work_guard(io_)), acceptor_(io_) {
     app::fake::listen_unix(acceptor_, path, 256);
   }
 
-  void start() { asio::co_spawn(io_, accept_loop(shared_from_this()), asio::detached); }
+  void start() { accept(); }
   void run() { io_.run(); }
 
   void stop() {
@@ -276,173 +380,82 @@ class fake_engine::impl : public std::enable_shared_from_this<impl> {
       self->stopping_ = true;
       error_code ignored;
       self->acceptor_.close(ignored);
-      for (const auto& s : self->sessions_) {
-        s->timer.cancel();
-        s->socket.close(ignored);
+      std::vector<std::shared_ptr<session>> open;
+      for (const auto& [id, weak] : self->sessions_) {
+        if (auto s = weak.lock()) open.push_back(std::move(s));
       }
+      for (const auto& s : open) s->close();
       self->work_.reset();
     });
   }
 
- private:
-  static awaitable<void> accept_loop(std::shared_ptr<impl> self) {
-    for (;;) {
-      error_code ec;
-      unix_socket socket(self->io_);
-      co_await self->acceptor_.async_accept(socket, asio::redirect_error(use_awaitable, ec));
-      if (self->stopping_) co_return;
-      if (ec) {
-        if (ec == asio::error::operation_aborted) co_return;
-        continue;
-      }
-      auto s = std::make_shared<session>(std::move(socket));
-      self->sessions_.insert(s);
-      self->owner_.on_open();
-      asio::co_spawn(self->io_, serve(self, s), asio::detached);
-    }
+  // -- session_host -----------------------------------------------------------------------
+  app::fake::request_limits limits() const override {
+    return {std::uint32_t{1} << 20, std::uint64_t{1} << 30};
   }
 
-  static awaitable<void> serve(std::shared_ptr<impl> self, std::shared_ptr<session> s) {
+  bool on_request_head(const std::shared_ptr<session>& s) override {
     try {
-      co_await serve_requests(self, s);
+      received_request request = to_received(s->head());
+      std::optional<reply> answer = owner_.answer_head(request);
+      if (!answer) return false;
+      request.body_read = false;
+      owner_.record(std::move(request));
+      play(s, std::move(*answer));
     } catch (...) {
       // A broken script must not take the fake down; the test sees the connection drop.
+      s->close();
     }
-    close_socket(s->socket);
-    self->sessions_.erase(s);
-    self->owner_.on_close();
+    return true;
   }
 
-  static awaitable<void> serve_requests(std::shared_ptr<impl> self, std::shared_ptr<session> s) {
-    while (!self->stopping_) {
-      error_code ec;
-      http::request_parser<http::string_body> parser;
-      parser.header_limit(1 << 20);
-      parser.body_limit(std::uint64_t{1} << 30);
-      co_await http::async_read_header(s->socket, s->buffer, parser,
-                                       asio::redirect_error(use_awaitable, ec));
-      if (ec || self->stopping_) co_return;
+  void on_request(const std::shared_ptr<session>& s) override {
+    try {
+      received_request request = to_received(s->req());
+      request.body = std::move(s->req().body());
+      reply answer = owner_.answer(request);
+      owner_.record(std::move(request));
+      play(s, std::move(answer));
+    } catch (...) {
+      s->close();
+    }
+  }
 
-      received_request request;
-      const auto& head = parser.get();
-      request.method = std::string(head.method_string());
-      request.target = std::string(head.target());
-      for (const auto& field : head) {
-        request.headers[lower(field.name_string())] = std::string(field.value());
+  void on_session_open(uint64_t /*id*/) override { owner_.on_open(); }
+  void on_session_gone(uint64_t id) override {
+    sessions_.erase(id);
+    owner_.on_close();
+  }
+  bool shutting_down() const override { return stopping_; }
+
+ private:
+  void accept() {
+    acceptor_.async_accept([self = shared_from_this()](error_code ec, unix_socket socket) {
+      if (self->stopping_) return;
+      if (ec) {
+        if (ec == asio::error::operation_aborted) return;
+        return self->accept();
       }
-
-      std::optional<reply> answer = self->owner_.answer_head(request);
-      if (answer) {
-        request.body_read = false;
-        self->owner_.record(request);
-      } else {
-        if (!parser.is_done()) {
-          co_await http::async_read(s->socket, s->buffer, parser,
-                                    asio::redirect_error(use_awaitable, ec));
-          if (ec || self->stopping_) co_return;
-        }
-        request.body = parser.get().body();
-        answer = self->owner_.answer(request);
-        self->owner_.record(std::move(request));
-      }
-      if (!co_await play(self, s, *answer)) co_return;
-    }
+      const uint64_t id = self->next_id_++;
+      auto s = std::make_shared<session>(*self, std::move(socket), id);
+      self->sessions_.emplace(id, s);
+      s->read_request();
+      self->accept();
+    });
   }
 
-  static constexpr std::size_t unlimited = std::numeric_limits<std::size_t>::max();
-
-  // Writes within the cut budget; false when the connection is done (error or cut).
-  static awaitable<bool> write(session& s, const reply& script, std::size_t& budget,
-                               std::string_view bytes) {
-    error_code ec;
-    const std::size_t n = std::min(budget, bytes.size());
-    if (n > 0) {
-      co_await asio::async_write(s.socket, asio::buffer(bytes.data(), n),
-                                 asio::redirect_error(use_awaitable, ec));
-      if (ec) co_return false;
-      if (budget != unlimited) budget -= n;
-    }
-    if (script.cut() && budget == 0) {
-      if (script.cut_resets())
-        reset_socket(s.socket);
-      else
-        close_socket(s.socket);
-      co_return false;
-    }
-    co_return true;
+  static void play(const std::shared_ptr<session>& s, reply script) {
+    std::make_shared<script_player>(s, std::move(script))->next();
   }
 
-  // Plays one reply; true when the connection should read the next request.
-  static awaitable<bool> play(std::shared_ptr<impl> self, std::shared_ptr<session> s,
-                              const reply& script) {
-    std::size_t budget = script.cut().value_or(unlimited);
-    std::string upload;
-    error_code ec;
-
-    for (const auto& step : script.steps()) {
-      if (self->stopping_) co_return false;
-      switch (step.what) {
-        case reply::step::kind::write:
-          if (!co_await write(*s, script, budget, step.bytes)) co_return false;
-          break;
-        case reply::step::kind::pause:
-          s->timer.expires_after(step.duration);
-          co_await s->timer.async_wait(asio::redirect_error(use_awaitable, ec));
-          if (ec || self->stopping_) co_return false;
-          break;
-        case reply::step::kind::close:
-          close_socket(s->socket);
-          co_return false;
-        case reply::step::kind::reset:
-          reset_socket(s->socket);
-          co_return false;
-        case reply::step::kind::hang: {
-          // Read and drop until the client closes or the fake stops.
-          char sink[4096];
-          for (;;) {
-            co_await s->socket.async_read_some(asio::buffer(sink),
-                                               asio::redirect_error(use_awaitable, ec));
-            if (ec) co_return false;
-          }
-        }
-        case reply::step::kind::read_upload: {
-          // Bytes that came with the request head belong to the upload.
-          upload = beast::buffers_to_string(s->buffer.data());
-          s->buffer.consume(s->buffer.size());
-          char chunk[4096];
-          for (;;) {
-            const std::size_t n = co_await s->socket.async_read_some(
-                asio::buffer(chunk), asio::redirect_error(use_awaitable, ec));
-            upload.append(chunk, n);
-            if (ec == asio::error::eof) break;
-            if (ec || upload.size() > (std::size_t{64} << 20)) co_return false;
-          }
-          break;
-        }
-        case reply::step::kind::write_from_upload: {
-          const std::string output = step.make ? step.make(upload) : std::string();
-          if (!co_await write(*s, script, budget, output)) co_return false;
-          break;
-        }
-        case reply::step::kind::write_forever: {
-          std::size_t written = 0;
-          while (written < step.limit && !self->stopping_) {
-            if (!co_await write(*s, script, budget, step.bytes)) co_return false;
-            written += step.bytes.size();
-          }
-          break;
-        }
-      }
-    }
-    co_return true;
-  }
-
+  // What a session touches when it goes comes before the io_context, which may destroy it.
   fake_engine& owner_;
+  std::map<uint64_t, std::weak_ptr<session>> sessions_;
+  uint64_t next_id_ = 1;
+  bool stopping_ = false;
   asio::io_context io_;
   asio::executor_work_guard<asio::io_context::executor_type> work_;
   asio::local::stream_protocol::acceptor acceptor_;
-  std::set<std::shared_ptr<session>> sessions_;
-  bool stopping_ = false;
 };
 
 // -- fake_engine --------------------------------------------------------------------------

@@ -4,8 +4,10 @@
 // connection, a hang, or a hijacked raw stream. The fake records every request (for
 // request-shape assertions) and counts connections.
 //
-// The wire's vocabulary (query decoding, frame headers, the listener, closing and resetting a
-// connection) is the fake engine's HTTP core (app/fake_engine/http_core.hpp), shared.
+// The connection loop is the fake engine's HTTP core (app/fake_engine/http_core.hpp), shared:
+// each connection is one of its sessions, which reads the requests (the head first, for a
+// header handler) and carries the raw bytes a script plays; so are the wire's vocabulary
+// (query decoding, frame headers) and the listener.
 //
 // Handlers run on the fake's thread: they must not use Catch2 assertions (not thread-safe).
 // Record what they see and assert on the test's thread.
