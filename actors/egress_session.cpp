@@ -145,6 +145,13 @@ void session::end(const std::string& why) {
   ended_ = true;
   if (why_.empty()) why_ = why;
   if (down_.usage().cut) why_ = "byte limit";
+  // The line is written before the sockets close, so whoever sees this connection end (the
+  // command in the sandbox, a test) finds it in the log. A connection that sent nothing is
+  // not a decision: a sandbox looping connect and close must not write a line each time.
+  if (!method_.empty() || down_.usage().up != 0 || !reply_.empty()) {
+    svc_->log.write(
+        {box_->id, host_, method_, decision_, why_, port_, down_.usage().up, down_.usage().down});
+  }
   beast::error_code ignored;
   down_.socket().close(ignored);
   up_.close(ignored);
@@ -152,11 +159,6 @@ void session::end(const std::string& why) {
   watchdog_.cancel();
   if (holds_slot_) box_->active.fetch_sub(1);
   holds_slot_ = false;
-  // A connection that sent nothing is not a decision: a sandbox looping connect and close
-  // must not write a line each time.
-  if (method_.empty() && down_.usage().up == 0 && reply_.empty()) return;
-  svc_->log.write(
-      {box_->id, host_, method_, decision_, why_, port_, down_.usage().up, down_.usage().down});
 }
 
 std::optional<std::string> session::rewrite(http::request<http::buffer_body>& req) {
