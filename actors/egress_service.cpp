@@ -143,8 +143,7 @@ std::string egress_service::open(const egress_policy& policy, const std::vector<
     return err;
   const std::string socket = run_dir + "/" + agent_protocol::egress_socket_name;
   if (::rename(staged.c_str(), socket.c_str()) != 0) {
-    const std::string why =
-        "cannot move the egress socket into " + run_dir + ": " + std::strerror(errno);
+    std::string why = "cannot move the egress socket into " + run_dir + ": " + std::strerror(errno);
     proxy_->close(sandbox_id, false);
     return why;
   }

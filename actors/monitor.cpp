@@ -23,7 +23,7 @@ struct monitor_state {
 };
 
 monitor_impl_actor::behavior_type monitor_impl(
-    monitor_impl_actor::stateful_pointer<monitor_state> self, monitored_actor container,
+    monitor_impl_actor::stateful_pointer<monitor_state> self, const monitored_actor& container,
     std::chrono::milliseconds lifetime) {
   self->state.container = container;
   // The monitor lives exactly as long as its container.

@@ -137,9 +137,10 @@ std::vector<std::string> differing_fields(const spec_record& kept, const spec_re
   for (const auto& field : fields) {
     auto a = kept.find(field);
     auto b = asked.find(field);
-    if (a == kept.end() || b == asked.end()) {
-      out.push_back(field);
-    } else if (a->second != b->second && (same_secret || !is_env_field(field))) {
+    // Missing on one side, or different where a difference shows (env values compare only
+    // under the same secret).
+    if (a == kept.end() || b == asked.end() ||
+        (a->second != b->second && (same_secret || !is_env_field(field)))) {
       out.push_back(field);
     }
   }
@@ -157,7 +158,7 @@ std::string load_spec_secret(const std::string& path) {
   std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
   // Created once, exclusively: two processes starting together agree on the first one's.
   if (int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600); fd >= 0) {
-    const auto secret = random_secret();
+    auto secret = random_secret();
     const bool written =
         ::write(fd, secret.data(), secret.size()) == static_cast<ssize_t>(secret.size());
     ::close(fd);
