@@ -269,7 +269,9 @@ int run_node(const node_options& options) {
     sigwait(&signals, &again);
     std::_Exit(exit_code::second_signal);
   }).detach();
-  sys.middleman().unpublish(facade, *published);
+  if (auto closed = unpublish_tls(facade.address(), *published, **mm); !closed)
+    log.warn("cannot close the listener on port " + std::to_string(*published) + ": " +
+             sys.render(closed.error()));
   stop_actors();
   mm->reset();  // stops the TLS middleman
   log.info("corral node " + runtime.name + " stopped (" + std::to_string(counters->dropped) +

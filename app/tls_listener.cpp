@@ -287,6 +287,18 @@ class tls_doorman : public caf::io::network::doorman_impl {
     return doorman::new_connection(&mpx, hdl);
   }
 
+  // CAF 0.17's multiplexer queues loop changes and squashes an add and a remove queued in one
+  // I/O cycle into nothing. A listener opened and closed at once (a node stopped the moment
+  // it printed its port) then never hears that it left the loop, so its acceptor keeps its
+  // reference to this doorman: a cycle that leaked the listener, its socket and its TLS
+  // context (ASan's leak check caught it). A listener not in the loop (no events registered)
+  // will get no such notice, so it is given here; the broker still holds this doorman, so
+  // dropping the acceptor's reference cannot end it mid-call.
+  void remove_from_loop() override {
+    doorman_impl::remove_from_loop();
+    if (acceptor_.eventbf() == 0) acceptor_.removed_from_loop(caf::io::network::operation::read);
+  }
+
  private:
   std::shared_ptr<SSL_CTX> ctx_;
   std::shared_ptr<handshake_budget> budget_;
@@ -396,6 +408,12 @@ caf::expected<uint16_t> publish_tls(const caf::strong_actor_ptr& whom, std::set<
                                     const tls_middleman& mm) {
   auto f = caf::make_function_view(mm.actor);
   return f(caf::publish_atom_v, port, whom, std::move(sigs), host, true);
+}
+
+caf::expected<void> unpublish_tls(const caf::actor_addr& whom, uint16_t port,
+                                  const tls_middleman& mm) {
+  auto f = caf::make_function_view(mm.actor);
+  return f(caf::unpublish_atom_v, whom, port);
 }
 
 }  // namespace corral::app

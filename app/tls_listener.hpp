@@ -73,11 +73,19 @@ caf::expected<std::shared_ptr<tls_middleman>> spawn_tls_middleman(
     caf::actor_system& sys, const tls_options& tls, const tls_listener_options& options = {});
 
 // Publishes `whom` (with its message types `sigs`) on host:port through `mm` (like
-// caf::io::publish, `reuse` on); returns the port bound. Blocks until the listener is up.
-// Stop it with the middleman's unpublish, and `mm.actor` with an exit message.
+// caf::io::publish, `reuse` on); returns the port bound. Blocks until the port is bound (the
+// listener joins CAF's I/O loop a moment later). Stop it with unpublish_tls, and `mm.actor`
+// with an exit message.
 caf::expected<uint16_t> publish_tls(const caf::strong_actor_ptr& whom, std::set<std::string> sigs,
                                     uint16_t port, const std::string& host,
                                     const tls_middleman& mm);
+
+// Closes the listener publish_tls opened for `whom` on `port`. Through `mm`, not the default
+// middleman: `mm` handed the listener to CAF's I/O loop in a message, and only a message from
+// `mm` is sure to arrive after it (an unpublish sent another way could overtake it, find
+// nothing to close and leave the listener open, which leaks it at exit).
+caf::expected<void> unpublish_tls(const caf::actor_addr& whom, uint16_t port,
+                                  const tls_middleman& mm);
 
 template <class Handle>
 caf::expected<uint16_t> publish_tls(const Handle& whom, uint16_t port, const std::string& host,

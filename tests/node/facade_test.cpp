@@ -1,7 +1,6 @@
 // A node publishes a facade: exactly the supervisor's public interface. A raw CAF peer that
 // sends the runtime's internal messages (or exits, errors, garbage) gets nothing from them,
 // and every request that changes something lands in the audit log.
-#include <dirent.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -27,16 +26,6 @@ using resub_atom = caf::atom_constant<caf::atom("resub")>;
 using prune_tick_atom = caf::atom_constant<caf::atom("prunetick")>;
 using update_atom = caf::atom_constant<caf::atom("update")>;
 using mark_atom = caf::atom_constant<caf::atom("mark")>;
-
-std::size_t open_fds(pid_t pid) {
-  std::size_t n = 0;
-  const auto path = "/proc/" + std::to_string(pid) + "/fd";
-  if (DIR* dir = ::opendir(path.c_str())) {
-    while (auto* entry = ::readdir(dir)) n += entry->d_name[0] != '.';
-    ::closedir(dir);
-  }
-  return n;
-}
 
 }  // namespace
 

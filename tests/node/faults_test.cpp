@@ -98,14 +98,6 @@ long status_kib(pid_t pid, const std::string& field) {
   return -1;
 }
 
-long open_fds(pid_t pid) {
-  long n = 0;
-  for ([[maybe_unused]] const auto& e :
-       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd"))
-    ++n;
-  return n;
-}
-
 // `corral --node ADDRESS run -- echo ok` succeeds.
 void check_serves(node_process& node, const char* after) {
   INFO("after " << after);

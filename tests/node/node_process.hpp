@@ -537,6 +537,16 @@ inline std::shared_ptr<app::tls_middleman> tls_client(caf::actor_system& sys) {
 
 using messages::ask;
 
+// How many file descriptors process `pid` holds.
+inline long open_fds(pid_t pid) {
+  long n = 0;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it("/proc/" + std::to_string(pid) + "/fd", ec), end;
+       !ec && it != end; it.increment(ec))
+    ++n;
+  return n;
+}
+
 // A policy (or any) file, removed at the end of the test.
 struct temp_file {
   std::string path;

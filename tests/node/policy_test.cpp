@@ -116,7 +116,9 @@ TEST_CASE("a node whose policy reaches host files needs an engine that remaps us
       auto& node = f.start(f.name("remapped"), {"--policy", policy->path});
       CHECK(eventually(10s, [&] { return contains(node.log(), "user namespaces remapped"); }));
       CHECK_FALSE(contains(node.log(), "does not remap user namespaces"));
-      CHECK(node.stop() == 0);
+      const auto stopped = node.stop();
+      INFO(node.log());
+      CHECK(stopped == 0);
       continue;
     }
     const auto r = run_cli(
@@ -134,7 +136,9 @@ TEST_CASE("a node whose policy reaches host files needs an engine that remaps us
     return contains(node.log(),
                     remapped ? "user namespaces remapped" : "user namespaces NOT remapped");
   }));
-  CHECK(node.stop() == 0);
+  const auto stopped = node.stop();
+  INFO(node.log());
+  CHECK(stopped == 0);
 }
 
 TEST_CASE("through a node, uid 0 writing in an rw workspace makes files of no host user",
