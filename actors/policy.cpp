@@ -17,6 +17,7 @@
 #include <caf/deep_to_string.hpp>
 
 #include "actors/units.hpp"
+#include "messages/capabilities.hpp"
 #include "messages/errors.hpp"
 
 namespace corral::actors {
@@ -165,6 +166,15 @@ constexpr std::array<std::string_view, 14> forbidden_caps = {
 
 }  // namespace
 
+std::optional<std::string> capability_name(std::string_view given) {
+  std::string name = upper(given);
+  if (name.rfind("CAP_", 0) == 0) name.erase(0, 4);
+  const auto& known = messages::linux_capabilities;
+  if (name != "ALL" && std::find(known.begin(), known.end(), name) == known.end())
+    return std::nullopt;
+  return name;
+}
+
 bool is_never_granted_capability(std::string_view name) {
   return std::find(forbidden_caps.begin(), forbidden_caps.end(), name) != forbidden_caps.end();
 }
@@ -304,14 +314,12 @@ caf::expected<sandbox_plan> plan_sandbox(const runtime_config& cfg, const std::s
   if (spec.writable_root) plan.warnings.push_back("writable root (loosened)");
   h.cap_drop = {"ALL"};
   for (const auto& cap : spec.cap_add) {
-    std::string name = upper(cap);
-    if (name.rfind("CAP_", 0) == 0) name = name.substr(4);
-    if (name.empty() || !std::all_of(name.begin(), name.end(), [](unsigned char ch) {
-          return std::isupper(ch) || ch == '_';
-        })) {
+    const auto known = capability_name(cap);
+    if (!known) {
       return make_error(corral_errc::invalid_request,
-                        "capability " + shown(cap) + " is not a capability name");
+                        "capability " + shown(cap) + " is not a Linux capability");
     }
+    const std::string& name = *known;
     if (is_never_granted_capability(name)) {
       return make_error(corral_errc::policy_violation,
                         "capability " + name + " is never granted to a sandbox");

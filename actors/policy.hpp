@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -132,8 +133,13 @@ caf::error check_image_reference(std::string_view image);
 // repository (any tag or digest of it); "*" allows any image; an empty list none.
 bool image_allowed(std::string_view image, const std::vector<std::string>& allowlist);
 
-// Capabilities never granted to a sandbox, whatever the policy lists (name normalised: upper
-// case, no CAP_ prefix).
+// A capability as the engine takes it: upper case, without CAP_ ("cap_chown" is CHOWN), or
+// nothing when `given` names none of Linux's capabilities (ALL is a name here: the checks
+// refuse it as never granted). The policy file and requests both spell capabilities so.
+std::optional<std::string> capability_name(std::string_view given);
+
+// Capabilities never granted to a sandbox, whatever the policy lists (name normalised:
+// capability_name).
 bool is_never_granted_capability(std::string_view name);
 
 // Network modes that would share a namespace outside the sandbox: never allowed.

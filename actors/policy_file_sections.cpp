@@ -39,15 +39,10 @@ std::string check_network(std::string& s) {
 }
 
 std::string check_capability(std::string& s) {
-  std::string name;
-  for (unsigned char c : s) name += static_cast<char>(std::toupper(c));
-  if (name.rfind("CAP_", 0) == 0) name = name.substr(4);
-  if (name.empty() || !std::all_of(name.begin(), name.end(), [](unsigned char c) {
-        return std::isupper(c) || c == '_' || std::isdigit(c);
-      }))
-    return json_quoted(s) + " is not a capability name";
-  if (is_never_granted_capability(name)) return name + " is never granted to a sandbox";
-  s = name;
+  auto name = capability_name(s);
+  if (!name) return json_quoted(s) + " is not a Linux capability";
+  if (is_never_granted_capability(*name)) return *name + " is never granted to a sandbox";
+  s = std::move(*name);
   return {};
 }
 

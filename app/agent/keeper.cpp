@@ -24,62 +24,15 @@
 #include <utility>
 
 #include "app/agent/agent_state.hpp"
+#include "messages/capabilities.hpp"
 
 namespace corral::agent_detail {
-
-namespace {
-
-// -- capabilities --------------------------------------------------------------------------
-
-const char* const capability_names[] = {"CHOWN",
-                                        "DAC_OVERRIDE",
-                                        "DAC_READ_SEARCH",
-                                        "FOWNER",
-                                        "FSETID",
-                                        "KILL",
-                                        "SETGID",
-                                        "SETUID",
-                                        "SETPCAP",
-                                        "LINUX_IMMUTABLE",
-                                        "NET_BIND_SERVICE",
-                                        "NET_BROADCAST",
-                                        "NET_ADMIN",
-                                        "NET_RAW",
-                                        "IPC_LOCK",
-                                        "IPC_OWNER",
-                                        "SYS_MODULE",
-                                        "SYS_RAWIO",
-                                        "SYS_CHROOT",
-                                        "SYS_PTRACE",
-                                        "SYS_PACCT",
-                                        "SYS_ADMIN",
-                                        "SYS_BOOT",
-                                        "SYS_NICE",
-                                        "SYS_RESOURCE",
-                                        "SYS_TIME",
-                                        "SYS_TTY_CONFIG",
-                                        "MKNOD",
-                                        "LEASE",
-                                        "AUDIT_WRITE",
-                                        "AUDIT_CONTROL",
-                                        "SETFCAP",
-                                        "MAC_OVERRIDE",
-                                        "MAC_ADMIN",
-                                        "SYSLOG",
-                                        "WAKE_ALARM",
-                                        "BLOCK_SUSPEND",
-                                        "AUDIT_READ",
-                                        "PERFMON",
-                                        "BPF",
-                                        "CHECKPOINT_RESTORE"};
-
-}  // namespace
 
 uint64_t capability_mask(const std::vector<std::string>& names) {
   uint64_t mask = 0;
   for (const auto& n : names)
-    for (int i = 0; i < static_cast<int>(std::size(capability_names)); ++i)
-      if (n == capability_names[i]) mask |= uint64_t{1} << i;
+    for (std::size_t i = 0; i < messages::linux_capabilities.size(); ++i)
+      if (n == messages::linux_capabilities[i]) mask |= uint64_t{1} << i;
   return mask;
 }
 

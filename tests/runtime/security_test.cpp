@@ -125,6 +125,42 @@ TEST_CASE_METHOD(runtime_fixture, "a sandbox is created hardened", "[runtime][se
 
 // A command that allocates past the memory limit is OOM-killed: the engine reports an oom
 // event just before the exec dies with 137 (seen here 10 ms apart), and corral says so.
+TEST_CASE_METHOD(runtime_fixture, "an added capability reaches the command and no other does",
+                 "[runtime][security]") {
+  // The policy lists two; the request adds one, in another spelling. The agent keeps it in
+  // the command's bounding set (NET_BIND_SERVICE is bit 10: 0x400) and, for root, in its
+  // effective set; the sandbox user holds none (no ambient capabilities: a uid other than 0
+  // loses them at exec).
+  rt.policy.capabilities = {"NET_BIND_SERVICE", "CHOWN"};
+  rt.policy.users.allow_root = true;
+  sandbox_spec spec;
+  spec.cap_add = {"cap_net_bind_service"};
+  auto info = acquire("cap", spec);
+  REQUIRE_OK(info);
+  auto ins = inspect(info->container_id);
+  REQUIRE_OK(ins);
+  // The container holds it (beside the agent's own SETUID, SETGID, KILL and SETPCAP, which
+  // no command keeps); CHOWN, listed but not asked for, is not added.
+  const auto& added = ins->host.cap_add;
+  CHECK(std::count(added.begin(), added.end(), "NET_BIND_SERVICE") == 1);
+  CHECK(std::count(added.begin(), added.end(), "CHOWN") == 0);
+  CHECK(ins->host.cap_drop == std::vector<std::string>{"ALL"});
+  auto user = exec("cap", {"cat", "/proc/self/status"});
+  REQUIRE_OK(user);
+  INFO(user->stdout_data);
+  CHECK(contains(user->stdout_data, "CapEff:\t0000000000000000\n"));
+  if (!rt.agent_path.empty()) CHECK(contains(user->stdout_data, "CapBnd:\t0000000000000400\n"));
+  REQUIRE_OK(release("cap"));
+  spec.user = "0";
+  REQUIRE_OK(acquire("cap-root", spec));
+  auto root = exec("cap-root", {"cat", "/proc/self/status"});
+  REQUIRE_OK(root);
+  INFO(root->stdout_data << root->stderr_data);
+  CHECK(contains(root->stdout_data, "CapEff:\t0000000000000400\n"));
+  CHECK(contains(root->stdout_data, "CapBnd:\t0000000000000400\n"));
+  REQUIRE_OK(release("cap-root"));
+}
+
 TEST_CASE_METHOD(runtime_fixture, "a memory hog is OOM-killed and the sandbox survives",
                  "[runtime][security]") {
   sandbox_spec spec;

@@ -329,11 +329,15 @@ TEST_CASE("policy: host namespaces and dangerous capabilities are never granted"
     CHECK(err == corral_errc::policy_violation);
     CHECK_THAT(msg::describe(err), Catch::Contains("never granted"));
   }
-  for (const char* cap : {"", "CAP_", "NET BIND", "X1", "A;B"}) {
+  // Not a capability at all, or none of Linux's (a typo, a made-up one): refused as invalid,
+  // named, before any policy question.
+  for (const char* cap : {"", "CAP_", "NET BIND", "X1", "A;B", "CAP_1", "NET_BIND_SERVIC",
+                          "CAP_CAP_CHOWN", "NET_BIND_SERVICE_"}) {
     msg::sandbox_spec spec;
     spec.cap_add = {cap};
     INFO("cap: " << cap);
     CHECK(error_of(plan(spec, cfg)) == corral_errc::invalid_request);
+    CHECK_THAT(msg::describe(error_of(plan(spec, cfg))), Catch::Contains("not a Linux capability"));
   }
 }
 
