@@ -9,11 +9,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "cli_process.hpp"
 #include "http_upstream.hpp"
@@ -94,6 +98,44 @@ sandbox_spec with_egress(std::vector<std::string> hosts) {
   sandbox_spec spec;
   spec.allow_hosts = std::move(hosts);
   return spec;
+}
+
+// -- processes, seen from the host -------------------------------------------------------
+
+pid_t parent_of(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("PPid:", 0) == 0) return static_cast<pid_t>(std::stol(line.substr(5)));
+  return 0;
+}
+
+// The host pid of the process below `root` whose command line is `argv`, if there is one.
+std::optional<pid_t> descendant_running(pid_t root, const std::vector<std::string>& argv) {
+  std::string cmdline;
+  for (const auto& a : argv) cmdline += a + '\0';
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const auto name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    const auto pid = static_cast<pid_t>(std::stol(name));
+    if (read_all("/proc/" + name + "/cmdline") != cmdline) continue;
+    for (pid_t up = parent_of(pid); up > 1; up = parent_of(up))
+      if (up == root) return pid;
+  }
+  return std::nullopt;
+}
+
+// What a process's descriptors point at ("pipe:[…]", "socket:[…]", "/dev/null", …); empty if
+// they cannot be read.
+std::vector<std::string> descriptors_of(pid_t pid) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it("/proc/" + std::to_string(pid) + "/fd", ec), end;
+       !ec && it != end; it.increment(ec)) {
+    std::error_code link_ec;
+    const auto target = std::filesystem::read_symlink(it->path(), link_ec);
+    out.push_back(link_ec ? "?" : target.string());
+  }
+  return out;
 }
 
 }  // namespace
@@ -381,4 +423,38 @@ TEST_CASE_METHOD(egress_fixture,
   CHECK(heads[1].find(secret) != std::string::npos);
   rt.keep_sandboxes_on_shutdown = false;
   REQUIRE_OK(release("kept"));
+}
+
+TEST_CASE_METHOD(egress_fixture, "egress: a command's keeper holds none of its agent's sockets",
+                 "[runtime][egress][agent]") {
+  // A keeper is a fork of the agent that never execs, so close-on-exec does not clear what it
+  // inherits: it closes the agent's descriptors itself. Were the egress port (or a relay) left
+  // open in it, a port the agent closed would stay open for as long as any command forked
+  // meanwhile lived. Seen from the host (root reads /proc of the non-dumpable keeper).
+  auto info = acquire("keep", with_egress({"up.test"}));
+  REQUIRE_OK(info);
+  auto inspected = inspect(info->container_id);
+  REQUIRE_OK(inspected);
+  const auto init = static_cast<pid_t>(inspected->state.pid);
+  REQUIRE(init > 0);
+  auto pending = self->request(sup(), caf::timespan{120s}, exec_atom_v, std::string("keep"),
+                               make_exec({"sleep", "37"}, caf::timespan{60s}));
+  std::optional<pid_t> command;
+  REQUIRE(eventually(20s, [&] { return (command = descendant_running(init, {"sleep", "37"})); }));
+  const pid_t keeper = parent_of(*command);
+  const pid_t agent = parent_of(keeper);
+  const auto keeper_fds = descriptors_of(keeper);
+  const auto agent_fds = descriptors_of(agent);
+  auto sockets = [](const std::vector<std::string>& fds) {
+    return std::count_if(fds.begin(), fds.end(),
+                         [](const std::string& f) { return f.rfind("socket:", 0) == 0; });
+  };
+  INFO("keeper " << keeper << ": " << Catch::Detail::stringify(keeper_fds));
+  INFO("agent " << agent << ": " << Catch::Detail::stringify(agent_fds));
+  // The agent listens for its host and on the egress port: sockets this check would see.
+  CHECK(sockets(agent_fds) >= 2);
+  REQUIRE(!keeper_fds.empty());  // readable: its pipes to the agent are there
+  CHECK(sockets(keeper_fds) == 0);
+  REQUIRE_OK(release("keep"));
+  pending.receive([](exec_result&) {}, [](caf::error&) {});
 }
