@@ -96,15 +96,18 @@ struct meter {
   clock_type::time_point last = clock_type::now();
   bool cut = false;  // the budget ran out: the connection ends with "byte limit"
 
-  // Charges n bytes; false (and nothing charged) if that would pass max_bytes.
+  // Charges n bytes; false (and nothing charged) if that would pass max_bytes. Compared and
+  // charged in one step: a charge that is refused never counts, even for a moment, so it
+  // cannot make another connection's charge that fits look over the budget.
   bool take(std::size_t n) {
     const uint64_t max = box->rules.max_bytes;
-    const uint64_t total = box->bytes.fetch_add(n) + n;
-    if (max != 0 && total > max) {
-      box->bytes.fetch_sub(n);
-      cut = true;
-      return false;
-    }
+    uint64_t used = box->bytes.load();
+    do {
+      if (max != 0 && used + n > max) {
+        cut = true;
+        return false;
+      }
+    } while (!box->bytes.compare_exchange_weak(used, used + n));
     return true;
   }
   void give_back(std::size_t n) { box->bytes.fetch_sub(n); }

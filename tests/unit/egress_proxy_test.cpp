@@ -6,6 +6,7 @@
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
 #include <utility>
 
+#include <atomic>
 #include <condition_variable>
 #include <filesystem>
 #include <fstream>
@@ -25,6 +26,7 @@
 #include <boost/beast/http.hpp>
 
 #include "actors/egress_proxy.hpp"
+#include "actors/egress_session.hpp"
 #include "tests/test_kit.hpp"
 
 namespace {
@@ -691,4 +693,40 @@ TEST_CASE("egress proxy: log lines are JSON with every field", "[unit][egress]")
     CHECK(e["bytes_up"].get_uint64().value() > 0);
     CHECK(e["bytes_down"].get_uint64().value() > 0);
   }
+}
+
+TEST_CASE("egress: a charge refused near the byte limit never counts against another", "[egress]") {
+  // Connections of one sandbox charge its budget from different threads. A big write that
+  // does not fit is refused; while it is being refused, a one-byte read that fits must still
+  // pass (it did not when the refused charge was added first and taken back after).
+  corral::egress_detail::sandbox box;
+  box.rules.max_bytes = 1000;
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> big_refused{0};
+  std::thread big([&] {
+    corral::egress_detail::meter m;
+    m.box = &box;
+    while (!stop.load())
+      if (!m.take(4000)) ++big_refused;
+  });
+  corral::egress_detail::meter small;
+  small.box = &box;
+  REQUIRE(small.take(999));                                   // one byte left
+  while (big_refused.load() == 0) std::this_thread::yield();  // the big charges have begun
+  int refused = 0;
+  for (int i = 0; i < 300000; ++i) {
+    if (small.take(1))
+      small.give_back(1);
+    else
+      ++refused;
+  }
+  stop = true;
+  big.join();
+  INFO(big_refused.load() << " big charges refused meanwhile");
+  CHECK(refused == 0);
+  CHECK_FALSE(small.cut);
+  CHECK(box.bytes.load() == 999);
+  CHECK_FALSE(small.take(2));  // past the budget: refused, and marked
+  CHECK(small.cut);
+  CHECK(box.bytes.load() == 999);
 }
