@@ -203,6 +203,8 @@ reply& reply::then_pause(std::chrono::milliseconds delay) {
 }
 
 reply& reply::then_write_forever(std::string piece, std::size_t limit) {
+  // An empty piece would never reach the limit: zero-byte writes for ever.
+  if (piece.empty()) throw std::invalid_argument("then_write_forever: an empty piece");
   step s = simple_step(step::kind::write_forever);
   s.bytes = std::move(piece);
   s.limit = limit;

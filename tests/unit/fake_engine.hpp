@@ -89,7 +89,7 @@ class reply {
   reply& after(std::chrono::milliseconds delay);  // wait before the script
   reply& then_write(std::string bytes);
   reply& then_pause(std::chrono::milliseconds delay);
-  // Writes `piece` over and over until the peer stops reading (or `limit` bytes).
+  // Writes `piece` (not empty) over and over until the peer stops reading (or `limit` bytes).
   reply& then_write_forever(std::string piece, std::size_t limit = std::size_t{256} << 20);
   reply& then_close();
   reply& then_reset();
