@@ -25,6 +25,10 @@ namespace corral::actors::supervisor_detail {
 
 void subscribe_events(self_ptr self) {
   auto& st = self->state;
+  // One subscription at a time: a reconnect (after a failed first list, say) keeps the stream
+  // that still lives; a second one would deliver every event twice, and replacing it would
+  // miss the events between the two.
+  if (st.events_stream != 0) return;
   docker::events_options options;
   options.filters["type"] = {"container"};
   options.filters["label"] = {std::string(label_runtime) + "=" + st.cfg.name};
@@ -57,6 +61,7 @@ void subscribe_events(self_ptr self) {
   };
   st.events_stream = st.docker->events(
       options, std::move(on_event), back_to<void>(self, [self](const docker::result<void>&) {
+        self->state.events_stream = 0;
         if (self->state.now == phase::shutting_down) return;
         // The stream broke (engine restart?): try again shortly.
         self->delayed_send(self, std::chrono::seconds(1), resubscribe_atom_v);

@@ -119,6 +119,7 @@ struct supervisor_state {
   // nor removed (found by tests/crash_trial.sh).
   std::vector<std::string> spared;
   runtime_stats stats;
+  // The one event subscription while it lives (0 when there is none).
   docker::unix_http_client::request_id events_stream = 0;
   // Releases asked for by clients and still on their way: the supervisor answers them all
   // before it quits, also during a shutdown.

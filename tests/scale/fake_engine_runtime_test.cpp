@@ -485,6 +485,26 @@ TEST_CASE("runtime on the fake engine: a release waiting for a command whose exe
   CHECK(fake.containers().empty());
 }
 
+TEST_CASE("runtime on the fake engine: reconnecting keeps one event subscription",
+          "[scale][runtime][faults]") {
+  // The first container list fails (every list does, here), so the runtime serves with the
+  // engine marked down and reconnects at each prune tick. Its event stream still lives: a
+  // reconnect keeps it rather than add one (every event would then reach a sandbox's monitor
+  // once per reconnect; 54 streams after 2 s before the fix).
+  auto options = fast_options();
+  options.error_rates["list"] = 1.0;
+  app::fake_engine fake(options);
+  auto cfg = config_for(fake, "resubscribe");
+  cfg.prune_interval = 100ms;
+  runtime_harness rt(cfg);
+  REQUIRE(eventually(20s, [&] { return fake.stats().injected_errors["list"] >= 4; }));
+  CHECK(eventually([&] { return fake.stats().event_subscribers == 1; }));
+  INFO("subscribers: " << fake.stats().event_subscribers << " after "
+                       << fake.stats().requests["events"] << " subscriptions");
+  CHECK(fake.stats().requests["events"] == 1);
+  CHECK(fake.stats().event_subscribers == 1);
+}
+
 // Seconds on the fake engine: in CI with every run.
 TEST_CASE("runtime on the fake engine: 10,000 sandboxes", "[scale][runtime][scale10k]") {
   app::fake_engine fake(fast_options());
