@@ -27,7 +27,8 @@
 //
 // Any step that fails enters removing (fail_startup). A release during a step in flight enters
 // draining at once; that step, when it ends, is moot and enters removing instead of its next
-// phase. The lifetime, the monitor's marks and a lost agent enter removing. Back edges: a claim
+// phase. The lifetime, the monitor's marks and a lost agent enter removing (during a create,
+// removing waits for its answer and removes what it made). Back edges: a claim
 // by rename that meets the key's name held goes back to creating (the holder is looked at), as
 // does a pool member gone before its claim. `info.status` is what callers see: creating
 // (creating, adopting), starting (starting, setting_up, and creating again after a claim's back
@@ -173,6 +174,12 @@ void begin_removal(self_ptr self, sandbox_status final_status, std::string detai
   st.now = phase::removing;
   if (!detail.empty()) st.info.detail = std::move(detail);
   if (st.monitor) self->send(st.monitor, stopping_atom_v);
+  if (st.create_in_flight) {
+    // The create's answer says whether there is a container to remove (removed_after_create).
+    st.removal_after_create = final_status;
+    if (final_status == sandbox_status::removed) st.info.status = sandbox_status::stopping;
+    return publish(self);
+  }
   if (st.info.container_id.empty()) {
     st.info.status = final_status;
     return finish(self);
@@ -186,6 +193,24 @@ void begin_removal(self_ptr self, sandbox_status final_status, std::string detai
                               back_to<docker::change_outcome>(self, [self, final_status](auto) {
                                 remove_container(self, final_status);
                               }));
+}
+
+void removed_after_create(self_ptr self, const docker::result<std::string>& created) {
+  auto& st = self->state;
+  const auto final_status = st.removal_after_create.value_or(sandbox_status::removed);
+  if (created) {
+    st.info.container_id = *created;
+  } else if (created.err().code != docker::errc::not_found &&
+             created.err().code != docker::errc::invalid_request &&
+             created.err().code != docker::errc::conflict) {
+    // The engine may have made it and lost only its answer: removed by name.
+    st.info.container_id = st.container_name;
+  }
+  if (st.info.container_id.empty()) {
+    st.info.status = final_status;
+    return finish(self);
+  }
+  remove_container(self, final_status);
 }
 
 void fail_startup(self_ptr self, const caf::error& err) {

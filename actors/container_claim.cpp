@@ -376,9 +376,16 @@ void create_container(self_ptr self) {
     if (auto err = make_run_dir(self)) return fail_startup(self, err);
   }
   if (st.args.cfg.before_create_for_tests) st.args.cfg.before_create_for_tests(st.args.plan);
+  st.create_in_flight = true;
   engine(self).container_create(
       request, back_to<docker::container_create_response>(
                    self, [self](docker::result<docker::container_create_response> r) {
+                     self->state.create_in_flight = false;
+                     if (self->state.now == phase::removing) {
+                       // The lifetime or a mark came meanwhile: what was made goes.
+                       return r ? removed_after_create(self, r->id)
+                                : removed_after_create(self, r.err());
+                     }
                      if (!r && r.err().code == docker::errc::conflict) return claim_taken(self);
                      if (!r) {
                        // The engine may have created it and lost only its answer: remove by name.

@@ -105,6 +105,10 @@ struct container_state {
   std::string claim_nonce;     // in the create's labels: a holder with it is this actor's own
   bool shared_claim = false;   // adopted from another live process: its commands are not orphans
   caf::error startup_failure;  // why the sandbox never became ready, for those who waited
+  // A create's answer is awaited: a removal begun meanwhile (the lifetime, a mark) waits for
+  // it, since the container it makes is this sandbox's to remove (removal_after_create).
+  bool create_in_flight = false;
+  std::optional<sandbox_status> removal_after_create;
   int remove_attempts = 0;
   int engine_waits = 0;  // removals retried while no engine answered (a restart)
   int busy_waits = 0;    // removals retried while the engine found the root filesystem busy
@@ -145,6 +149,9 @@ inline docker::client& engine(self_ptr self) {
 
 void publish(self_ptr self);
 void begin_removal(self_ptr self, sandbox_status final_status, std::string detail);
+// The removal begun while the create was in flight, once its answer (the container's id, or
+// the engine's error) is in.
+void removed_after_create(self_ptr self, const docker::result<std::string>& created);
 void fail_startup(self_ptr self, const caf::error& err);
 bool moot(self_ptr self);
 bool enter(self_ptr self, phase next);

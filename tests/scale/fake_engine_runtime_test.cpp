@@ -485,6 +485,31 @@ TEST_CASE("runtime on the fake engine: a release waiting for a command whose exe
   CHECK(fake.containers().empty());
 }
 
+TEST_CASE(
+    "runtime on the fake engine: a lifetime that ends during the create removes "
+    "what it made",
+    "[scale][runtime][faults]") {
+  // The create takes 600 ms and the sandbox's lifetime is 100 ms: the removal begins with
+  // no container yet, waits for the create's answer and removes the container it made (it
+  // was left to the runtime's next start before).
+  auto options = exact_latency_options();
+  options.latency.create = 600ms;
+  app::fake_engine fake(options);
+  auto cfg = config_for(fake, "lifetime-in-create");
+  cfg.agent_path = "none";
+  runtime_harness rt(cfg);
+  sandbox_spec spec;
+  spec.lifetime = caf::timespan{100ms};
+  auto acquired = rt.ask<sandbox_info>(caf::timespan{30s}, acquire_atom_v, "k", spec);
+  REQUIRE_FALSE(acquired);
+  INFO(describe(acquired.error()));
+  CHECK_THAT(describe(acquired.error()), Catch::Contains("lifetime"));
+  CHECK(fake.stats().requests["create"] == 1);
+  REQUIRE(eventually([&] { return fake.stats().containers_created_total == 1; }));
+  CHECK(eventually([&] { return fake.containers().empty(); }));
+  CHECK(fake.stats().containers_removed_total == 1);
+}
+
 TEST_CASE("runtime on the fake engine: reconnecting keeps one event subscription",
           "[scale][runtime][faults]") {
   // The first container list fails (every list does, here), so the runtime serves with the
