@@ -485,6 +485,35 @@ TEST_CASE("runtime on the fake engine: a release waiting for a command whose exe
   CHECK(fake.containers().empty());
 }
 
+TEST_CASE("runtime on the fake engine: a release during the setup ends the sandbox cleanly",
+          "[scale][runtime][faults]") {
+  // The setup command's exec create takes 500 ms; the release arrives while it is in flight
+  // (setting_up). The setup's answer is then moot: the acquire is refused, the release answers
+  // removed, and nothing is left in the engine.
+  auto options = exact_latency_options();
+  options.latency.exec_create = 500ms;
+  app::fake_engine fake(options);
+  auto cfg = config_for(fake, "release-in-setup");
+  cfg.agent_path = "none";
+  runtime_harness rt(cfg);
+  sandbox_spec spec;
+  spec.setup_command = {"true"};
+  auto acquire = rt.self->request(rt.sup, caf::timespan{30s}, acquire_atom_v, "k", spec);
+  REQUIRE(eventually([&] { return fake.stats().requests["exec_create"] == 1; }));
+  auto released =
+      rt.ask<sandbox_info>(caf::timespan{30s}, release_atom_v, "k", release_mode::cancel_execs);
+  INFO((released ? "" : describe(released.error())));
+  REQUIRE(released);
+  CHECK(released->status == sandbox_status::removed);
+  std::string acquired;
+  acquire.receive([&](sandbox_info& info) { acquired = "ready: " + info.key; },
+                  [&](caf::error& err) { acquired = describe(err); });
+  INFO("the acquire got " << acquired);
+  CHECK_THAT(acquired, Catch::Contains("released"));
+  CHECK(fake.containers().empty());
+  CHECK(fake.stats().containers_removed_total == 1);
+}
+
 TEST_CASE(
     "runtime on the fake engine: a lifetime that ends during the create removes "
     "what it made",
