@@ -200,9 +200,7 @@ void removed_after_create(self_ptr self, const docker::result<std::string>& crea
   const auto final_status = st.removal_after_create.value_or(sandbox_status::removed);
   if (created) {
     st.info.container_id = *created;
-  } else if (created.err().code != docker::errc::not_found &&
-             created.err().code != docker::errc::invalid_request &&
-             created.err().code != docker::errc::conflict) {
+  } else if (create_may_have_made(created.err())) {
     // The engine may have made it and lost only its answer: removed by name.
     st.info.container_id = st.container_name;
   }

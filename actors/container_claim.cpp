@@ -389,8 +389,7 @@ void create_container(self_ptr self) {
                      if (!r && r.err().code == docker::errc::conflict) return claim_taken(self);
                      if (!r) {
                        // The engine may have created it and lost only its answer: remove by name.
-                       if (r.err().code != docker::errc::not_found &&
-                           r.err().code != docker::errc::invalid_request) {
+                       if (create_may_have_made(r.err())) {
                          self->state.info.container_id = self->state.container_name;
                        }
                        const auto doing = r.err().code == docker::errc::not_found

@@ -149,6 +149,13 @@ inline docker::client& engine(self_ptr self) {
 
 void publish(self_ptr self);
 void begin_removal(self_ptr self, sandbox_status final_status, std::string detail);
+// Whether a failed create may still have made its container (only its answer lost): not when
+// the engine refused it (no such image, a bad request, the name taken).
+inline bool create_may_have_made(const docker::error& err) {
+  return err.code != docker::errc::not_found && err.code != docker::errc::invalid_request &&
+         err.code != docker::errc::conflict;
+}
+
 // The removal begun while the create was in flight, once its answer (the container's id, or
 // the engine's error) is in.
 void removed_after_create(self_ptr self, const docker::result<std::string>& created);
